@@ -1,0 +1,244 @@
+"""The `vggstyle` command: a thin adapter from argv to stylize() and back to files.
+
+Options are generated from StyleConfig's fields, so defaults and help live in one
+place. Every user error is one line on stderr and exit code 2; Ctrl-C stops the
+run, saves the image as it is and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from . import __version__
+from .config import DEFAULT_ITERATIONS, StyleConfig, config_fields
+from .errors import ConfigError, OutputError, VggstyleError
+from .layers import LAYER_NAMES, format_layer_weights
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+GROUP_TITLES = {
+    "weights": "loss weights (normalized: the defaults suit any --image-size)",
+    "images": "images",
+    "optimization": "optimization (one iteration = one forward + backward pass through VGG19)",
+    "network": "network",
+    "hardware": "hardware",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, not a usage block."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _default_text(f) -> str:
+    default = f.default if f.default is not MISSING else f.default_factory()
+    if f.name == "num_iterations":
+        return str(DEFAULT_ITERATIONS)
+    if isinstance(default, dict):
+        return format_layer_weights(default)
+    if default is None or default == []:
+        return ""
+    return str(default)
+
+
+def _number(kind):
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {'whole number' if kind is int else 'number'}")
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vggstyle",
+        description="Repaint a content image in the style of one or more style images "
+                    "(Gatys et al., VGG19). Run `vggstyle serve` for the web app.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"VGG19 layer names: {', '.join(n for n in LAYER_NAMES if n.startswith('relu'))} "
+               "(also conv*_* and pool*).",
+    )
+    parser.add_argument("content", help="content image (its structure is kept)")
+    parser.add_argument("styles", nargs="+", metavar="style", help="style image(s) (their textures are taken)")
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output", default="out.png",
+                     help="result file; .png (with the parameters inside), .jpg or .webp (default: out.png)")
+    out.add_argument("--save-every", type=_number(int), default=0, metavar="N",
+                     help="also write the image every N iterations, as OUTPUT-stem_000N.ext")
+    out.add_argument("--plot", metavar="FILE", help="write a PNG plot of the loss curves (needs matplotlib)")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
+    out.add_argument("--version", action="version", version=f"vggstyle {__version__}")
+
+    groups = {}
+    for f in config_fields():
+        meta = f.metadata
+        group = groups.get(meta["group"])
+        if group is None:
+            group = groups[meta["group"]] = parser.add_argument_group(GROUP_TITLES[meta["group"]])
+        default_text = _default_text(f)
+        help_text = meta["help"] + (f" (default: {default_text})" if default_text else "")
+        kwargs = {"help": help_text, "default": argparse.SUPPRESS, "dest": f.name}
+        if "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        elif meta.get("type") in ("layers", "floats"):
+            kwargs["metavar"] = "LIST"
+        elif f.type in ("float", "float | None"):
+            kwargs.update(type=_number(float), metavar="X")
+        elif f.type in ("int", "int | None"):
+            kwargs.update(type=_number(int), metavar="N")
+        else:
+            kwargs["metavar"] = meta.get("metavar", "VALUE")
+        group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> StyleConfig:
+    names = {f.name for f in fields(StyleConfig)}
+    return StyleConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+class _ProgressBar:
+    """tqdm on stderr with the loss terms; also writes --save-every snapshots."""
+
+    def __init__(self, total: int, quiet: bool, output: Path, save_every: int, parameters: dict):
+        self.quiet = quiet
+        self.output = output
+        self.save_every = save_every
+        self.parameters = parameters
+        self.history: list[dict] = []
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.last = None
+
+    def __call__(self, progress) -> bool:
+        self.last = progress
+        self.history.append({"step": progress.step, **progress.losses})
+        if self.bar is not None:
+            losses = progress.losses
+            self.bar.set_postfix_str(f"content {losses['content']:.3g} style {losses['style']:.3g} "
+                                     f"tv {losses['tv']:.3g} total {losses['total']:.4g}", refresh=False)
+            self.bar.update(progress.step - self.bar.n)
+        if self.save_every and progress.step % self.save_every == 0:
+            from .image import save_image
+            name = f"{self.output.stem}_{progress.step:04d}{self.output.suffix}"
+            save_image(progress.image(), self.output.with_name(name), self.parameters)
+        return not _STOP["requested"]
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+_STOP = {"requested": False}
+
+
+def _on_sigint(signum, frame):
+    if _STOP["requested"]:
+        raise KeyboardInterrupt
+    _STOP["requested"] = True
+    print("\nvggstyle: stopping after this iteration and saving the image (Ctrl-C again to abort)",
+          file=sys.stderr)
+
+
+def _check_plot(path: str | None) -> None:
+    if path is None:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'vggstyle[plot]'") from None
+    from .image import check_output_path
+    if Path(path).suffix.lower() != ".png":
+        raise OutputError(f"--plot {path}: the plot is a PNG; give a file name ending in .png")
+    check_output_path(path)
+
+
+def write_plot(history: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .image import save_image
+    from PIL import Image
+    import io
+
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for key in ("total", "style", "content", "tv"):
+        values = [max(h[key], 1e-12) for h in history]
+        ax.plot(steps, values, label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("weighted loss")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    buffer.seek(0)
+    save_image(Image.open(buffer).convert("RGB"), path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "serve":
+        from .web.server import main as serve_main
+        return serve_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except VggstyleError as exc:
+        print(f"vggstyle: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vggstyle: aborted; nothing saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .image import check_output_path, save_image
+
+    config = config_from_args(args)
+    config.validate(num_styles=len(args.styles))
+    if args.save_every < 0:
+        raise ConfigError("--save-every must be >= 0")
+    output = check_output_path(args.output)
+    _check_plot(args.plot)
+
+    from .optimize import stylize  # torch is imported here, after the cheap checks
+
+    parameters = config.to_dict()
+    bar = _ProgressBar(config.iterations, args.quiet, output, args.save_every, parameters)
+    _STOP["requested"] = False
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    start = time.perf_counter()
+    try:
+        result = stylize(args.content, args.styles, config, on_step=bar)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    seconds = time.perf_counter() - start
+    save_image(result, output, result.info.get("vggstyle", parameters))
+    if args.plot and bar.history:
+        write_plot(bar.history, args.plot)
+    if not args.quiet:
+        info = result.info["vggstyle"]
+        losses = bar.last.losses if bar.last else {}
+        loss_text = " ".join(f"{k} {losses[k]:.4g}" for k in ("content", "style", "tv", "total") if k in losses)
+        width, height = info["size"]
+        print(f"{'stopped' if _STOP['requested'] else 'done'}: {info['iterations_done']} iterations in "
+              f"{seconds:.1f} s ({info['iterations_done'] / seconds:.2f} it/s), {width}x{height} px, "
+              f"{info['precision_used']}; {loss_text} -> {output}", file=sys.stderr)
+    return EXIT_INTERRUPTED if _STOP["requested"] else 0

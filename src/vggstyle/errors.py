@@ -1,0 +1,27 @@
+"""Errors a user can fix.
+
+Everything the user can cause (a bad path, a bad image, a bad option) raises a
+subclass of ``VggstyleError`` whose message is one line saying what is wrong and
+what to do. The CLI prints that line and exits 2; the web API turns it into a 4xx.
+Anything else is a bug and is allowed to show a traceback.
+"""
+
+
+class VggstyleError(Exception):
+    """Base of all user-facing errors."""
+
+
+class ConfigError(VggstyleError, ValueError):
+    """An option has a value we cannot use."""
+
+
+class ImageError(VggstyleError, ValueError):
+    """An input image cannot be read or used."""
+
+
+class WeightsError(VggstyleError, RuntimeError):
+    """The VGG19 weights cannot be found, fetched or understood."""
+
+
+class OutputError(VggstyleError, OSError):
+    """The result cannot be written where the user asked."""

@@ -1,0 +1,186 @@
+"""Images in and out: decode anything Pillow reads into 8-bit RGB, resize, tensors, atomic saves.
+
+Every way an input can be unusable ends in an ImageError with one line naming the
+file and the fix; every save goes through a temporary file and a rename, so a crash
+or Ctrl-C never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .errors import ImageError, OutputError
+
+MIN_INPUT_SIDE = 16  # below this an image holds too little to stylize with or from
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def load_image(source, max_pixels: int = 100_000_000, what: str = "image") -> Image.Image:
+    """Open a path, PIL image or tensor as an 8-bit RGB PIL image, orientation applied.
+
+    Tensors are (3,H,W) or (1,3,H,W) RGB in 0..1. Transparent images are composited on
+    white (what a viewer shows); 16-bit and float images are scaled, not clipped.
+    """
+    if isinstance(source, torch.Tensor):
+        return tensor_to_pil(source)
+    if isinstance(source, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(source))
+    path = Path(source)
+    label = f"{what} {path}"
+    if not path.exists():
+        raise ImageError(f"{label}: file not found")
+    if path.is_dir():
+        raise ImageError(f"{label}: is a directory, not an image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"{label}: {width}x{height} px is over the limit of {max_pixels:,} pixels; "
+                                 "shrink it first or raise --max-input-pixels")
+            image.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"{label}: too many pixels to decode safely (decompression bomb?); "
+                         "shrink it first") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image Pillow can read (use PNG, JPEG, WebP, ...)") from None
+    except PermissionError:
+        raise ImageError(f"{label}: permission denied") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{label}: damaged or truncated image ({_first_line(exc)}); re-export it") from None
+    if min(image.size) < MIN_INPUT_SIDE:
+        raise ImageError(f"{label}: {image.size[0]}x{image.size[1]} px is too small; "
+                         f"images need at least {MIN_INPUT_SIDE} px on each side")
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a broken EXIF block should not lose an otherwise good image
+        pass
+    return _to_rgb(image)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+        if mode == "F":
+            top = 1.0 if array.max() <= 1.0 else 255.0
+        array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(array, "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if mode in ("LA", "PA") or image.mode in ("RGBA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
+    """Scale so the longer side is ``long_side`` px (Lanczos down, bicubic up)."""
+    width, height = image.size
+    scale = long_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == image.size:
+        return image
+    return image.resize(size, Image.LANCZOS if scale < 1 else Image.BICUBIC)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL -> (1,3,H,W) float32 in 0..1."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
+    """(1,3,H,W) or (3,H,W) RGB in 0..1 -> 8-bit PIL, clamped and rounded."""
+    t = tensor.detach()
+    if t.dim() == 4:
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        raise ImageError(f"a tensor image must be (3,H,W) or (1,3,H,W) RGB in 0..1, got shape {tuple(tensor.shape)}")
+    if t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    array = (t.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+def check_output_path(path) -> Path:
+    """Fail before any work if the result could not be written there."""
+    path = Path(path)
+    if path.suffix.lower() not in SAVE_FORMATS:
+        raise OutputError(f"output {path}: unknown extension '{path.suffix}'; use .png, .jpg or .webp")
+    if path.is_dir():
+        raise OutputError(f"output {path}: is a directory; give a file name like {path / 'out.png'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output {path}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"output {path}: not writable (permission denied); choose another path")
+    return path
+
+
+def save_image(image: Image.Image, path, parameters: dict | None = None, quality: int = 95) -> Path:
+    """Write atomically (temporary file in the same folder, then rename), format by extension.
+
+    PNG files carry ``parameters`` as JSON in a 'vggstyle' text chunk.
+    """
+    path = check_output_path(path)
+    fmt = SAVE_FORMATS[path.suffix.lower()]
+    options: dict = {}
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", "vggstyle")
+        if parameters is not None:
+            info.add_text("vggstyle", json.dumps(parameters, sort_keys=True, default=str))
+        options["pnginfo"] = info
+    else:
+        options["quality"] = quality
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=fmt, **options)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise OutputError(f"output {path}: cannot write ({_first_line(exc)})") from None
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_parameters(path) -> dict | None:
+    """The parameters stored in a vggstyle PNG, or None."""
+    with Image.open(path) as image:
+        text = image.info.get("vggstyle")
+    return json.loads(text) if text else None

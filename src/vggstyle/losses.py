@@ -1,0 +1,76 @@
+"""The loss terms, as pure tensor functions.
+
+Normalization (a departure from the papers' raw sums, so that one set of default
+weights works at every image size and for every image pair):
+
+* Gram matrix: G = F F^T / (H W), the mean over positions of the channel outer
+  product. Dividing by the number of positions makes it independent of image size;
+  it is Gatys et al.'s G / M_l.
+* Style loss per layer: ||G - A||^2 / ||A||^2, the squared error relative to the
+  target Gram A. Up to a constant per layer this is Gatys et al.'s E_l
+  (1 / (4 N^2 M^2) sum (G - A)^2); the constant 1/||A||^2 is a per-layer weight
+  that gives every layer an equal say whatever its activation scale (raw E_l of
+  relu1_1 and relu4_1 differ by orders of magnitude with Caffe weights).
+* Content loss per layer: ||F - P||^2 / ||P||^2, likewise Gatys's content loss
+  scaled by a constant.
+* Total variation: the mean squared difference between neighbouring pixels of the
+  0..1 image. For natural images (power spectrum ~ 1/f^2) this per-pixel quantity
+  stays roughly constant across sizes, so no size factor is needed.
+
+Each per-layer term is multiplied by its layer weight and divided by the sum of the
+layer weights, so adding layers does not change the overall strength.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(N,C,H,W) -> (N,C,C), averaged over positions; computed in float32.
+
+    The matmul runs in the features' dtype (bf16 under autocast: AMX/tensor cores, and
+    fp32 Grams measured no better) and the result is promoted to float32 for the loss.
+    """
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)).float() / (h * w)
+
+
+def relative_squared_error(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """||value - target||^2 / ||target||^2, in float32; 1e-8 keeps an all-zero target finite."""
+    value = value.float()
+    target = target.float()
+    return (value - target).square().sum() / (target.square().sum() + 1e-8)
+
+
+def content_loss(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+                 layer_weights: dict[str, float]) -> torch.Tensor:
+    return _weighted_mean({name: relative_squared_error(features[name], targets[name])
+                           for name in layer_weights}, layer_weights)
+
+
+def style_loss(features: dict[str, torch.Tensor], target_grams: dict[str, torch.Tensor],
+               layer_weights: dict[str, float]) -> torch.Tensor:
+    return _weighted_mean({name: relative_squared_error(gram_matrix(features[name]), target_grams[name])
+                           for name in layer_weights}, layer_weights)
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of horizontal and vertical neighbours (image in 0..1)."""
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return dx.square().mean() + dy.square().mean()
+
+
+def blend_grams(grams: list[dict[str, torch.Tensor]], blend: list[float]) -> dict[str, torch.Tensor]:
+    """One target Gram per layer: the blend-weighted mean of the style images' Grams (as neural-style does)."""
+    total = float(sum(blend))
+    return {name: sum(w / total * g[name] for w, g in zip(blend, grams)) for name in grams[0]}
+
+
+def _weighted_mean(terms: dict[str, torch.Tensor], layer_weights: dict[str, float]) -> torch.Tensor:
+    total = sum(layer_weights.values())
+    if total == 0:
+        return next(iter(terms.values())) * 0.0
+    return sum(layer_weights[name] / total * term for name, term in terms.items())

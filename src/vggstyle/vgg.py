@@ -1,0 +1,88 @@
+"""VGG19Features: a frozen VGG19 that returns named activations from one forward pass.
+
+It is truncated after the deepest layer asked for (relu5_1 needs 13 of the 16
+convolutions), holds no gradients for its weights, and does its weight source's
+preprocessing inside ``forward``: callers always pass RGB images in 0..1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .device import ComputePolicy
+from .errors import ImageError
+from .layers import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, pools_before, unknown_layer_message
+from .weights import CONV_INDICES, LoadedWeights
+
+
+class VGG19Features(nn.Module):
+    def __init__(self, weights: LoadedWeights, layers: Iterable[str], pooling: str = "max",
+                 policy: ComputePolicy | None = None):
+        super().__init__()
+        self.layers = tuple(dict.fromkeys(layers))
+        for name in self.layers:
+            if name not in LAYER_INDEX:
+                raise ValueError(unknown_layer_message(name))
+        self.policy = policy or ComputePolicy(torch.device("cpu"), None, False)
+        self.pooling = pooling
+        self.last_index = max(LAYER_INDEX[n] for n in self.layers)
+        self.min_side = 2 ** pools_before(LAYER_NAMES[self.last_index])
+
+        convs = []
+        in_ch = 3
+        for out_ch in (c for block in VGG19_BLOCKS for c in block):
+            convs.append(nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1))
+            in_ch = out_ch
+        needed = [i for i in CONV_INDICES if i <= self.last_index]
+        self.convs = nn.ModuleList(convs[: len(needed)])
+        with torch.no_grad():
+            for conv, index in zip(self.convs, needed):
+                conv.weight.copy_(weights.state_dict[f"features.{index}.weight"])
+                conv.bias.copy_(weights.state_dict[f"features.{index}.bias"])
+        self.requires_grad_(False)
+        self.eval()
+
+        prep = weights.preprocessing
+        self.bgr = prep.bgr
+        std = torch.tensor(prep.std)
+        self.register_buffer("in_scale", (prep.scale / std).view(1, 3, 1, 1))
+        self.register_buffer("in_shift", (torch.tensor(prep.mean) / std).view(1, 3, 1, 1))
+
+        memory_format = torch.channels_last if self.policy.channels_last else torch.contiguous_format
+        self.to(device=self.policy.device, memory_format=memory_format)
+
+    def check_size(self, height: int, width: int) -> None:
+        if min(height, width) < self.min_side:
+            raise ImageError(
+                f"an image of {width}x{height} px is too small for layer {LAYER_NAMES[self.last_index]}: it needs "
+                f"at least {self.min_side} px on each side; use a larger --image-size or a less elongated image")
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Map an (N,3,H,W) RGB image in 0..1 to {layer name: activation} for the layers asked for."""
+        self.check_size(image.shape[-2], image.shape[-1])
+        x = image.flip(1) if self.bgr else image
+        x = x * self.in_scale - self.in_shift
+        if self.policy.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        wanted = set(self.layers)
+        out: dict[str, torch.Tensor] = {}
+        conv_iter = iter(self.convs)
+        with self.policy.autocast():
+            for index in range(self.last_index + 1):
+                name = LAYER_NAMES[index]
+                if name.startswith("conv"):
+                    x = next(conv_iter)(x)
+                elif name.startswith("relu"):
+                    # In place saves a copy per layer, unless the conv output itself was asked for.
+                    x = F.relu(x, inplace=LAYER_NAMES[index - 1] not in wanted)
+                elif self.pooling == "max":
+                    x = F.max_pool2d(x, 2, 2)
+                else:
+                    x = F.avg_pool2d(x, 2, 2)
+                if name in wanted:
+                    out[name] = x
+        return out
