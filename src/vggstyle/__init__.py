@@ -4,15 +4,29 @@ Public API::
 
     import vggstyle
     vggstyle.stylize("content.jpg", "style.jpg", image_size=256).save("out.png")
+
+The torch-backed names are imported on first use, so that the CLI can validate its
+arguments (and print --help) without paying torch's import time.
 """
 
 from .config import StyleConfig
 from .errors import ConfigError, ImageError, OutputError, VggstyleError, WeightsError
-from .image import load_image, read_parameters, save_image
-from .optimize import Progress, stylize
 
-__all__ = [
-    "stylize", "StyleConfig", "Progress", "load_image", "save_image", "read_parameters",
-    "VggstyleError", "ConfigError", "ImageError", "OutputError", "WeightsError",
-]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "stylize": "optimize", "Progress": "optimize",
+    "load_image": "image", "save_image": "image", "read_parameters": "image",
+}
+
+__all__ = ["stylize", "StyleConfig", "Progress", "load_image", "save_image", "read_parameters",
+           "VggstyleError", "ConfigError", "ImageError", "OutputError", "WeightsError"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vggstyle' has no attribute '{name}'")

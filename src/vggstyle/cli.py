@@ -115,15 +115,16 @@ class _ProgressBar:
         self.save_every = save_every
         self.parameters = parameters
         self.history: list[dict] = []
-        self.bar = None
-        if not quiet:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.total = total
+        self.bar = None  # made at the first iteration, so a setup error prints no empty bar
         self.last = None
 
     def __call__(self, progress) -> bool:
         self.last = progress
         self.history.append({"step": progress.step, **progress.losses})
+        if self.bar is None and not self.quiet:
+            from tqdm import tqdm
+            self.bar = tqdm(total=self.total, unit="it", dynamic_ncols=True, file=sys.stderr)
         if self.bar is not None:
             losses = progress.losses
             self.bar.set_postfix_str(f"content {losses['content']:.3g} style {losses['style']:.3g} "

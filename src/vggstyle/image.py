@@ -50,8 +50,9 @@ def load_image(source, max_pixels: int = 100_000_000, what: str = "image") -> Im
             image.load()
     except ImageError:
         raise
-    except Image.DecompressionBombError:
-        raise ImageError(f"{label}: too many pixels to decode safely (decompression bomb?); "
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard, at twice its MAX_IMAGE_PIXELS, fires inside open() before our check.
+        raise ImageError(f"{label}: refused as a possible decompression bomb ({_first_line(exc)}); "
                          "shrink it first") from None
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not an image Pillow can read (use PNG, JPEG, WebP, ...)") from None
@@ -133,8 +134,13 @@ def check_output_path(path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output {path}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise OutputError(f"output {path}: not writable (permission denied); choose another path")
+    try:  # a real probe: os.access says yes to root even on read-only or virtual filesystems
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"output {path}: folder {parent} is not writable ({exc.strerror or exc}); "
+                          "choose another path") from None
     return path
 
 

@@ -77,6 +77,38 @@ def stylize(content, styles, config: StyleConfig | None = None, *, on_step: OnSt
 
     The returned image's ``info["vggstyle"]`` holds the parameters used (save_image stores them).
     """
+    runner, init_image = _prepare(content, styles, config, overrides)
+    pixels, steps_done = runner.run(init_image, on_step)
+
+    result = tensor_to_pil(pixels / 255.0)
+    result.info["vggstyle"] = {
+        **runner.config.to_dict(),
+        "iterations_done": steps_done,
+        "precision_used": runner.policy.precision,
+        "weights_origin": runner.weights.origin,
+        "size": list(runner.content_image.size),
+    }
+    return result
+
+
+def measure_losses(content, styles, image=None, config: StyleConfig | None = None,
+                   **overrides) -> dict[str, float]:
+    """The unweighted loss terms of ``image`` (default: the config's init) against content and styles.
+
+    For benchmarks and tests: the same targets, sizes and normalization as stylize().
+    """
+    runner, init_image = _prepare(content, styles, config, overrides)
+    if image is not None:
+        width, height = runner.content_image.size
+        start = load_image(image, runner.config.max_input_pixels, "image")
+        init_image = pil_to_tensor(start.resize((width, height), Image.LANCZOS))
+    with torch.no_grad():
+        terms = runner.unweighted_losses(init_image.to(runner.policy.device) * 255.0)
+    return {k: float(v) for k, v in terms.items()}
+
+
+def _prepare(content, styles, config, overrides) -> tuple["_Runner", torch.Tensor]:
+    """Validate, resolve the hardware, load and resize the images, build network and targets."""
     config = config or StyleConfig()
     if overrides:
         config = config.replace(**overrides)
@@ -86,27 +118,14 @@ def stylize(content, styles, config: StyleConfig | None = None, *, on_step: OnSt
     set_threads(config.threads)
     if config.seed is not None:
         torch.manual_seed(config.seed)
-
     content_image = resize_long_side(load_image(content, config.max_input_pixels, "content image"),
                                      config.image_size)
     style_side = max(16, round(config.image_size * config.style_scale))
     style_images = [resize_long_side(load_image(s, config.max_input_pixels, "style image"), style_side)
                     for s in style_list]
     init_image = _init_image(config, content_image)
-
     weights = _weights(config.weights_source, config.weights, config.weights_preprocessing)
-    runner = _Runner(config, weights, policy, content_image, style_images)
-    pixels, steps_done = runner.run(init_image, on_step)
-
-    result = tensor_to_pil(pixels / 255.0)
-    result.info["vggstyle"] = {
-        **config.to_dict(),
-        "iterations_done": steps_done,
-        "precision_used": runner.policy.precision,
-        "weights_origin": weights.origin,
-        "size": list(content_image.size),
-    }
-    return result
+    return _Runner(config, weights, policy, content_image, style_images), init_image
 
 
 def _init_image(config: StyleConfig, content_image: Image.Image) -> torch.Tensor:
@@ -161,15 +180,22 @@ class _Runner:
                                      tolerance_grad=-1, tolerance_change=-1)
         return torch.optim.Adam([pixels], lr=self.config.lr)
 
-    def _losses(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def unweighted_losses(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         config = self.config
         image = pixels / 255.0
         features = self.net(image)
-        terms = {
-            "content": config.content_weight * content_loss(features, self.content_targets, config.content_layers),
-            "style": config.style_weight * style_loss(features, self.target_grams, config.style_layers),
-            "tv": config.tv_weight * tv_loss(image),
+        return {
+            "content": content_loss(features, self.content_targets, config.content_layers),
+            "style": style_loss(features, self.target_grams, config.style_layers),
+            "tv": tv_loss(image),
         }
+
+    def _losses(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        config = self.config
+        terms = self.unweighted_losses(pixels)
+        terms = {"content": config.content_weight * terms["content"],
+                 "style": config.style_weight * terms["style"],
+                 "tv": config.tv_weight * terms["tv"]}
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
 

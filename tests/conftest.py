@@ -1,0 +1,35 @@
+"""Shared fixtures: small real images and the real weights, loaded once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="session")
+def weights():
+    from vggstyle.weights import load_weights
+    return load_weights("caffe")
+
+
+def _small(src: Path, dst: Path, long_side: int) -> Path:
+    image = Image.open(src).convert("RGB")
+    image.thumbnail((long_side, long_side), Image.LANCZOS)
+    image.save(dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def small_images(tmp_path_factory):
+    """content.png (tubingen) and style.png / style2.png (starry night, shipwreck), 96 px long side."""
+    folder = tmp_path_factory.mktemp("images")
+    return {
+        "content": _small(EXAMPLES / "content" / "tubingen.jpg", folder / "content.png", 96),
+        "style": _small(EXAMPLES / "style" / "starry_night.jpg", folder / "style.png", 96),
+        "style2": _small(EXAMPLES / "style" / "shipwreck.jpg", folder / "style2.png", 96),
+    }

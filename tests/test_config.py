@@ -1,0 +1,90 @@
+"""StyleConfig: defaults, string forms, and every bad value rejected with one line."""
+
+import math
+
+import pytest
+
+from vggstyle.config import DEFAULT_ITERATIONS, StyleConfig
+from vggstyle.errors import ConfigError
+
+
+def test_defaults_are_valid_and_match_the_paper_layers():
+    c = StyleConfig().validate(num_styles=1)
+    assert list(c.content_layers) == ["relu4_2"]
+    assert list(c.style_layers) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    assert c.iterations == DEFAULT_ITERATIONS
+    assert c.optimizer == "lbfgs" and c.lr == 1.0
+
+
+def test_epochs_times_steps_is_iterations():
+    assert StyleConfig(epochs=10, steps_per_epoch=50).iterations == 500
+    assert StyleConfig(num_iterations=7).iterations == 7
+    with pytest.raises(ConfigError, match="either --num-iterations or --epochs"):
+        StyleConfig(num_iterations=5, epochs=2).validate()
+
+
+def test_layer_strings_with_weights():
+    c = StyleConfig(style_layers="relu1_1, relu3_1:0.5", content_layers=["relu4_2:2"])
+    assert c.style_layers == {"relu1_1": 1.0, "relu3_1": 0.5}
+    assert c.content_layers == {"relu4_2": 2.0}
+    assert c.to_dict()["style_layers"] == "relu1_1,relu3_1:0.5"
+
+
+def test_unknown_layer_suggests_closest():
+    with pytest.raises(ConfigError, match="unknown VGG19 layer 'relu4_5': did you mean 'relu4_4'"):
+        StyleConfig(content_layers="relu4_5")
+    with pytest.raises(ConfigError, match="did you mean .conv3_1."):
+        StyleConfig(style_layers="conv31")
+    with pytest.raises(ConfigError, match="did you mean 'relu1_1'"):
+        StyleConfig(style_layers="rleu1_1,relu2_1")
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("content_weight", -1.0, "--content-weight must be a finite number >= 0"),
+    ("style_weight", math.nan, "--style-weight must be a finite number >= 0"),
+    ("tv_weight", math.inf, "--tv-weight must be a finite number >= 0"),
+    ("num_iterations", 0, "--num-iterations must be a whole number >= 1"),
+    ("epochs", 0, "--epochs must be a whole number >= 1"),
+    ("steps_per_epoch", 0, "--steps-per-epoch must be"),
+    ("image_size", 8, "--image-size must be a whole number of at least 16"),
+    ("learning_rate", 0.0, "--learning-rate must be a finite number > 0"),
+    ("optimizer", "sgd", "unknown --optimizer 'sgd'"),
+    ("pooling", "min", "unknown --pooling"),
+    ("weights_source", "vgg16", "unknown --weights-source 'vgg16'"),
+    ("precision", "fp8", "unknown --precision"),
+    ("device", "tpu", "unknown --device 'tpu'"),
+    ("threads", 0, "--threads must be"),
+    ("style_scale", 0.0, "--style-scale must be > 0"),
+])
+def test_bad_values(field, value, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        StyleConfig(**{field: value}).validate()
+
+
+def test_bad_layer_weight_and_blend_weights():
+    with pytest.raises(ConfigError, match="finite number >= 0"):
+        StyleConfig(style_layers="relu1_1:-2")
+    with pytest.raises(ConfigError, match="not a number"):
+        StyleConfig(style_layers="relu1_1:x")
+    with pytest.raises(ConfigError, match="comma-separated numbers"):
+        StyleConfig(style_blend_weights="3,a")
+    with pytest.raises(ConfigError, match="2 values for 3 style"):
+        StyleConfig(style_blend_weights="3,7").validate(num_styles=3)
+    with pytest.raises(ConfigError, match="must be finite numbers >= 0"):
+        StyleConfig(style_blend_weights=[1.0, math.nan]).validate(num_styles=2)
+    with pytest.raises(ConfigError, match="both 0"):
+        StyleConfig(content_weight=0, style_weight=0).validate()
+
+
+def test_replace_rejects_unknown_options():
+    assert StyleConfig().replace(image_size=64).image_size == 64
+    with pytest.raises(ConfigError, match="unknown option"):
+        StyleConfig().replace(imagesize=64)
+
+
+def test_config_does_not_import_torch():
+    import subprocess
+    import sys
+    code = "import sys, vggstyle.config, vggstyle.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

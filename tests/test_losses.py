@@ -1,0 +1,101 @@
+"""Each loss against a hand-written reference on small tensors."""
+
+import math
+
+import pytest
+import torch
+
+from vggstyle.losses import blend_grams, content_loss, gram_matrix, relative_squared_error, style_loss, tv_loss
+
+
+def reference_gram(f):
+    n, c, h, w = f.shape
+    g = torch.zeros(n, c, c, dtype=torch.float64)
+    for b in range(n):
+        for i in range(c):
+            for j in range(c):
+                total = 0.0
+                for y in range(h):
+                    for x in range(w):
+                        total += float(f[b, i, y, x]) * float(f[b, j, y, x])
+                g[b, i, j] = total / (h * w)
+    return g
+
+
+def test_gram_matches_loops():
+    torch.manual_seed(0)
+    f = torch.randn(2, 3, 4, 5)
+    assert torch.allclose(gram_matrix(f).double(), reference_gram(f), atol=1e-5)
+
+
+def test_gram_is_size_invariant_for_a_tiled_pattern():
+    torch.manual_seed(0)
+    tile = torch.randn(1, 4, 3, 3)
+    big = tile.repeat(1, 1, 4, 4)
+    assert torch.allclose(gram_matrix(tile), gram_matrix(big), atol=1e-5)
+
+
+def test_gram_of_bf16_features_is_float32():
+    f = torch.randn(1, 8, 6, 6).bfloat16()
+    g = gram_matrix(f)
+    assert g.dtype == torch.float32
+    assert torch.allclose(g, gram_matrix(f.float()), rtol=2e-2, atol=1e-2)
+
+
+def test_relative_squared_error_by_hand():
+    v = torch.tensor([1.0, 2.0, 3.0])
+    t = torch.tensor([1.0, 0.0, 3.0])
+    assert relative_squared_error(v, t).item() == pytest.approx(4.0 / 10.0)
+    assert relative_squared_error(t, t).item() == 0.0
+
+
+def test_content_loss_weighted_mean_over_layers():
+    a = {"relu4_2": torch.tensor([2.0, 0.0]), "relu5_2": torch.tensor([1.0, 1.0])}
+    t = {"relu4_2": torch.tensor([1.0, 0.0]), "relu5_2": torch.tensor([1.0, 1.0])}
+    # relu4_2: (1)^2 / 1 = 1; relu5_2: 0. Weights 3:1 -> 0.75.
+    got = content_loss(a, t, {"relu4_2": 3.0, "relu5_2": 1.0})
+    assert got.item() == pytest.approx(0.75)
+
+
+def test_style_loss_by_hand():
+    torch.manual_seed(1)
+    f = {"relu1_1": torch.randn(1, 3, 4, 4), "relu2_1": torch.randn(1, 5, 2, 2)}
+    targets = {k: reference_gram(torch.randn_like(v)).float() for k, v in f.items()}
+    expected = 0.0
+    for name, w in (("relu1_1", 1.0), ("relu2_1", 0.5)):
+        g = reference_gram(f[name])
+        a = targets[name].double()
+        expected += w / 1.5 * float(((g - a) ** 2).sum() / (a ** 2).sum())
+    got = style_loss(f, targets, {"relu1_1": 1.0, "relu2_1": 0.5})
+    assert got.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_style_loss_is_zero_at_target_and_positive_elsewhere():
+    f = {"relu1_1": torch.rand(1, 4, 5, 5)}
+    target = {"relu1_1": gram_matrix(f["relu1_1"])}
+    assert style_loss(f, target, {"relu1_1": 1.0}).item() == pytest.approx(0.0, abs=1e-7)
+    other = {"relu1_1": torch.rand(1, 4, 5, 5) * 2}
+    assert style_loss(other, target, {"relu1_1": 1.0}).item() > 0.1
+
+
+def test_tv_loss_by_hand():
+    image = torch.tensor([[[[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]]])  # 1x1x2x3
+    # horizontal diffs: (1,0),(0,1) -> squares 1,0,0,1 mean 0.5; vertical: (0,-1,0) -> mean 1/3
+    assert tv_loss(image).item() == pytest.approx(0.5 + 1 / 3)
+    assert tv_loss(torch.full((1, 3, 5, 5), 0.3)).item() == 0.0
+
+
+def test_tv_loss_gradient_smooths():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 16, 16, requires_grad=True)
+    tv_loss(image).backward()
+    smoother = image.detach() - 5.0 * image.grad
+    assert tv_loss(smoother) < tv_loss(image.detach())
+
+
+def test_blend_grams_weighted_mean():
+    g1 = {"relu1_1": torch.ones(1, 2, 2)}
+    g2 = {"relu1_1": torch.full((1, 2, 2), 11.0)}
+    out = blend_grams([g1, g2], [3.0, 7.0])
+    assert torch.allclose(out["relu1_1"], torch.full((1, 2, 2), 0.3 + 7.7))
+    assert math.isclose(float(blend_grams([g1], [5.0])["relu1_1"][0, 0, 0]), 1.0)

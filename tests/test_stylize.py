@@ -1,0 +1,140 @@
+"""End-to-end runs with the real weights on 64-96 px images: the algorithm does what it claims."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vggstyle
+from vggstyle.image import pil_to_tensor
+
+pytestmark = pytest.mark.slow
+SMALL = dict(image_size=64, num_iterations=40)
+
+
+def _run(images, **kw):
+    history = []
+    result = vggstyle.stylize(images["content"], images["style"], on_step=lambda p: history.append(p), **kw)
+    return result, history
+
+
+def test_style_loss_falls_by_a_large_factor_and_content_stays_bounded(small_images):
+    result, history = _run(small_images, **SMALL)
+    first, last = history[0].losses, history[-1].losses
+    assert len(history) == 40 and history[-1].step == 40 and history[-1].total == 40
+    assert last["style"] < first["style"] / 10, (first, last)
+    # Started at the content image: content loss grows from 0 but stays well below the style it traded for.
+    assert last["content"] < first["style"] / 5
+    assert result.size == (64, 48)
+    content = np.asarray(Image.open(small_images["content"]).convert("RGB").resize(result.size), np.float32)
+    out = np.asarray(result, np.float32)
+    assert np.abs(out - content).mean() > 5  # repainted...
+    assert np.corrcoef(out.mean(2).ravel(), content.mean(2).ravel())[0, 1] > 0.3  # ...but the scene is still there
+
+
+def test_random_init_reproduces_with_a_seed_and_varies_without(small_images):
+    kw = dict(image_size=48, num_iterations=8, init="random", precision="fp32")
+    a = np.asarray(vggstyle.stylize(small_images["content"], small_images["style"], seed=3, **kw))
+    b = np.asarray(vggstyle.stylize(small_images["content"], small_images["style"], seed=3, **kw))
+    c = np.asarray(vggstyle.stylize(small_images["content"], small_images["style"], seed=4, **kw))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_adam_also_lowers_the_loss(small_images):
+    result, history = _run(small_images, image_size=64, num_iterations=30, optimizer="adam")
+    assert history[-1].losses["total"] < history[0].losses["total"] / 3
+    out = np.asarray(result)
+    assert out.min() >= 0 and out.max() <= 255
+
+
+def test_epochs_and_steps_per_epoch(small_images):
+    _, history = _run(small_images, image_size=48, epochs=3, steps_per_epoch=4)
+    assert [p.epoch for p in history] == [1] * 4 + [2] * 4 + [3] * 4
+
+
+def test_on_step_false_cancels_and_returns_the_current_image(small_images):
+    seen = []
+
+    def stop_at_5(progress):
+        seen.append(progress.step)
+        return progress.step < 5
+
+    result = vggstyle.stylize(small_images["content"], small_images["style"], image_size=48,
+                              num_iterations=50, on_step=stop_at_5)
+    assert seen == [1, 2, 3, 4, 5]
+    assert result.info["vggstyle"]["iterations_done"] == 5
+
+
+def test_progress_image_is_the_current_state(small_images):
+    images = []
+    vggstyle.stylize(small_images["content"], small_images["style"], image_size=48, num_iterations=6,
+                     on_step=lambda p: images.append(np.asarray(p.image(), np.float32)) if p.step in (1, 6) else None)
+    assert len(images) == 2 and np.abs(images[0] - images[1]).mean() > 1
+
+
+def test_two_styles_blend_between_them(small_images):
+    # With all weight on one style the result matches that style's Grams better than the other's.
+    from vggstyle.optimize import measure_losses
+    kw = dict(image_size=48, num_iterations=25, precision="fp32")
+    styles = [small_images["style"], small_images["style2"]]
+    only_first = vggstyle.stylize(small_images["content"], styles, style_blend_weights=[1, 0], **kw)
+    only_second = vggstyle.stylize(small_images["content"], styles, style_blend_weights="0,1", **kw)
+    fit_first = measure_losses(small_images["content"], small_images["style"], image=only_first, **kw)["style"]
+    fit_first_by_second = measure_losses(small_images["content"], small_images["style"], image=only_second,
+                                         **kw)["style"]
+    assert fit_first < fit_first_by_second
+
+
+def test_inputs_as_pil_and_tensor_and_init_file(small_images, tmp_path):
+    content = Image.open(small_images["content"])
+    style = pil_to_tensor(Image.open(small_images["style"]).convert("RGB"))
+    init = tmp_path / "init.png"
+    Image.new("RGB", (30, 20), (200, 30, 30)).save(init)
+    result, history = _run({"content": content, "style": style}, image_size=48, num_iterations=3, init=str(init))
+    assert result.size == (48, 36)
+    # Started from the red init image, not the content.
+    assert np.asarray(history[0].image(), np.float32)[..., 0].mean() > 120
+
+
+def test_parameters_travel_with_the_result(small_images, tmp_path):
+    result, _ = _run(small_images, image_size=48, num_iterations=2, style_weight=7.5)
+    info = result.info["vggstyle"]
+    assert info["style_weight"] == 7.5 and info["iterations_done"] == 2
+    path = vggstyle.save_image(result, tmp_path / "o.png", info)
+    assert vggstyle.read_parameters(path)["style_layers"] == "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
+
+
+def test_non_finite_bf16_loss_falls_back_to_float32(small_images, monkeypatch):
+    from vggstyle import optimize
+    calls = {"n": 0}
+    original = optimize._Runner.unweighted_losses
+
+    def poisoned(self, pixels):
+        terms = original(self, pixels)
+        calls["n"] += 1
+        if self.policy.autocast_dtype is not None and calls["n"] == 3:
+            terms["style"] = terms["style"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(optimize._Runner, "unweighted_losses", poisoned)
+    with pytest.warns(RuntimeWarning, match="continuing in float32"):
+        result, history = _run(small_images, image_size=48, num_iterations=6, precision="bf16")
+    assert len(history) == 6
+    assert all(np.isfinite(p.losses["total"]) for p in history)
+    assert result.info["vggstyle"]["precision_used"] == "fp32"
+
+
+def test_image_too_small_for_the_network(small_images):
+    with pytest.raises(vggstyle.ImageError, match="too small for layer relu5_1"):
+        vggstyle.stylize(small_images["content"], small_images["style"], image_size=20, num_iterations=1)
+
+
+def test_threads_option_is_applied(small_images):
+    before = torch.get_num_threads()
+    try:
+        vggstyle.stylize(small_images["content"], small_images["style"], image_size=32, num_iterations=1,
+                         threads=1, content_layers="relu2_1", style_layers="relu1_1")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
