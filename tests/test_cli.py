@@ -1,6 +1,5 @@
 """The CLI end to end in a subprocess, and every bad input: one line, exit 2, no traceback, no file."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -86,7 +85,6 @@ def _bad_inputs(tmp_path, images):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     truncated = tmp_path / "half.jpg"
-    data = (images["content"]).read_bytes()
     Image.open(c).save(tmp_path / "full.jpg")
     data = (tmp_path / "full.jpg").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])

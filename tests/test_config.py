@@ -88,3 +88,27 @@ def test_config_does_not_import_torch():
     code = "import sys, vggstyle.config, vggstyle.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_scale_schedule_steps_by_sqrt2_and_sums_to_the_iterations():
+    schedule = StyleConfig(image_size=512, min_scale=128, num_iterations=300).scale_schedule()
+    sizes = [s for s, _ in schedule]
+    counts = [n for _, n in schedule]
+    assert sizes == [128, 181, 256, 362, 512]
+    assert sum(counts) == 300
+    assert counts == sorted(counts, reverse=True)  # coarser scales get more iterations
+    assert StyleConfig(single_scale=True).scale_schedule() == [(512, 300)]
+    assert StyleConfig(image_size=100).scale_schedule() == [(100, 300)]  # below --min-scale: one scale
+    assert [s for s, _ in StyleConfig(scales="128,256", image_size=400).scale_schedule()] == [128, 256, 400]
+    assert [s for s, _ in StyleConfig(scale_steps=3).scale_schedule()] == [128, 256, 512]
+    tiny = StyleConfig(num_iterations=2).scale_schedule()
+    assert len(tiny) == 2 and sum(n for _, n in tiny) == 2 and tiny[-1][0] == 512
+
+
+def test_bad_scales():
+    with pytest.raises(ConfigError, match="--scales must rise strictly"):
+        StyleConfig(scales="256,128").validate()
+    with pytest.raises(ConfigError, match="--min-scale must be at least 16"):
+        StyleConfig(min_scale=8).validate()
+    with pytest.raises(ConfigError, match="--scale-steps must be"):
+        StyleConfig(scale_steps=0).validate()

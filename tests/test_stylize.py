@@ -138,3 +138,28 @@ def test_threads_option_is_applied(small_images):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_coarse_to_fine_runs_every_scale_and_upsamples_between(small_images):
+    seen = []
+    result = vggstyle.stylize(small_images["content"], small_images["style"], image_size=96, min_scale=48,
+                              num_iterations=12, on_step=lambda p: seen.append((p.scale, p.num_scales, p.size)))
+    sizes = [size for _, _, size in seen]
+    assert sorted(set(sizes)) == [(48, 36), (68, 51), (96, 72)]
+    assert sizes == sorted(sizes)  # coarse to fine, never back
+    assert [s for s, _, _ in seen][-1] == 3 and seen[0][1] == 3
+    assert len(seen) == 12 and result.size == (96, 72)
+    assert result.info["vggstyle"]["scales_used"] == [48, 68, 96]
+
+
+def test_coarse_start_helps_the_fine_scale(small_images):
+    # The first loss at the final scale is already lower than a cold start's first loss there.
+    def first_final_loss(**kw):
+        losses = []
+        vggstyle.stylize(small_images["content"], small_images["style"], image_size=96, precision="fp32",
+                         on_step=lambda p: losses.append(p.losses["total"]) if p.scale == p.num_scales else None,
+                         **kw)
+        return losses[0]
+    warm = first_final_loss(min_scale=48, scale_steps=2, num_iterations=30)
+    cold = first_final_loss(single_scale=True, num_iterations=2)
+    assert warm < cold / 1.5

@@ -1,6 +1,5 @@
 """Weight sources: the bundled Caffe weights, torchvision's file through torch.hub, local files."""
 
-import shutil
 import urllib.error
 
 import pytest

@@ -25,6 +25,8 @@ GROUP_TITLES = {
     "weights": "loss weights (normalized: the defaults suit any --image-size)",
     "images": "images",
     "optimization": "optimization (one iteration = one forward + backward pass through VGG19)",
+    "style": "style statistics, colour and masks",
+    "scales": "coarse-to-fine scales (Gatys et al. 2017)",
     "network": "network",
     "hardware": "hardware",
 }
@@ -87,9 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         default_text = _default_text(f)
         help_text = meta["help"] + (f" (default: {default_text})" if default_text else "")
         kwargs = {"help": help_text, "default": argparse.SUPPRESS, "dest": f.name}
-        if "choices" in meta:
+        if f.type == "bool":
+            kwargs["action"] = "store_true"
+            kwargs["help"] = meta["help"]
+        elif "choices" in meta:
             kwargs["choices"] = meta["choices"]
-        elif meta.get("type") in ("layers", "floats"):
+        elif meta.get("type") in ("layers", "floats", "ints", "paths"):
             kwargs["metavar"] = "LIST"
         elif f.type in ("float", "float | None"):
             kwargs.update(type=_number(float), metavar="X")
@@ -97,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs.update(type=_number(int), metavar="N")
         else:
             kwargs["metavar"] = meta.get("metavar", "VALUE")
-        group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
+        flags = [f"--{f.name.replace('_', '-')}"]
+        if meta.get("type") == "paths":  # --style-mask a.png --style-mask b.png, or --style-masks a.png,b.png
+            kwargs.update(action="append", metavar="FILE")
+            flags.insert(0, flags[0][:-1])
+        group.add_argument(*flags, **kwargs)
     return parser
 
 

@@ -22,6 +22,8 @@ WEIGHT_SOURCES = ("caffe", "torchvision")
 PREPROCESSINGS = ("torchvision", "caffe")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 INIT_KEYWORDS = ("content", "random")
+STYLE_LOSSES = ("gram", "wasserstein", "sliced-wasserstein")
+ORIGINAL_COLORS = ("none", "luminance", "histogram")
 # Default step size per optimizer, in 0..255 pixel units. L-BFGS scales its own steps
 # after the first; Adam on this scale works best at 5-10 (../shared/MEASUREMENTS.md).
 DEFAULT_LEARNING_RATE = {"lbfgs": 1.0, "adam": 8.0}
@@ -62,6 +64,25 @@ class StyleConfig:
     steps_per_epoch: int = _opt(100, "iterations per epoch (with --epochs)", "optimization")
     seed: int | None = _opt(None, "random seed: the same seed gives the same image on the CPU", "optimization")
 
+    # Style statistics, colour and spatial control.
+    style_loss: str = _opt("gram", "style statistic: gram (Gatys), wasserstein (Gaussian W2) or "
+                           "sliced-wasserstein (Heitz et al. 2021)", "style", choices=STYLE_LOSSES)
+    original_colors: str = _opt("none", "keep the content's colours: luminance (transfer on luminance only) or "
+                                "histogram (recolour the style to the content first)", "style",
+                                choices=ORIGINAL_COLORS)
+    style_masks: list = _opt([], "one grayscale mask per style image, white where that style applies "
+                             "(comma-separated paths)", "style", type="paths")
+
+    # Coarse-to-fine (Gatys et al. 2017): optimize small first, upsample, refine.
+    single_scale: bool = _opt(False, "optimize at --image-size only (the classic method)", "scales")
+    min_scale: int = _opt(128, "long side of the first, coarsest scale in px", "scales")
+    scale_steps: int | None = _opt(None, "number of scales (default: steps of about sqrt(2) from "
+                                   "--min-scale up to --image-size)", "scales")
+    scales: list = _opt([], "explicit long sides per scale, e.g. 128,256,512 (overrides the two above)",
+                        "scales", type="ints")
+    coarse_iterations_factor: float = _opt(1.25, "each coarser scale gets this many times the iterations "
+                                           "of the next finer one (within --num-iterations)", "scales")
+
     # Network.
     content_layers: dict = _opt({"relu4_2": 1.0}, "content layers, optionally name:weight", "network",
                                 type="layers")
@@ -89,6 +110,11 @@ class StyleConfig:
             self.style_layers = parse_layer_weights(self.style_layers)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        masks = [self.style_masks] if isinstance(self.style_masks, str) else list(self.style_masks or [])
+        self.style_masks = [p.strip() for item in masks for p in str(item).split(",") if p.strip()]
+        if isinstance(self.scales, str):
+            self.scales = [int(x) for x in _parse_floats(self.scales, "scales")]
+        self.scales = [int(x) for x in (self.scales or [])]
         if isinstance(self.style_blend_weights, str):
             self.style_blend_weights = _parse_floats(self.style_blend_weights, "style blend weights")
         self.style_blend_weights = list(self.style_blend_weights or [])
@@ -102,6 +128,38 @@ class StyleConfig:
         if self.epochs is not None:
             return self.epochs * self.steps_per_epoch
         return DEFAULT_ITERATIONS
+
+    def scale_schedule(self) -> list[tuple[int, int]]:
+        """[(long side in px, iterations)] from coarse to fine; the iterations add up to ``iterations``.
+
+        Automatic sizes step by about sqrt(2) (doubling the pixel count) from min_scale up to
+        image_size. Coarser scales are cheap (half the pixels, half the time), so they get more
+        iterations: each gets coarse_iterations_factor times the next finer one.
+        """
+        if self.single_scale:
+            sizes = [self.image_size]
+        elif self.scales:
+            sizes = [s for s in self.scales if s < self.image_size] + [self.image_size]
+        else:
+            low = min(self.min_scale, self.image_size)
+            steps = self.scale_steps
+            if steps is None:
+                steps = max(1, round(2 * math.log2(self.image_size / low)) + 1)
+            if steps == 1 or low == self.image_size:
+                sizes = [self.image_size]
+            else:
+                ratio = (self.image_size / low) ** (1 / (steps - 1))
+                sizes = sorted({round(low * ratio ** i) for i in range(steps - 1)} | {self.image_size})
+        total = self.iterations
+        sizes = sizes[-total:]  # never more scales than iterations
+        shares = [self.coarse_iterations_factor ** (len(sizes) - 1 - i) for i in range(len(sizes))]
+        counts = [max(1, math.floor(total * s / sum(shares))) for s in shares]
+        counts[-1] += total - sum(counts)  # rounding leftovers go to the final scale
+        while counts[-1] < 1:  # only when many scales share few iterations
+            k = max(range(len(counts) - 1), key=lambda i: counts[i])
+            counts[k] -= 1
+            counts[-1] += 1
+        return list(zip(sizes, counts))
 
     @property
     def lr(self) -> float:
@@ -139,11 +197,22 @@ class StyleConfig:
         if num_styles is not None:
             if num_styles < 1:
                 raise ConfigError("give at least one style image")
+            if self.style_masks and len(self.style_masks) != num_styles:
+                raise ConfigError(f"--style-masks has {len(self.style_masks)} mask(s) for {num_styles} style "
+                                  "image(s): give one per style image")
             if self.style_blend_weights and len(self.style_blend_weights) != num_styles:
                 raise ConfigError(f"--style-blend-weights has {len(self.style_blend_weights)} values "
                                   f"for {num_styles} style image(s): give one per style image")
         if not isinstance(self.image_size, int) or self.image_size < 16:
             raise ConfigError(f"--image-size must be a whole number of at least 16 px, got {self.image_size}")
+        if self.min_scale < 16:
+            raise ConfigError(f"--min-scale must be at least 16 px, got {self.min_scale}")
+        if self.scale_steps is not None and (not isinstance(self.scale_steps, int) or self.scale_steps < 1):
+            raise ConfigError(f"--scale-steps must be a whole number >= 1, got {self.scale_steps}")
+        if self.scales and (any(s < 16 for s in self.scales) or self.scales != sorted(set(self.scales))):
+            raise ConfigError(f"--scales must rise strictly and start at 16 px or more, got {self.scales}")
+        if not (_finite_nonneg(self.coarse_iterations_factor) and self.coarse_iterations_factor > 0):
+            raise ConfigError("--coarse-iterations-factor must be a finite number > 0")
         if self.max_input_pixels < 1:
             raise ConfigError("--max-input-pixels must be >= 1")
         for name in ("num_iterations", "epochs"):
@@ -158,7 +227,8 @@ class StyleConfig:
             raise ConfigError(f"--learning-rate must be a finite number > 0, got {self.learning_rate}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("pooling", POOLINGS),
                               ("weights_source", WEIGHT_SOURCES), ("precision", PRECISIONS),
-                              ("weights_preprocessing", PREPROCESSINGS)):
+                              ("weights_preprocessing", PREPROCESSINGS), ("style_loss", STYLE_LOSSES),
+                              ("original_colors", ORIGINAL_COLORS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"unknown --{_flag(name)} '{value}': choose one of {', '.join(allowed)}")

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .config import StyleConfig
 from .device import ComputePolicy, resolve_policy, set_threads
 from .image import load_image, pil_to_tensor, resize_long_side, tensor_to_pil
-from .losses import blend_grams, content_loss, gram_matrix, style_loss, tv_loss
+from .color import combine_luminance, gray_to_rgb, luminance, match_histogram, match_luminance
+from .losses import content_loss, tv_loss
+from .style import StyleObjective
 from .vgg import VGG19Features
 from .weights import LoadedWeights, load_weights
 
@@ -40,7 +43,9 @@ class Progress:
     elapsed: float  # seconds since the loop started (setup excluded)
     epoch: int | None  # 1-based, when the config counts in epochs
     precision: str
-    _pixels: torch.Tensor = field(repr=False, default=None)
+    scale: int = 1  # 1-based index of the coarse-to-fine scale being optimized
+    num_scales: int = 1
+    _render: Callable[[], Image.Image] = field(repr=False, default=None)
 
     @property
     def iterations_per_second(self) -> float:
@@ -48,7 +53,7 @@ class Progress:
 
     def image(self) -> Image.Image:
         """The current image (a copy): cheap enough to call every few steps for a preview."""
-        return tensor_to_pil(self._pixels.detach() / 255.0)
+        return self._render()
 
 
 OnStep = Callable[[Progress], "bool | None"]
@@ -77,38 +82,42 @@ def stylize(content, styles, config: StyleConfig | None = None, *, on_step: OnSt
 
     The returned image's ``info["vggstyle"]`` holds the parameters used (save_image stores them).
     """
-    runner, init_image = _prepare(content, styles, config, overrides)
-    pixels, steps_done = runner.run(init_image, on_step)
-
+    runner = _prepare(content, styles, config, overrides)
+    pixels, steps_done = runner.run(on_step)
     result = tensor_to_pil(pixels / 255.0)
     result.info["vggstyle"] = {
         **runner.config.to_dict(),
         "iterations_done": steps_done,
         "precision_used": runner.policy.precision,
         "weights_origin": runner.weights.origin,
-        "size": list(runner.content_image.size),
+        "scales_used": [size for size, _ in runner.schedule],
+        "size": list(result.size),
     }
     return result
 
 
 def measure_losses(content, styles, image=None, config: StyleConfig | None = None,
                    **overrides) -> dict[str, float]:
-    """The unweighted loss terms of ``image`` (default: the config's init) against content and styles.
+    """The unweighted loss terms of ``image`` (default: the config's init) at --image-size.
 
-    For benchmarks and tests: the same targets, sizes and normalization as stylize().
+    For benchmarks and tests: the same targets, sizes and normalization as stylize()'s final scale.
     """
-    runner, init_image = _prepare(content, styles, config, overrides)
-    if image is not None:
-        width, height = runner.content_image.size
-        start = load_image(image, runner.config.max_input_pixels, "image")
-        init_image = pil_to_tensor(start.resize((width, height), Image.LANCZOS))
+    runner = _prepare(content, styles, config, overrides)
+    size = runner.config.image_size
+    runner.set_scale(size)
+    width, height = runner.scale_size(size)
+    if image is None:
+        start = runner.init_tensor(width, height)
+    else:
+        start = pil_to_tensor(load_image(image, runner.config.max_input_pixels, "image")
+                              .resize((width, height), Image.LANCZOS))
     with torch.no_grad():
-        terms = runner.unweighted_losses(init_image.to(runner.policy.device) * 255.0)
+        terms = runner.unweighted_losses(start.to(runner.policy.device) * 255.0)
     return {k: float(v) for k, v in terms.items()}
 
 
-def _prepare(content, styles, config, overrides) -> tuple["_Runner", torch.Tensor]:
-    """Validate, resolve the hardware, load and resize the images, build network and targets."""
+def _prepare(content, styles, config, overrides) -> "_Runner":
+    """Validate, resolve the hardware, load the images and the weights."""
     config = config or StyleConfig()
     if overrides:
         config = config.replace(**overrides)
@@ -118,60 +127,99 @@ def _prepare(content, styles, config, overrides) -> tuple["_Runner", torch.Tenso
     set_threads(config.threads)
     if config.seed is not None:
         torch.manual_seed(config.seed)
-    content_image = resize_long_side(load_image(content, config.max_input_pixels, "content image"),
-                                     config.image_size)
-    style_side = max(16, round(config.image_size * config.style_scale))
-    style_images = [resize_long_side(load_image(s, config.max_input_pixels, "style image"), style_side)
-                    for s in style_list]
-    init_image = _init_image(config, content_image)
+    content_image = load_image(content, config.max_input_pixels, "content image")
+    style_images = [load_image(s, config.max_input_pixels, "style image") for s in style_list]
+    init_image = None
+    if config.init not in ("content", "random"):
+        init_image = load_image(config.init, config.max_input_pixels, "init image")
+    masks = [load_image(m, config.max_input_pixels, "style mask").convert("L") for m in config.style_masks]
     weights = _weights(config.weights_source, config.weights, config.weights_preprocessing)
-    return _Runner(config, weights, policy, content_image, style_images), init_image
-
-
-def _init_image(config: StyleConfig, content_image: Image.Image) -> torch.Tensor:
-    width, height = content_image.size
-    if config.init == "content":
-        return pil_to_tensor(content_image)
-    if config.init == "random":
-        generator = torch.Generator().manual_seed(config.seed if config.seed is not None else
-                                                  torch.seed() % 2**63)
-        # White noise, as Gatys et al. start from; TV smooths what the style does not fill.
-        return torch.rand(1, 3, height, width, generator=generator)
-    start = load_image(config.init, config.max_input_pixels, "init image")
-    return pil_to_tensor(start.resize((width, height), Image.LANCZOS))
+    return _Runner(config, weights, policy, content_image, style_images, init_image, masks)
 
 
 class _Runner:
-    """Owns the network, the targets and the optimizer for one stylization."""
+    """Owns the network, the per-scale targets and the optimizer for one stylization."""
 
     def __init__(self, config: StyleConfig, weights: LoadedWeights, policy: ComputePolicy,
-                 content_image: Image.Image, style_images: list[Image.Image]):
+                 content_image: Image.Image, style_images: list[Image.Image], init_image: Image.Image | None,
+                 masks: list[Image.Image] | None = None):
         self.config = config
+        self.masks_original = masks or []
         self.weights = weights
-        self.content_image = content_image
-        self.style_images = style_images
-        self._build(policy)
-
-    def _build(self, policy: ComputePolicy) -> None:
-        """Network and targets for a precision; called again on a fallback to float32."""
-        self.policy = policy
-        config = self.config
-        layers = list(config.content_layers) + list(config.style_layers)
-        self.net = VGG19Features(self.weights, layers, config.pooling, policy)
-        width, height = self.content_image.size
+        self.content_original = content_image
+        self.styles_original = style_images
+        self.init_original = init_image
+        self.schedule = config.scale_schedule()
+        self.size = None
+        self._build_net(policy)
+        # Fail before any work if the final size is too small for the deepest layer.
+        width, height = self.scale_size(config.image_size)
         self.net.check_size(height, width)
-        device = policy.device
+
+    def _build_net(self, policy: ComputePolicy) -> None:
+        self.policy = policy
+        layers = list(self.config.content_layers) + list(self.config.style_layers)
+        self.net = VGG19Features(self.weights, layers, self.config.pooling, policy)
+
+    def scale_size(self, long_side: int) -> tuple[int, int]:
+        return resize_long_side(self.content_original, long_side).size
+
+    def init_tensor(self, width: int, height: int) -> torch.Tensor:
+        config = self.config
+        if config.init == "random":
+            seed = config.seed if config.seed is not None else torch.seed() % 2**63
+            # White noise, as Gatys et al. start from; TV smooths what the style does not fill.
+            return torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+        source = self.content_original if config.init == "content" else self.init_original
+        image = pil_to_tensor(source.resize((width, height), Image.LANCZOS))
+        return gray_to_rgb(luminance(image)) if config.original_colors == "luminance" else image
+
+    def _content_tensor(self, width: int, height: int) -> torch.Tensor:
+        return pil_to_tensor(self.content_original.resize((width, height), Image.LANCZOS))
+
+    def finish(self, image: torch.Tensor) -> torch.Tensor:
+        """The image the user sees: with --original-colors luminance, the content's colours put back."""
+        if self.config.original_colors != "luminance":
+            return image.clamp(0.0, 1.0)
+        content = self._content_tensor(image.shape[-1], image.shape[-2]).to(image.device)
+        return combine_luminance(image, content)
+
+    def set_scale(self, long_side: int) -> None:
+        """Targets for one scale: content features and the style objective, computed once."""
+        config = self.config
+        self.size = long_side
+        self.content_targets = self.style = None  # free the previous scale's first
+        width, height = self.scale_size(long_side)
+        self.net.check_size(height, width)
+        style_side = max(16, round(long_side * config.style_scale))
+        device = self.policy.device
+        content = self._content_tensor(width, height)
+        styles = [pil_to_tensor(resize_long_side(original, style_side)) for original in self.styles_original]
+        if config.original_colors == "histogram":
+            # Gatys et al. 2016, sec. 2.1: recolour the styles to the content's colour statistics first.
+            styles = [match_histogram(style, content) for style in styles]
+        elif config.original_colors == "luminance":
+            # Sec. 2.2: transfer on luminance only; the style's luminance matched to the content's.
+            content_y = luminance(content)
+            styles = [gray_to_rgb(match_luminance(luminance(style), content_y)) for style in styles]
+            content = gray_to_rgb(content_y)
         with torch.no_grad():
-            content = self.net(pil_to_tensor(self.content_image).to(device))
-            self.content_targets = {n: content[n].float() for n in config.content_layers}
-            grams = []
-            for style in self.style_images:
-                self.net.check_size(style.size[1], style.size[0])
-                feats = self.net(pil_to_tensor(style).to(device))
-                grams.append({n: gram_matrix(feats[n]) for n in config.style_layers})
-            blend = config.style_blend_weights or [1.0] * len(self.style_images)
-            self.target_grams = blend_grams(grams, blend)
-            del content, feats, grams
+            features = self.net(content.to(device))
+            self.content_targets = {n: features[n].float() for n in config.content_layers}
+            style_features = []
+            for style in styles:
+                self.net.check_size(style.shape[-2], style.shape[-1])
+                features = self.net(style.to(device))
+                style_features.append({n: features[n] for n in config.style_layers})
+            del features
+            masks = None
+            if self.masks_original:
+                masks = [pil_to_tensor(m.convert("RGB").resize((width, height), Image.BILINEAR))[:, :1].to(device)
+                         for m in self.masks_original]
+            self.style = StyleObjective(config.style_loss, config.style_layers, style_features,
+                                        config.style_blend_weights or [1.0] * len(styles), masks,
+                                        seed=config.seed or 0)
+            del style_features
 
     def _make_optimizer(self, pixels: torch.Tensor) -> torch.optim.Optimizer:
         if self.config.optimizer == "lbfgs":
@@ -186,7 +234,7 @@ class _Runner:
         features = self.net(image)
         return {
             "content": content_loss(features, self.content_targets, config.content_layers),
-            "style": style_loss(features, self.target_grams, config.style_layers),
+            "style": self.style.loss(features),
             "tv": tv_loss(image),
         }
 
@@ -199,11 +247,29 @@ class _Runner:
         terms["total"] = terms["content"] + terms["style"] + terms["tv"]
         return terms
 
-    def run(self, init: torch.Tensor, on_step: OnStep | None) -> tuple[torch.Tensor, int]:
+    def run(self, on_step: OnStep | None) -> tuple[torch.Tensor, int]:
+        total = sum(count for _, count in self.schedule)
+        start = time.perf_counter()
+        step = 0
+        pixels = None
+        for scale_index, (long_side, count) in enumerate(self.schedule, start=1):
+            width, height = self.scale_size(long_side)
+            if pixels is None:
+                image = self.init_tensor(width, height)
+            else:  # the previous scale's result, upsampled, starts this one
+                image = F.interpolate(pixels.detach() / 255.0, size=(height, width), mode="bicubic",
+                                      align_corners=False).clamp(0.0, 1.0).cpu()
+            pixels = None  # let the previous scale's image and optimizer state go before the next
+            self.set_scale(long_side)
+            pixels, step, stopped = self._optimize_scale(image, count, step, total, scale_index, start, on_step)
+            if stopped:
+                break
+        return self.finish(pixels.detach() / 255.0) * 255.0, step
+
+    def _optimize_scale(self, image, count, step, total, scale_index, start, on_step):
         config = self.config
-        total = config.iterations
         # The optimized image: float32, NCHW-contiguous (LBFGS flattens it with view), 0..255 units.
-        pixels = (init * 255.0).to(self.policy.device).contiguous().requires_grad_(True)
+        pixels = (image * 255.0).to(self.policy.device).contiguous().requires_grad_(True)
         optimizer = self._make_optimizer(pixels)
         last: dict[str, float] = {}
 
@@ -215,10 +281,9 @@ class _Runner:
             last.update({k: float(v.detach()) for k, v in terms.items()})
             return terms["total"]
 
-        width, height = self.content_image.size
-        start = time.perf_counter()
-        step = 0
-        while step < total:
+        size = (pixels.shape[-1], pixels.shape[-2])
+        done = 0
+        while done < count:
             backup = pixels.detach().clone() if self.policy.autocast_dtype is not None else None
             optimizer.step(closure)
             if not math.isfinite(last["total"]) or not torch.isfinite(pixels.grad).all():
@@ -226,8 +291,9 @@ class _Runner:
                     raise FloatingPointError("the loss became NaN or infinite in float32; lower the "
                                              "--learning-rate or the loss weights")
                 warnings.warn(f"non-finite loss or gradient in {self.policy.precision} at iteration {step + 1}; "
-                              "continuing in float32", RuntimeWarning, stacklevel=2)
-                self._build(self.policy.as_float32())
+                              "continuing in float32", RuntimeWarning, stacklevel=3)
+                self._build_net(self.policy.as_float32())
+                self.set_scale(self.size)
                 with torch.no_grad():
                     pixels.copy_(backup)
                 optimizer = self._make_optimizer(pixels)
@@ -235,12 +301,13 @@ class _Runner:
             if config.optimizer == "adam":
                 with torch.no_grad():
                     pixels.clamp_(0.0, 255.0)
+            done += 1
             step += 1
             if on_step is not None:
                 epoch = (step - 1) // config.steps_per_epoch + 1 if config.epochs is not None else None
-                progress = Progress(step, total, dict(last), (width, height), time.perf_counter() - start,
-                                    epoch, self.policy.precision, pixels)
+                progress = Progress(step, total, dict(last), size, time.perf_counter() - start, epoch,
+                                    self.policy.precision, scale_index, len(self.schedule),
+                                    lambda: tensor_to_pil(self.finish(pixels.detach() / 255.0)))
                 if on_step(progress) is False:
-                    break
-        return pixels.detach().clamp(0.0, 255.0), step
-
+                    return pixels, step, True
+        return pixels, step, False
