@@ -57,3 +57,20 @@ def test_channels_last_bf16_policy_is_close_to_float32(weights):
     out = bf16(image)["relu4_2"]
     assert out.dtype == torch.bfloat16
     assert ((out.float() - fp32).norm() / fp32.norm()) < 0.05
+
+
+def test_checkpointed_forward_gives_the_same_features_and_gradient(weights):
+    net = VGG19Features(weights, ["relu1_1", "relu3_1", "relu4_2", "relu5_1"])
+    assert net.segments[0] == (0, 5) and net.segments[-1][1] == net.last_index + 1
+    grads, feats = [], []
+    for checkpoint in (False, True):
+        net.checkpoint = checkpoint
+        torch.manual_seed(0)
+        image = torch.rand(1, 3, 48, 64).requires_grad_(True)
+        out = net(image)
+        sum(v.square().mean() for v in out.values()).backward()
+        grads.append(image.grad)
+        feats.append(out)
+    for name in feats[0]:
+        assert torch.allclose(feats[0][name], feats[1][name], rtol=1e-5, atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)

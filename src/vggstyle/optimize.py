@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .config import StyleConfig
+from .config import CHECKPOINT_AUTO_PIXELS, StyleConfig
 from .device import ComputePolicy, resolve_policy, set_threads
 from .image import load_image, pil_to_tensor, resize_long_side, tensor_to_pil
 from .color import combine_luminance, gray_to_rgb, luminance, match_histogram, match_luminance
@@ -137,6 +137,16 @@ def _prepare(content, styles, config, overrides) -> "_Runner":
     return _Runner(config, weights, policy, content_image, style_images, init_image, masks)
 
 
+LBFGS_HISTORY = 100
+LBFGS_HISTORY_BYTES = 2 * 1024**3
+
+
+def lbfgs_history_size(numel: int) -> int:
+    """L-BFGS keeps two float32 image-sized vectors per history entry: 100 entries at 4096x3072 px
+    would be 30 GB. Cap the history at about 2 GB (100 entries up to ~2.6 MP, 6 at 12.6 MP)."""
+    return max(5, min(LBFGS_HISTORY, LBFGS_HISTORY_BYTES // (2 * 4 * numel)))
+
+
 class _Runner:
     """Owns the network, the per-scale targets and the optimizer for one stylization."""
 
@@ -191,6 +201,8 @@ class _Runner:
         self.content_targets = self.style = None  # free the previous scale's first
         width, height = self.scale_size(long_side)
         self.net.check_size(height, width)
+        self.net.checkpoint = (config.checkpoint == "on"
+                               or (config.checkpoint == "auto" and width * height > CHECKPOINT_AUTO_PIXELS))
         style_side = max(16, round(long_side * config.style_scale))
         device = self.policy.device
         content = self._content_tensor(width, height)
@@ -224,7 +236,8 @@ class _Runner:
     def _make_optimizer(self, pixels: torch.Tensor) -> torch.optim.Optimizer:
         if self.config.optimizer == "lbfgs":
             # tolerance_* < 0: never stop early on our own; the user's iteration count rules.
-            return torch.optim.LBFGS([pixels], lr=self.config.lr, max_iter=1, history_size=100,
+            return torch.optim.LBFGS([pixels], lr=self.config.lr, max_iter=1,
+                                     history_size=lbfgs_history_size(pixels.numel()),
                                      tolerance_grad=-1, tolerance_change=-1)
         return torch.optim.Adam([pixels], lr=self.config.lr)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from .device import ComputePolicy
@@ -39,6 +40,12 @@ class VGG19Features(nn.Module):
             in_ch = out_ch
         needed = [i for i in CONV_INDICES if i <= self.last_index]
         self.convs = nn.ModuleList(convs[: len(needed)])
+        self.conv_at = dict(zip(needed, self.convs))  # layer index -> its convolution
+        # One segment per VGG block, cut after each pooling: the unit of gradient checkpointing.
+        cuts = [i + 1 for i in range(self.last_index + 1) if LAYER_NAMES[i].startswith("pool")]
+        bounds = [0] + [c for c in cuts if c <= self.last_index] + [self.last_index + 1]
+        self.segments = list(zip(bounds[:-1], bounds[1:]))
+        self.checkpoint = False
         with torch.no_grad():
             for conv, index in zip(self.convs, needed):
                 conv.weight.copy_(weights.state_dict[f"features.{index}.weight"])
@@ -70,12 +77,28 @@ class VGG19Features(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         wanted = set(self.layers)
         out: dict[str, torch.Tensor] = {}
-        conv_iter = iter(self.convs)
+        checkpoint = self.checkpoint and torch.is_grad_enabled() and image.requires_grad
+        for begin, end in self.segments:
+            names = [LAYER_NAMES[i] for i in range(begin, end) if LAYER_NAMES[i] in wanted]
+            if checkpoint:
+                # Keep only each block's input and the requested features; recompute the block's
+                # insides in the backward pass (~+30% time, a fraction of the memory at print sizes).
+                results = torch.utils.checkpoint.checkpoint(self._segment, x, begin, end, use_reentrant=False)
+            else:
+                results = self._segment(x, begin, end)
+            x = results[0]
+            out.update(zip(names, results[1:]))
+        return out
+
+    def _segment(self, x: torch.Tensor, begin: int, end: int) -> tuple[torch.Tensor, ...]:
+        """Layers begin..end-1 (one VGG block): returns the block's output, then the features asked for."""
+        wanted = set(self.layers)
+        features = []
         with self.policy.autocast():
-            for index in range(self.last_index + 1):
+            for index in range(begin, end):
                 name = LAYER_NAMES[index]
                 if name.startswith("conv"):
-                    x = next(conv_iter)(x)
+                    x = self.conv_at[index](x)
                 elif name.startswith("relu"):
                     # In place saves a copy per layer, unless the conv output itself was asked for.
                     x = F.relu(x, inplace=LAYER_NAMES[index - 1] not in wanted)
@@ -84,5 +107,5 @@ class VGG19Features(nn.Module):
                 else:
                     x = F.avg_pool2d(x, 2, 2)
                 if name in wanted:
-                    out[name] = x
-        return out
+                    features.append(x)
+        return (x, *features)

@@ -1,0 +1,80 @@
+"""Shared by the benchmark scripts: run one stylization in a fresh process, measure it.
+
+A fresh process per measurement gives an honest peak RSS (ru_maxrss of that child
+alone, through os.wait4) and keeps one contender's allocator state from helping the
+next. The child prints one JSON line: per-iteration times, losses, wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTENT = ROOT / "examples" / "content" / "tubingen.jpg"
+STYLE = ROOT / "examples" / "style" / "starry_night.jpg"
+
+
+def run_measured(argv: list[str], timeout: float = 3600) -> tuple[str, int, float]:
+    """Run a command; return (stdout, exit code, peak RSS in MB of that process alone, via os.wait4)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    out = proc.stdout.read()
+    timer.cancel()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return out, proc.returncode, usage.ru_maxrss / 1024.0
+
+
+def vggstyle_run(options: dict, content=CONTENT, styles=(STYLE,), record_images_at: str | None = None,
+                 timeout: float = 7200) -> dict:
+    """Stylize in a child process with these StyleConfig options; returns the child's JSON plus peak_rss_mb."""
+    payload = json.dumps({"options": options, "content": str(content), "styles": [str(s) for s in styles],
+                          "save": record_images_at})
+    out, code, rss = run_measured([sys.executable, str(Path(__file__).resolve()), payload], timeout)
+    if code != 0:
+        return {"error": f"exit {code}", "peak_rss_mb": rss}
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mb"] = rss
+    return result
+
+
+def median_ms(times: list[float], skip: int = 2) -> float:
+    """Median step time in ms, skipping the first steps (allocator and kernel warm-up)."""
+    steps = [b - a for a, b in zip(times, times[1:])]
+    steps = steps[skip:] if len(steps) > skip else steps
+    return 1000.0 * statistics.median(steps) if steps else float("nan")
+
+
+def _child(payload: str) -> None:
+    import time
+
+    import vggstyle
+
+    spec = json.loads(payload)
+    times, losses, scales = [], [], []
+    start = time.perf_counter()
+
+    def on_step(progress):
+        times.append(time.perf_counter())
+        losses.append(progress.losses["total"])
+        scales.append(progress.scale == progress.num_scales)
+
+    image = vggstyle.stylize(spec["content"], spec["styles"], on_step=on_step, **spec["options"])
+    wall = time.perf_counter() - start
+    if spec.get("save"):
+        vggstyle.save_image(image, spec["save"], image.info.get("vggstyle"))
+    first_step = times[0] - start if times else float("nan")
+    print(json.dumps({"times": [t - start for t in times], "losses": losses, "final_scale": scales,
+                      "wall_s": wall, "first_step_s": first_step, "ms_per_iter": median_ms(times),
+                      "precision": image.info["vggstyle"]["precision_used"], "size": image.size}))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])

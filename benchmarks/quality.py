@@ -1,0 +1,93 @@
+"""Quality: each method on the example pairs, measured the same way, plus a gallery to look at.
+
+    python benchmarks/quality.py                         # 3 pairs x 6 methods, 300 iterations (~30 min)
+    python benchmarks/quality.py --pairs 1 --methods classic default --gallery out/g.png
+
+For each output: content distance (relative squared error of relu4_2 features against
+the content image's) and style distance (mean relative squared error of the Gram
+matrices of relu1_1..relu5_1 against the style image's), both with float32 VGG19 at
+a fixed 512 px, and the wall time of the run. Lower distances are better; the two
+trade against each other, so read them together with the gallery.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from _harness import ROOT, vggstyle_run
+
+PAIRS = [
+    ("content/tubingen.jpg", "style/starry_night.jpg"),
+    ("content/golden_gate.jpg", "style/shipwreck.jpg"),
+    ("content/tubingen.jpg", "style/woman-with-hat-matisse.jpg"),
+]
+METHODS = {
+    "classic": {"single_scale": True},
+    "default": {},
+    "wasserstein": {"style_loss": "wasserstein"},
+    "sliced-wasserstein": {"style_loss": "sliced-wasserstein", "seed": 0},
+    "luminance": {"original_colors": "luminance"},
+    "histogram": {"original_colors": "histogram"},
+}
+THUMB = 256
+
+
+def distances(content: Path, style: Path, output: Path) -> dict:
+    from vggstyle.optimize import measure_losses
+    losses = measure_losses(content, style, image=output, image_size=512, single_scale=True, precision="fp32")
+    return {"content": losses["content"], "style": losses["style"]}
+
+
+def thumbnail(path: Path, label: str) -> Image.Image:
+    image = Image.open(path).convert("RGB")
+    image.thumbnail((THUMB, THUMB), Image.LANCZOS)
+    tile = Image.new("RGB", (THUMB, THUMB + 18), "white")
+    tile.paste(image, ((THUMB - image.width) // 2, 18 + (THUMB - image.height) // 2))
+    ImageDraw.Draw(tile).text((4, 3), label, fill="black")
+    return tile
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=len(PAIRS), help="how many of the example pairs")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--outdir", type=Path, default=ROOT / "out" / "quality")
+    parser.add_argument("--gallery", type=Path, default=None, help="gallery PNG (default: OUTDIR/gallery.png)")
+    args = parser.parse_args()
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    gallery_rows = []
+    print(f"{args.iterations} iterations at {args.image_size} px; distances at 512 px in float32\n")
+    print("| content | style | method | content distance | style distance | wall (s) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for content_rel, style_rel in PAIRS[: args.pairs]:
+        content, style = ROOT / "examples" / content_rel, ROOT / "examples" / style_rel
+        row = [thumbnail(content, "content"), thumbnail(style, "style")]
+        for method in args.methods:
+            output = args.outdir / f"{content.stem}__{style.stem}__{method}.png"
+            options = {"image_size": args.image_size, "num_iterations": args.iterations, **METHODS[method]}
+            result = vggstyle_run(options, content, [style], record_images_at=str(output))
+            if "error" in result:
+                print(f"| {content.stem} | {style.stem} | {method} | failed: {result['error']} | | |", flush=True)
+                continue
+            d = distances(content, style, output)
+            print(f"| {content.stem} | {style.stem} | {method} | {d['content']:.3f} | {d['style']:.4f} | "
+                  f"{result['wall_s']:.0f} |", flush=True)
+            row.append(thumbnail(output, f"{method}  c={d['content']:.2f} s={d['style']:.3f}"))
+        gallery_rows.append(row)
+    columns = max(len(r) for r in gallery_rows)
+    sheet = Image.new("RGB", (columns * THUMB, len(gallery_rows) * (THUMB + 18)), "white")
+    for y, row in enumerate(gallery_rows):
+        for x, tile in enumerate(row):
+            sheet.paste(tile, (x * THUMB, y * (THUMB + 18)))
+    gallery = args.gallery or args.outdir / "gallery.png"
+    sheet.save(gallery)
+    print(f"\ngallery: {gallery}")
+
+
+if __name__ == "__main__":
+    main()

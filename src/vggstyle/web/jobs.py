@@ -1,0 +1,374 @@
+"""The web app's job queue: one worker thread per device, jobs run in the order they came.
+
+Everything a job needs is decoded and checked before it is queued (server.py), so a
+worker only ever sees well-formed input; anything that still goes wrong inside a run
+marks that one job failed and the worker takes the next. Memory and disk stay
+bounded: at most ``max_queued`` jobs wait, each holding images already shrunk to
+the size it asked for; finished results live as PNG files in a private temporary
+directory (mode 0700) for ``keep_seconds`` and at most ``keep_results`` of them.
+Job ids are ``secrets.token_urlsafe`` strings and are only ever dictionary keys;
+file names come from a counter, never from anything a client sent.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from ..config import StyleConfig
+from ..errors import VggstyleError
+
+log = logging.getLogger("vggstyle.web")
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED = frozenset({DONE, FAILED, CANCELLED})
+
+Runner = Callable[..., Image.Image]  # stylize's signature: (content, styles, config, *, on_step)
+
+
+class QueueFull(Exception):
+    """The bounded queue has no room; the client should try again later (HTTP 503)."""
+
+
+def png_bytes(image: Image.Image, parameters: dict | None = None) -> bytes:
+    """Encode as PNG in memory; with the parameters in a 'vggstyle' text chunk, as save_image writes them."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "vggstyle")
+    if parameters is not None:
+        info.add_text("vggstyle", json.dumps(parameters, sort_keys=True, default=str))
+    buffer = io.BytesIO()
+    # compress_level 1: previews are re-encoded every few iterations; size matters less than time.
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=1 if parameters is None else 6)
+    return buffer.getvalue()
+
+
+@dataclass(eq=False)
+class Job:
+    id: str
+    number: int  # 1, 2, ...: names the result file and orders the queue
+    config: StyleConfig
+    content: Image.Image | None  # dropped once the job has run
+    styles: list[Image.Image] | None
+    size: tuple[int, int]  # (width, height) of the result
+    working_size: tuple[int, int] | None = None  # of the scale being optimized (coarse to fine)
+    scale: tuple[int, int] | None = None  # (1-based scale, number of scales)
+    created: float = field(default_factory=time.time)
+    state: str = QUEUED
+    started: float | None = None
+    finished: float | None = None
+    device: str | None = None
+    step: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    elapsed: float = 0.0
+    iterations_per_second: float = 0.0
+    error: str | None = None
+    preview: bytes | None = None
+    preview_version: int = 0
+    result_path: Path | None = None
+    version: int = 0  # bumped on every change; the event stream sends when it moves
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def total(self) -> int:
+        return self.config.iterations
+
+    @property
+    def cost(self) -> float:
+        """Work units (pixels x iterations): the time per unit is about constant on one device."""
+        return self.work_done(self.total)
+
+    def work_done(self, steps: int) -> float:
+        """Work units in the first ``steps`` iterations; coarse scales cost less per iteration."""
+        done, left = 0.0, steps
+        for pixels, iterations in _schedule(self.config, self.size):
+            n = min(left, iterations)
+            done += pixels * n
+            left -= n
+        return done + left * self.size[0] * self.size[1]
+
+
+def _schedule(config: StyleConfig, size: tuple[int, int]) -> list[tuple[float, int]]:
+    """[(pixels per iteration, iterations)] from coarse to fine, for the ETA."""
+    schedule = getattr(config, "scale_schedule", None)  # coarse-to-fine configs have one
+    pixels = size[0] * size[1]
+    if schedule is None:
+        return [(pixels, config.iterations)]
+    long_side = max(size)
+    return [(pixels * (side / long_side) ** 2, n) for side, n in schedule()]
+
+
+def _default_runner(content, styles, config, *, on_step):
+    from ..optimize import stylize  # torch is imported with the first job, not with the server
+    return stylize(content, styles, config, on_step=on_step)
+
+
+def _error_message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, (VggstyleError, FloatingPointError)):
+        return first or type(exc).__name__
+    if isinstance(exc, MemoryError) or "out of memory" in first.lower():
+        return "out of memory: try a smaller image size"
+    return f"internal error ({type(exc).__name__}{': ' + first if first else ''}); see the server log"
+
+
+class JobQueue:
+    """Runs stylizations one at a time per device, in submission order."""
+
+    def __init__(self, devices=("auto",), *, max_queued: int = 16, keep_results: int = 50,
+                 keep_seconds: float = 3600.0, preview_every: int = 5, runner: Runner | None = None):
+        if not devices:
+            raise ValueError("give at least one device")
+        self.max_queued = max_queued
+        self.keep_results = keep_results
+        self.keep_seconds = keep_seconds
+        self.preview_every = max(1, preview_every)
+        self._runner = runner or _default_runner
+        self.directory = Path(tempfile.mkdtemp(prefix="vggstyle-web-"))  # 0700: ours alone
+        self._remove_directory = weakref.finalize(self, shutil.rmtree, str(self.directory), ignore_errors=True)
+        self._lock = threading.Condition()
+        self._jobs: dict[str, Job] = {}
+        self._pending: deque[Job] = deque()
+        self._running: dict[str, Job] = {}
+        self._numbers = itertools.count(1)
+        self._seconds_per_unit: float | None = None  # measured; None until a job has run
+        self._closed = False
+        self.devices = tuple(devices)
+        self._workers = [threading.Thread(target=self._work, args=(device,), daemon=True,
+                                          name=f"vggstyle-worker-{i}-{device}")
+                         for i, device in enumerate(self.devices)]
+        for worker in self._workers:
+            worker.start()
+
+    # ------------------------------------------------------------------ client side
+    def submit(self, config: StyleConfig, content: Image.Image, styles: list[Image.Image],
+               size: tuple[int, int]) -> Job:
+        """Queue a job (config validated, images decoded and shrunk) or raise QueueFull."""
+        with self._lock:
+            if self._closed:
+                raise QueueFull("the server is shutting down")
+            self._purge()
+            if len(self._pending) >= self.max_queued:
+                raise QueueFull(f"the queue is full ({len(self._pending)} jobs waiting); try again in a few minutes")
+            job = Job(secrets.token_urlsafe(16), next(self._numbers), config, content, list(styles), size)
+            self._jobs[job.id] = job
+            self._pending.append(job)
+            self._lock.notify()
+            return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            self._purge()
+            return self._jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a waiting or running job (a running one stops after its current iteration and
+        keeps the image it had); a finished job is discarded with its result."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            if job.state == QUEUED:
+                self._pending.remove(job)
+                self._finish(job, CANCELLED)
+            elif job.state == RUNNING:
+                job.cancel.set()
+                job.version += 1
+            else:
+                self._discard(job)
+            self._lock.notify_all()
+            return job
+
+    def describe(self, job: Job) -> dict:
+        """A JSON-able snapshot: state, queue position, progress, losses and ETA."""
+        with self._lock:
+            position = None
+            if job.state == QUEUED:
+                position = next((i for i, j in enumerate(self._pending, 1) if j is job), None)
+            return {
+                "id": job.id,
+                "state": job.state,
+                "queue_position": position,
+                "step": job.step,
+                "total": job.total,
+                "losses": dict(job.losses),
+                "size": list(job.size),
+                "working_size": list(job.working_size) if job.working_size else None,
+                "scale": list(job.scale) if job.scale else None,
+                "elapsed": round(job.elapsed, 3),
+                "iterations_per_second": round(job.iterations_per_second, 3),
+                "eta_seconds": self._eta(job),
+                "cancel_requested": job.cancel.is_set(),
+                "error": job.error,
+                "preview_version": job.preview_version,
+                "has_result": job.result_path is not None,
+                "created": job.created,
+                "started": job.started,
+                "finished": job.finished,
+                "device": job.device,
+                "parameters": job.config.to_dict(),
+            }
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"workers": len(self._workers), "devices": list(self.devices), "queued": len(self._pending),
+                    "running": len(self._running), "max_queued": self.max_queued,
+                    "kept_results": sum(1 for j in self._jobs.values() if j.state in FINISHED)}
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Cancel everything, stop the workers and delete the results directory."""
+        with self._lock:
+            self._closed = True
+            while self._pending:
+                self._finish(self._pending.popleft(), CANCELLED)
+            for job in self._running.values():
+                job.cancel.set()
+            self._lock.notify_all()
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout)
+        self._remove_directory()
+
+    # ------------------------------------------------------------------ worker side
+    def _work(self, device: str) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._lock.wait(timeout=60.0)
+                    self._purge()  # an idle server still forgets old results on time
+                if self._closed:
+                    return
+                job = self._pending.popleft()
+                job.state, job.started, job.device = RUNNING, time.time(), device
+                job.version += 1
+                self._running[job.id] = job
+            self._run(job, device)
+
+    def _run(self, job: Job, device: str) -> None:
+        state, error, path = DONE, None, None
+        try:
+            config = job.config if job.config.device == device else job.config.replace(device=device)
+            result = self._runner(job.content, job.styles, config, on_step=lambda p: self._on_step(job, p))
+            data = png_bytes(result, result.info.get("vggstyle", config.to_dict()))
+            path = self.directory / f"result-{job.number:06d}.png"
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            if job.cancel.is_set():
+                state = CANCELLED
+        except Exception as exc:  # noqa: BLE001 - one bad job must not take the worker down
+            state, error, path = FAILED, _error_message(exc), None
+            if isinstance(exc, VggstyleError):
+                log.warning("job %s failed: %s", job.number, exc)
+            else:
+                log.exception("job %s failed", job.number)
+            _free_device_memory()
+        with self._lock:
+            self._running.pop(job.id, None)
+            if job.step and job.elapsed > 0:
+                measured = job.elapsed / job.work_done(job.step)
+                old = self._seconds_per_unit
+                self._seconds_per_unit = measured if old is None else 0.5 * (old + measured)
+            job.result_path = path
+            job.error = error
+            self._finish(job, state)
+            if job.id not in self._jobs and path is not None:  # discarded while it ran
+                path.unlink(missing_ok=True)
+            self._purge()
+
+    def _on_step(self, job: Job, progress) -> bool:
+        # This step is done (and in the image stylize returns) whatever we answer: record it first.
+        stop = job.cancel.is_set() or self._closed
+        preview = None
+        if not stop and (progress.step == 1 or
+                         (progress.step % self.preview_every == 0 and progress.step < progress.total)):
+            preview = png_bytes(progress.image())
+        with self._lock:
+            job.step = progress.step
+            job.losses = dict(progress.losses)
+            job.working_size = tuple(progress.size)
+            if getattr(progress, "num_scales", 1) > 1:
+                job.scale = (progress.scale, progress.num_scales)
+            job.elapsed = progress.elapsed
+            job.iterations_per_second = progress.iterations_per_second
+            if preview is not None:
+                job.preview = preview
+                job.preview_version += 1
+            job.version += 1
+        return not stop
+
+    # ------------------------------------------------------------------ bookkeeping (lock held)
+    def _finish(self, job: Job, state: str) -> None:
+        job.state = state
+        job.finished = time.time()
+        job.content = job.styles = None
+        job.preview = None
+        job.version += 1
+
+    def _discard(self, job: Job) -> None:
+        self._jobs.pop(job.id, None)
+        if job.result_path is not None:
+            job.result_path.unlink(missing_ok=True)
+            job.result_path = None
+        job.version += 1
+
+    def _purge(self) -> None:
+        finished = sorted((j for j in self._jobs.values() if j.state in FINISHED), key=lambda j: j.finished)
+        deadline = time.time() - self.keep_seconds
+        excess = len(finished) - self.keep_results
+        for i, job in enumerate(finished):
+            if i < excess or job.finished < deadline:
+                self._discard(job)
+
+    def _eta(self, job: Job) -> float | None:
+        """Seconds until the job is done: measured speed while it runs; for a waiting job, the
+        work ahead of it spread over the workers at the speed measured on earlier jobs."""
+        if job.state in FINISHED:
+            return 0.0
+        if job.state == RUNNING:
+            return None if (left := self._left(job)) is None else round(left, 1)
+        spu = self._seconds_per_unit
+        if spu is None:
+            return None
+        busy = [0.0] * len(self._workers)
+        for i, running in enumerate(self._running.values()):
+            left = self._left(running)
+            busy[i] = running.cost * spu if left is None else left
+        for waiting in self._pending:
+            slot = busy.index(min(busy))
+            busy[slot] += waiting.cost * spu
+            if waiting is job:
+                return round(busy[slot], 1)
+        return None
+
+    def _left(self, job: Job) -> float | None:
+        """Seconds a running job still needs, at the speed it has shown so far (per pixel, so that
+        the finer scales still to come count for what they cost)."""
+        if job.step and job.elapsed > 0:
+            return (job.cost - job.work_done(job.step)) * job.elapsed / job.work_done(job.step)
+        return None if self._seconds_per_unit is None else job.cost * self._seconds_per_unit
+
+
+def _free_device_memory() -> None:
+    """After a failure (often out of memory), hand cached GPU blocks back so the next job can start."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort; the next job reports what it still lacks
+        log.debug("could not empty the CUDA cache", exc_info=True)

@@ -1,0 +1,347 @@
+// vggstyle web page: builds its form from /api/options (StyleConfig's fields), sends a job,
+// follows it over server-sent events, refreshes the preview and offers the result. No build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const FINISHED = new Set(["done", "failed", "cancelled"]);
+const MANAGED = new Set(["style_blend_weights"]); // set by the blend sliders, not typed
+
+const page = {
+  options: null,
+  content: null,      // File
+  styles: [],         // [{file, weight}]
+  job: null,          // latest job snapshot
+  events: null,       // EventSource
+  previewWanted: 0,   // newest preview version announced
+  previewShown: 0,    // newest preview version requested
+  previewBusy: false,
+};
+
+// ------------------------------------------------------------------ form
+function fieldElement(spec) {
+  const wrap = document.createElement("div");
+  wrap.className = "field";
+  const label = document.createElement("label");
+  label.htmlFor = "f-" + spec.name;
+  label.textContent = spec.name.replace(/_/g, " ");
+  let input;
+  if (spec.choices) {
+    input = document.createElement("select");
+    for (const choice of spec.choices) {
+      const option = document.createElement("option");
+      option.value = option.textContent = choice;
+      input.append(option);
+    }
+  } else if (spec.kind === "bool") {
+    input = document.createElement("input");
+    input.type = "checkbox";
+    input.checked = Boolean(spec.default);
+  } else {
+    input = document.createElement("input");
+    if (spec.kind === "float" || spec.kind === "int") {
+      input.type = "number";
+      input.step = spec.kind === "int" ? "1" : "any";
+      input.min = "0";
+      const limits = page.options.limits;
+      if (spec.name === "image_size") input.max = String(limits.max_image_size);
+      if (spec.name === "num_iterations") input.max = String(limits.max_iterations);
+    } else {
+      input.type = "text";
+    }
+  }
+  input.id = "f-" + spec.name;
+  input.name = spec.name;
+  input.dataset.default = spec.default === null ? "" : String(spec.default);
+  if (input.type !== "checkbox") input.value = input.dataset.default;
+  if (spec.optional && spec.default === null) input.placeholder = "default";
+  const help = document.createElement("small");
+  help.textContent = spec.help;
+  wrap.append(label, input, help);
+  return wrap;
+}
+
+function buildForm() {
+  for (const spec of page.options.fields) {
+    if (MANAGED.has(spec.name)) continue;
+    $(spec.main ? "main-fields" : "more-fields").append(fieldElement(spec));
+  }
+  const presets = $("presets");
+  for (const [name, values] of Object.entries(page.options.presets)) {
+    const label = document.createElement("label");
+    const radio = document.createElement("input");
+    radio.type = "radio";
+    radio.name = "preset";
+    radio.value = name;
+    radio.id = "preset-" + name;
+    radio.checked = name === "balanced";
+    radio.addEventListener("change", () => applyPreset(values));
+    label.append(radio, " " + name);
+    presets.append(label);
+  }
+  for (const input of document.querySelectorAll("#main-fields input")) {
+    input.addEventListener("input", () => {
+      for (const radio of presets.querySelectorAll("input")) radio.checked = false;
+    });
+  }
+}
+
+function applyPreset(values) {
+  for (const [name, value] of Object.entries(values)) {
+    const input = $("f-" + name);
+    if (input) input.value = String(value);
+  }
+}
+
+function formValues() {
+  const values = {};
+  for (const input of document.querySelectorAll("#main-fields [name], #more-fields [name]")) {
+    const value = input.type === "checkbox" ? String(input.checked) : input.value.trim();
+    const main = input.closest("#main-fields") !== null;
+    // Main knobs are always sent; the rest only when changed, so defaults stay the server's.
+    if (value !== "" && (main || value !== input.dataset.default)) values[input.name] = value;
+  }
+  if (page.styles.length > 1) values.style_blend_weights = page.styles.map((s) => s.weight).join(",");
+  return values;
+}
+
+// ------------------------------------------------------------------ images
+function thumbnail(file) {
+  const img = document.createElement("img");
+  img.src = URL.createObjectURL(file);
+  img.alt = file.name;
+  img.onload = () => URL.revokeObjectURL(img.src);
+  return img;
+}
+
+function images(files) {
+  return Array.from(files).filter((f) => f.type === "" || f.type.startsWith("image/"));
+}
+
+function setContent(file) {
+  if (!file) return;
+  page.content = file;
+  $("content-thumb").replaceChildren(thumbnail(file));
+  updateStart();
+}
+
+function addStyles(files) {
+  for (const file of files) page.styles.push({ file, weight: 5 });
+  renderStyles();
+}
+
+function renderStyles() {
+  const list = $("style-list");
+  list.replaceChildren();
+  page.styles.forEach((style, i) => {
+    const item = document.createElement("li");
+    const middle = document.createElement("div");
+    const name = document.createElement("div");
+    name.className = "name";
+    name.textContent = style.file.name;
+    middle.append(name);
+    if (page.styles.length > 1) {
+      const slider = document.createElement("input");
+      slider.type = "range";
+      slider.min = "0";
+      slider.max = "10";
+      slider.step = "1";
+      slider.value = String(style.weight);
+      slider.className = "blend";
+      slider.setAttribute("aria-label", "blend weight of " + style.file.name);
+      slider.addEventListener("input", () => { style.weight = Number(slider.value); });
+      middle.append(slider);
+    }
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "✕";
+    remove.title = "remove";
+    remove.addEventListener("click", () => { page.styles.splice(i, 1); renderStyles(); });
+    item.append(thumbnail(style.file), middle, remove);
+    list.append(item);
+  });
+  updateStart();
+}
+
+function updateStart() {
+  $("start").disabled = !(page.content && page.styles.length);
+}
+
+function dropZone(zone, onFiles) {
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const files = images(e.dataTransfer.files);
+    if (files.length) onFiles(files);
+  });
+}
+
+// ------------------------------------------------------------------ running a job
+async function start(event) {
+  event.preventDefault();
+  $("form-error").textContent = "";
+  const body = new FormData();
+  body.append("content", page.content, page.content.name);
+  for (const style of page.styles) body.append("style", style.file, style.file.name);
+  for (const [name, value] of Object.entries(formValues())) body.append(name, value);
+  $("start").disabled = true;
+  let response;
+  try {
+    response = await fetch("/api/jobs", { method: "POST", body });
+  } catch (err) {
+    $("form-error").textContent = "Cannot reach the server: " + err.message;
+    updateStart();
+    return;
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    $("form-error").textContent = data.detail || ("The server answered " + response.status);
+    updateStart();
+    return;
+  }
+  showRun(data);
+}
+
+function showRun(job) {
+  $("setup").hidden = true;
+  $("run").hidden = false;
+  $("run-error").textContent = "";
+  $("download").hidden = true;
+  $("again").hidden = true;
+  $("cancel").hidden = false;
+  $("cancel").disabled = false;
+  $("bar").value = 0;
+  $("losses").textContent = "";
+  const preview = $("preview");
+  preview.removeAttribute("src");
+  preview.dataset.loads = "0";
+  page.previewWanted = page.previewShown = 0;
+  page.job = job;
+  update(job);
+  page.events = new EventSource(`/api/jobs/${job.id}/events`);
+  page.events.onmessage = (e) => update(JSON.parse(e.data));
+  page.events.onerror = () => {
+    if (page.job && FINISHED.has(page.job.state)) page.events.close();
+  };
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 60) return Math.max(1, Math.round(seconds)) + " s";
+  if (seconds < 3600) return Math.round(seconds / 60) + " min";
+  return Math.floor(seconds / 3600) + " h " + Math.round((seconds % 3600) / 60) + " min";
+}
+
+function update(job) {
+  if (!page.job || job.id !== page.job.id) return;
+  page.job = job;
+  const status = $("status");
+  const eta = job.eta_seconds !== null ? " · about " + duration(job.eta_seconds) + " left" : "";
+  if (job.state === "queued") {
+    status.textContent = `Waiting: number ${job.queue_position} in the queue${eta}`;
+  } else if (job.state === "running") {
+    const scale = job.scale ? ` (scale ${job.scale[0]} of ${job.scale[1]})` : "";
+    status.textContent = job.step
+      ? `Iteration ${job.step} of ${job.total}${scale} · ${job.iterations_per_second.toFixed(1)} it/s${eta}`
+      : "Starting (loading the network)…";
+    if (job.cancel_requested) status.textContent = "Cancelling…";
+  }
+  $("bar").value = job.total ? job.step / job.total : 0;
+  const l = job.losses;
+  if (l && l.total !== undefined) {
+    $("losses").textContent = `loss ${l.total.toPrecision(4)} = content ${l.content.toPrecision(3)}` +
+      ` + style ${l.style.toPrecision(3)} + tv ${l.tv.toPrecision(3)}`;
+  }
+  if (job.preview_version > page.previewWanted) {
+    page.previewWanted = job.preview_version;
+    loadPreview();
+  }
+  if (FINISHED.has(job.state)) finish(job);
+}
+
+function loadPreview(final) {
+  // One request at a time; when it lands, fetch the newest version announced meanwhile.
+  if (page.previewBusy) return;
+  const version = final ? "final" : page.previewWanted;
+  if (!final && version <= page.previewShown) return;
+  page.previewBusy = true;
+  page.previewShown = final ? page.previewShown : version;
+  const preview = $("preview");
+  const done = () => {
+    page.previewBusy = false;
+    if (page.finalPending) {
+      page.finalPending = false;
+      loadPreview(true);
+    } else if (!final && page.previewWanted > page.previewShown) {
+      loadPreview();
+    }
+  };
+  preview.onload = () => {
+    preview.dataset.loads = String(Number(preview.dataset.loads) + 1);
+    preview.dataset.version = String(version);
+    done();
+  };
+  preview.onerror = done;
+  preview.src = `/api/jobs/${page.job.id}/preview?v=${version}`;
+}
+
+function finish(job) {
+  if (page.events) page.events.close();
+  $("cancel").hidden = true;
+  $("again").hidden = false;
+  const status = $("status");
+  if (job.state === "done") {
+    status.textContent = `Done: ${job.step} iterations in ${duration(job.elapsed)}, ${job.size[0]}×${job.size[1]} px`;
+  } else if (job.state === "cancelled") {
+    status.textContent = job.has_result ? `Cancelled after ${job.step} iterations` : "Cancelled before it started";
+  } else {
+    status.textContent = "Failed";
+    $("run-error").textContent = job.error || "the job failed";
+  }
+  if (job.has_result) {
+    if (page.previewBusy) page.finalPending = true;
+    else loadPreview(true);
+    const link = $("download");
+    link.href = `/api/jobs/${job.id}/result`;
+    link.download = `vggstyle-${job.size[0]}x${job.size[1]}.png`;
+    link.hidden = false;
+  }
+}
+
+async function cancel() {
+  if (!page.job) return;
+  $("cancel").disabled = true;
+  $("status").textContent = "Cancelling…";
+  await fetch(`/api/jobs/${page.job.id}`, { method: "DELETE" }).catch(() => {});
+}
+
+function again() {
+  if (page.events) page.events.close();
+  page.job = null;
+  $("run").hidden = true;
+  $("setup").hidden = false;
+  updateStart(); // the images stay chosen: change a knob and go again
+}
+
+// ------------------------------------------------------------------ wiring
+async function init() {
+  try {
+    const response = await fetch("/api/options");
+    page.options = await response.json();
+  } catch (err) {
+    $("form-error").textContent = "Cannot reach the server: " + err.message;
+    return;
+  }
+  buildForm();
+  $("content-file").addEventListener("change", (e) => { setContent(images(e.target.files)[0]); e.target.value = ""; });
+  $("style-files").addEventListener("change", (e) => { addStyles(images(e.target.files)); e.target.value = ""; });
+  dropZone($("content-drop"), (files) => setContent(files[0]));
+  dropZone($("style-drop"), addStyles);
+  $("setup").addEventListener("submit", start);
+  $("cancel").addEventListener("click", cancel);
+  $("again").addEventListener("click", again);
+  document.body.dataset.ready = "1";
+}
+
+init();
