@@ -1,0 +1,90 @@
+"""The precision policy: auto picks bf16 only where the CPU has it, and bf16 stays close to float32."""
+
+import pytest
+import torch
+
+import vggstyle
+from vggstyle import device as device_module
+from vggstyle.device import ComputePolicy, physical_cores, resolve_policy
+from vggstyle.errors import ConfigError
+from vggstyle.optimize import _prepare
+
+CONTENT = "examples/content/tubingen.jpg"
+STYLE = "examples/style/starry_night.jpg"
+
+
+def test_auto_is_bf16_channels_last_with_native_bf16(monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
+    policy = resolve_policy("cpu", "auto")
+    assert policy.autocast_dtype == torch.bfloat16 and policy.channels_last
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    assert resolve_policy("cpu", "auto").autocast_dtype is None
+    assert resolve_policy("cpu", "bf16").autocast_dtype == torch.bfloat16  # asked for explicitly
+    assert resolve_policy("cpu", "fp32").precision == "fp32"
+
+
+def test_cuda_requests_fail_clearly_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; this checks the message on machines without one")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_policy("cuda", "auto")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-only: needs a GPU (run benchmarks/gpu.sh on one)")
+def test_cuda_auto_policy_and_a_short_run(small_images):
+    policy = resolve_policy("cuda", "auto")
+    assert policy.device.type == "cuda" and policy.autocast_dtype in (torch.bfloat16, torch.float16)
+    out = vggstyle.stylize(small_images["content"], small_images["style"], device="cuda", image_size=64,
+                           num_iterations=10)
+    assert out.info["vggstyle"]["precision_used"] in ("bf16", "fp16")
+
+
+def test_threads_default_to_physical_cores():
+    import os
+    from vggstyle.device import set_threads
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert set_threads(None) == physical_cores() == torch.get_num_threads()
+        assert 1 <= physical_cores() <= os.cpu_count()
+        assert set_threads(1) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _loss_and_grad(precision, image_size=128):
+    runner = _prepare(CONTENT, STYLE, None, dict(image_size=image_size, precision=precision, single_scale=True,
+                                                   init="random", seed=0))
+    runner.set_scale(image_size)
+    width, height = runner.scale_size(image_size)
+    pixels = (runner.init_tensor(width, height) * 255).requires_grad_(True)
+    loss = runner._losses(pixels)["total"]
+    loss.backward()
+    return loss.item(), pixels.grad.flatten()
+
+
+def test_bf16_loss_and_gradient_agree_with_float32():
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this torch build")
+    loss32, grad32 = _loss_and_grad("fp32")
+    loss16, grad16 = _loss_and_grad("bf16")
+    # Stated tolerance (README): loss within 2%, input gradient cosine > 0.95, relative L2 error < 0.25.
+    assert abs(loss16 - loss32) / loss32 < 0.02
+    cosine = torch.nn.functional.cosine_similarity(grad16, grad32, dim=0).item()
+    assert cosine > 0.95
+    assert ((grad16 - grad32).norm() / grad32.norm()).item() < 0.25
+
+
+@pytest.mark.slow
+def test_a_short_bf16_run_ends_within_a_few_percent_of_float32(small_images):
+    finals = {}
+    for precision in ("fp32", "bf16"):
+        history = []
+        vggstyle.stylize(small_images["content"], small_images["style"], image_size=96, num_iterations=40,
+                         single_scale=True, precision=precision, on_step=lambda p: history.append(p.losses["total"]))
+        finals[precision] = history[-1]
+    assert abs(finals["bf16"] - finals["fp32"]) / finals["fp32"] < 0.05, finals
+
+
+def test_policy_describes_itself():
+    assert ComputePolicy(torch.device("cpu"), torch.bfloat16, True).describe() == "cpu bf16 channels_last"
