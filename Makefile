@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ demo: $(STAMP)
 	$(BIN)/vggstyle examples/content/tubingen.jpg examples/style/starry_night.jpg -o out/tubingen_starry_night.png
 	@echo "result: out/tubingen_starry_night.png"
 
-test: $(STAMP)
+# Headless Chromium for tests/test_web_browser.py: Debian's package (Playwright's own browser
+# download is never used). Installed when we can (root, as in CI); otherwise that test skips.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 clean:

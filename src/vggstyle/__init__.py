@@ -17,9 +17,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "stylize": "optimize", "Progress": "optimize",
     "load_image": "image", "save_image": "image", "read_parameters": "image",
+    "show": "notebook",
 }
 
-__all__ = ["stylize", "StyleConfig", "Progress", "load_image", "save_image", "read_parameters",
+__all__ = ["stylize", "StyleConfig", "Progress", "load_image", "save_image", "read_parameters", "show",
            "VggstyleError", "ConfigError", "ImageError", "OutputError", "WeightsError"]
 
 

@@ -103,7 +103,7 @@ class StyleConfig:
     precision: str = _opt("auto", "auto (bf16 where the hardware has it), fp32, bf16 or fp16", "hardware",
                           choices=PRECISIONS)
     threads: int | None = _opt(None, "CPU threads (default: all physical cores)", "hardware")
-    checkpoint: str = _opt("auto", "recompute each VGG block in the backward pass to save memory (~+30% time); "
+    checkpoint: str = _opt("auto", "recompute each VGG block in the backward pass to save memory (about a third more time); "
                            f"auto: for scales over {CHECKPOINT_AUTO_PIXELS / 1e6:g} megapixels", "hardware",
                            choices=("auto", "on", "off"))
 

@@ -147,6 +147,7 @@ class JobQueue:
         self._running: dict[str, Job] = {}
         self._numbers = itertools.count(1)
         self._seconds_per_unit: float | None = None  # measured; None until a job has run
+        self._setup_seconds = 0.0  # measured per job: network, targets, result encoding
         self._closed = False
         self.devices = tuple(devices)
         self._workers = [threading.Thread(target=self._work, args=(device,), daemon=True,
@@ -287,6 +288,9 @@ class JobQueue:
             job.result_path = path
             job.error = error
             self._finish(job, state)
+            if job.step and job.elapsed > 0:
+                overhead = max(0.0, job.finished - job.started - job.elapsed)
+                self._setup_seconds = 0.5 * (self._setup_seconds + overhead) if self._setup_seconds else overhead
             if job.id not in self._jobs and path is not None:  # discarded while it ran
                 path.unlink(missing_ok=True)
             self._purge()
@@ -341,7 +345,7 @@ class JobQueue:
         if job.state in FINISHED:
             return 0.0
         if job.state == RUNNING:
-            return None if (left := self._left(job)) is None else round(left, 1)
+            return None if (left := self._left(job)) is None else round(left, 2)
         spu = self._seconds_per_unit
         if spu is None:
             return None
@@ -351,9 +355,9 @@ class JobQueue:
             busy[i] = running.cost * spu if left is None else left
         for waiting in self._pending:
             slot = busy.index(min(busy))
-            busy[slot] += waiting.cost * spu
+            busy[slot] += self._setup_seconds + waiting.cost * spu
             if waiting is job:
-                return round(busy[slot], 1)
+                return round(busy[slot], 2)
         return None
 
     def _left(self, job: Job) -> float | None:
@@ -361,7 +365,9 @@ class JobQueue:
         the finer scales still to come count for what they cost)."""
         if job.step and job.elapsed > 0:
             return (job.cost - job.work_done(job.step)) * job.elapsed / job.work_done(job.step)
-        return None if self._seconds_per_unit is None else job.cost * self._seconds_per_unit
+        if self._seconds_per_unit is None:
+            return None
+        return self._setup_seconds + job.cost * self._seconds_per_unit
 
 
 def _free_device_memory() -> None:

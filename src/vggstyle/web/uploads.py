@@ -21,9 +21,10 @@ from ..errors import VggstyleError
 from ..image import MIN_INPUT_SIDE, load_image, resize_long_side
 from ..layers import LAYER_INDEX, format_layer_weights, pools_before
 
-# Decided by whoever runs the server, never by a client: paths, hardware and the input limit.
-SERVER_FIELDS = frozenset({"weights", "weights_source", "weights_preprocessing", "device", "precision",
-                           "threads", "max_input_pixels"})
+# Decided by whoever runs the server, never by a client: the weights, the input limit, and every
+# field of the "hardware" group (device, precision, threads, memory trade-offs).
+SERVER_FIELDS = frozenset({"weights", "weights_source", "weights_preprocessing", "max_input_pixels"})
+SERVER_GROUPS = frozenset({"hardware"})
 # The knobs the page shows up front; the rest sit under "more options".
 MAIN_FIELDS = ("content_weight", "style_weight", "image_size", "num_iterations", "original_colors")
 # Pillow decoders a client may reach: the common photo formats, not every format Pillow knows
@@ -79,9 +80,13 @@ def names_files(f) -> bool:
     return f.metadata.get("type") == "paths" or f.metadata.get("metavar") == "PATH"
 
 
+def server_sets(f) -> bool:
+    return f.name in SERVER_FIELDS or f.metadata.get("group") in SERVER_GROUPS
+
+
 def form_fields() -> list:
     """The StyleConfig fields a client may set, in declaration order."""
-    return [f for f in config_fields() if f.name not in SERVER_FIELDS and not names_files(f)]
+    return [f for f in config_fields() if not server_sets(f) and not names_files(f)]
 
 
 def _kind(f) -> str:
@@ -147,7 +152,7 @@ def config_from_form(values: dict[str, str], num_styles: int, limits: Limits) ->
     every = {f.name: f for f in config_fields()}
     unknown = sorted(set(values) - set(known) - {"content", "style"})
     for name in unknown:
-        if name in SERVER_FIELDS:
+        if name in every and server_sets(every[name]):
             raise UploadError(422, f"{name} is set by the server, not per job")
         if name in every:  # names_files
             raise UploadError(422, f"{name} names files on the server, which a client cannot choose")

@@ -1,0 +1,129 @@
+"""End to end in a real browser: Debian's headless Chromium driven by Playwright, against the real
+server (uvicorn on a free loopback port). `make test` installs both; elsewhere the test says why
+it skips."""
+
+import io
+import json
+import os
+import shutil
+import time
+
+import pytest
+from PIL import Image
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+
+pytest.importorskip("fastapi", reason="the web app needs the [web] extra (fastapi, uvicorn, python-multipart)")
+pytest.importorskip("uvicorn", reason="the web app needs uvicorn (the [web] extra)")
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="Playwright for Python is not installed (make test installs it)")
+if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+    pytest.skip(f"Chromium is not installed at {CHROMIUM} (make test installs Debian's chromium package)",
+                allow_module_level=True)
+
+from vggstyle import StyleConfig  # noqa: E402
+from vggstyle.web.server import LOOPBACK_NAMES, background_server, create_app  # noqa: E402
+from vggstyle.web.uploads import Limits  # noqa: E402
+
+
+def paced(content, styles, config, *, on_step):
+    """vggstyle.stylize at no more than 20 iterations a second, so that the previews a browser sees do
+    not depend on how fast this machine is (a real 512 px job takes about a second an iteration)."""
+    from vggstyle import stylize
+
+    def step(progress):
+        time.sleep(0.05)
+        return on_step(progress)
+
+    return stylize(content, styles, config, on_step=step)
+
+
+def tiny(tmp_path, source, side, name):
+    image = Image.open(os.path.join(EXAMPLES, source)).convert("RGB")
+    image.thumbnail((side, side))
+    path = tmp_path / name
+    image.save(path)
+    return path, image.size
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM if os.path.exists(CHROMIUM)
+                                             else shutil.which("chromium"), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def test_upload_start_watch_preview_and_download(browser, tmp_path):
+    content, content_size = tiny(tmp_path, "content/tubingen.jpg", 64, "tubingen.png")
+    style_a, _ = tiny(tmp_path, "style/starry_night.jpg", 48, "starry.png")
+    style_b, _ = tiny(tmp_path, "style/shipwreck.jpg", 48, "shipwreck.png")
+    assert content_size == (64, 48)
+
+    with background_server(create_app(Limits(preview_every=2), runner=paced, allowed_hosts=LOOPBACK_NAMES)) as url:
+        page = browser.new_page(accept_downloads=True)
+        page.set_default_timeout(120_000)  # generous: the CPU may be shared
+        console_errors = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        previews = []
+        page.on("response", lambda r: previews.append(r) if "/preview?v=" in r.url else None)
+
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.is_disabled("#start"), "nothing to start without images"
+        # The form comes from StyleConfig through /api/options.
+        assert float(page.input_value("#f-style_weight")) == StyleConfig().style_weight
+
+        page.set_input_files("#content-file", str(content))
+        page.set_input_files("#style-files", [str(style_a), str(style_b)])
+        assert page.locator("#content-thumb img").count() == 1
+        sliders = page.locator("#style-list input.blend")
+        assert sliders.count() == 2, "several styles get blend sliders"
+        sliders.nth(1).evaluate("e => { e.value = '8'; e.dispatchEvent(new Event('input')); }")
+
+        page.check("#preset-fast")
+        assert page.input_value("#f-image_size") == "256"
+        page.fill("#f-image_size", "48")
+        page.fill("#f-num_iterations", "20")
+        page.click("#start")
+
+        page.wait_for_selector("#run:not([hidden])")
+        assert page.is_hidden("#setup") and page.is_visible("#cancel")
+        assert page.is_hidden("#download") and page.is_hidden("#again"), "no result to offer yet"
+        page.wait_for_selector("#download:not([hidden])")
+        assert page.is_hidden("#cancel") and page.is_visible("#again")
+        status = page.inner_text("#status")
+        assert status.startswith("Done: 20 iterations"), status
+        assert page.evaluate("document.getElementById('bar').value") == 1
+        assert "loss" in page.inner_text("#losses")
+
+        # The preview changed at least twice while the job ran: distinct images, each shown.
+        intermediate = [r for r in previews if "v=final" not in r.url and r.status == 200]
+        bodies = {r.body() for r in intermediate}
+        assert len(bodies) >= 2, f"{len(intermediate)} previews fetched, {len(bodies)} distinct"
+        for body in bodies:
+            assert Image.open(io.BytesIO(body)).size == (48, 36)
+        assert int(page.get_attribute("#preview", "data-loads")) >= 3  # two previews and the result
+
+        with page.expect_download() as download_info:
+            page.click("#download")
+        download = download_info.value
+        assert download.suggested_filename.endswith(".png")
+        saved = tmp_path / "result.png"
+        download.save_as(saved)
+        with Image.open(saved) as result:
+            assert result.format == "PNG"
+            assert result.size == (48, 36), "image_size is the long side; the content's aspect is kept"
+            parameters = json.loads(result.info["vggstyle"])
+        assert parameters["iterations_done"] == 20 and parameters["image_size"] == 48
+        assert parameters["style_blend_weights"] == [5.0, 8.0], "the sliders set the blend"
+
+        page.click("#again")
+        page.wait_for_selector("#setup:not([hidden])")
+        assert page.is_enabled("#start"), "the images stay chosen for another go"
+        assert console_errors == []
+        page.close()
