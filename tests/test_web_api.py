@@ -441,6 +441,10 @@ def test_page_static_files_and_openapi(make_client):
     assert "device" not in body["properties"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "content-security-policy" not in docs.headers
+    # Swagger UI served from the package, not a CDN: the docs page works offline.
+    assert "/docs-assets/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text.lower()
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
     assert client.get("/api/status").headers["x-content-type-options"] == "nosniff"
 
 

@@ -165,6 +165,10 @@ class StyleConfig:
             counts[-1] += 1
         return list(zip(sizes, counts))
 
+    def style_side(self, long_side: int) -> int:
+        """Long side of the style images when the output's long side is ``long_side`` (--style-scale)."""
+        return max(16, round(long_side * self.style_scale))
+
     @property
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.optimizer]

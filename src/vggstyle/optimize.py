@@ -203,7 +203,7 @@ class _Runner:
         self.net.check_size(height, width)
         self.net.checkpoint = (config.checkpoint == "on"
                                or (config.checkpoint == "auto" and width * height > CHECKPOINT_AUTO_PIXELS))
-        style_side = max(16, round(long_side * config.style_scale))
+        style_side = config.style_side(long_side)
         device = self.policy.device
         content = self._content_tensor(width, height)
         styles = [pil_to_tensor(resize_long_side(original, style_side)) for original in self.styles_original]

@@ -86,7 +86,7 @@ def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, 
         yield
         await run_in_threadpool(jobs.close)
 
-    app = FastAPI(title="vggstyle", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="vggstyle", version=__version__, lifespan=lifespan, docs_url=None,
                   description="Neural style transfer (Gatys et al., VGG19): upload, queue, live preview.")
     app.state.jobs = jobs
     app.state.limits = limits
@@ -262,11 +262,28 @@ def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, 
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _add_offline_docs(app, StaticFiles)
     app.add_middleware(_SecurityHeaders)
     if allowed_hosts:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     return app
+
+
+def _add_offline_docs(app, static_files) -> None:
+    """Swagger UI at /docs from the swagger-ui-bundle package: FastAPI's default loads it from a
+    CDN, which leaves the page blank on an offline machine."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", static_files(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="vggstyle API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
 
 
 class _SecurityHeaders:

@@ -219,7 +219,7 @@ def prepare_images(config: StyleConfig, content: Image.Image, styles: list[Image
     no more memory than it needs; check they are large enough for the deepest layer used.
     Returns (content, styles, (width, height) of the result)."""
     content = resize_long_side(content, config.image_size)
-    style_side = max(16, round(config.image_size * config.style_scale))  # as in stylize()
+    style_side = config.style_side(config.image_size)
     styles = [resize_long_side(s, style_side) for s in styles]
     deepest = max([*config.content_layers, *config.style_layers], key=LAYER_INDEX.__getitem__)
     min_side = 2 ** pools_before(deepest)
