@@ -163,3 +163,12 @@ def test_coarse_start_helps_the_fine_scale(small_images):
     warm = first_final_loss(min_scale=48, scale_steps=2, num_iterations=30)
     cold = first_final_loss(single_scale=True, num_iterations=2)
     assert warm < cold / 1.5
+
+
+def test_style_scale_changes_the_style_targets(small_images):
+    from vggstyle.optimize import measure_losses
+    kw = dict(image_size=64, precision="fp32")
+    full = measure_losses(small_images["content"], small_images["style"], style_scale=1.0, **kw)["style"]
+    half = measure_losses(small_images["content"], small_images["style"], style_scale=0.5, **kw)["style"]
+    assert full != pytest.approx(half, rel=0.02)
+    assert vggstyle.StyleConfig(style_scale=0.5).style_side(512) == 256
