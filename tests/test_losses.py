@@ -28,6 +28,14 @@ def test_gram_matches_loops():
     assert torch.allclose(gram_matrix(f).double(), reference_gram(f), atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gram_gradient_is_exact(channels_last):
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert torch.autograd.gradcheck(gram_matrix, (x.requires_grad_(True),))
+
+
 def test_gram_is_size_invariant_for_a_tiled_pattern():
     torch.manual_seed(0)
     tile = torch.randn(1, 4, 3, 3)

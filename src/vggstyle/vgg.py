@@ -61,6 +61,10 @@ class VGG19Features(nn.Module):
 
         memory_format = torch.channels_last if self.policy.channels_last else torch.contiguous_format
         self.to(device=self.policy.device, memory_format=memory_format)
+        if self.policy.autocast_dtype is not None:
+            # Keep the convolutions in the autocast dtype: autocast would otherwise re-cast all
+            # 20M weights on every forward pass (its cast cache lives only inside one context).
+            self.convs.to(self.policy.autocast_dtype)
 
     def check_size(self, height: int, width: int) -> None:
         if min(height, width) < self.min_side:
