@@ -175,27 +175,19 @@ def _check_plot(path: str | None) -> None:
 
 
 def write_plot(history: list[dict], path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from .image import save_image
-    from PIL import Image
+    """The loss curves as a PNG, written atomically like every other output."""
     import io
 
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for key in ("total", "style", "content", "tv"):
-        values = [max(h[key], 1e-12) for h in history]
-        ax.plot(steps, values, label=key)
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("weighted loss")
-    ax.legend()
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from .image import save_image
+    from .notebook import plot_losses
+
+    fig = Figure(figsize=(7, 4), dpi=100, layout="constrained")
+    plot_losses(fig.add_subplot(), history)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     buffer.seek(0)
     save_image(Image.open(buffer).convert("RGB"), path)
 

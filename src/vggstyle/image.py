@@ -70,6 +70,13 @@ def load_image(source, max_pixels: int = 100_000_000, what: str = "image") -> Im
     return _to_rgb(image)
 
 
+def as_image_list(images) -> list:
+    """One image (path, PIL image or tensor) or a sequence of them, as a list."""
+    if isinstance(images, (str, Path, Image.Image, torch.Tensor)):
+        return [images]
+    return list(images)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -95,11 +102,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def long_side_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is ``long_side``, aspect ratio kept."""
+    width, height = size
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
     """Scale so the longer side is ``long_side`` px (Lanczos down, bicubic up)."""
-    width, height = image.size
-    scale = long_side / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = long_side_size(image.size, long_side)
+    scale = long_side / max(image.size)
     if size == image.size:
         return image
     return image.resize(size, Image.LANCZOS if scale < 1 else Image.BICUBIC)

@@ -7,8 +7,6 @@ works under any backend, Agg included. Matplotlib is imported on the first call 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PIL import Image
 
 LOSS_KEYS = ("total", "style", "content", "tv")
@@ -17,13 +15,6 @@ LOSS_KEYS = ("total", "style", "content", "tv")
 def _as_image(source, what: str) -> Image.Image:
     from .image import load_image
     return load_image(source, what=what)
-
-
-def _as_list(styles) -> list:
-    import torch
-    if isinstance(styles, (str, Path, Image.Image, torch.Tensor)):
-        return [styles]
-    return list(styles)
 
 
 def _history_rows(history) -> list[dict]:
@@ -51,7 +42,8 @@ def show(content, styles, result, history=None, *, titles: bool = True, width: f
     except ImportError:
         raise ImportError("vggstyle.show needs matplotlib: pip install 'vggstyle[plot]'") from None
 
-    style_images = [_as_image(s, "style image") for s in _as_list(styles)]
+    from .image import as_image_list
+    style_images = [_as_image(s, "style image") for s in as_image_list(styles)]
     if not style_images:
         raise ValueError("show() needs at least one style image")
     panels = [("content", _as_image(content, "content image"))]
@@ -78,15 +70,19 @@ def show(content, styles, result, history=None, *, titles: bool = True, width: f
         if titles:
             ax.set_title(f"{title}\n{image.size[0]}×{image.size[1]} px", fontsize=10)
     if rows:
-        ax = fig.add_subplot(grid[1, :])
-        steps = [row["step"] for row in rows]
-        for key in LOSS_KEYS:
-            if all(key in row for row in rows):
-                # Floor at a tiny value: a log axis cannot show the exact 0 of the first content loss.
-                ax.plot(steps, [max(float(row[key]), 1e-12) for row in rows], label=key)
-        ax.set_yscale("log")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("weighted loss")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper right")
+        plot_losses(fig.add_subplot(grid[1, :]), rows)
     return fig
+
+
+def plot_losses(ax, rows: list[dict]) -> None:
+    """The weighted loss terms against the iteration, log scale, on a Matplotlib axes."""
+    steps = [row["step"] for row in rows]
+    for key in LOSS_KEYS:
+        if all(key in row for row in rows):
+            # Floor at a tiny value: a log axis cannot show the exact 0 of the first content loss.
+            ax.plot(steps, [max(float(row[key]), 1e-12) for row in rows], label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("weighted loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right")

@@ -14,7 +14,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,15 +21,12 @@ from PIL import Image
 
 from .config import CHECKPOINT_AUTO_PIXELS, StyleConfig
 from .device import ComputePolicy, resolve_policy, set_threads
-from .image import load_image, pil_to_tensor, resize_long_side, tensor_to_pil
+from .image import as_image_list, load_image, long_side_size, pil_to_tensor, resize_long_side, tensor_to_pil
 from .color import combine_luminance, gray_to_rgb, luminance, match_histogram, match_luminance
 from .losses import content_loss, tv_loss
 from .style import StyleObjective
 from .vgg import VGG19Features
 from .weights import LoadedWeights, load_weights
-
-LOSS_KEYS = ("content", "style", "tv", "total")
-
 
 @dataclass
 class Progress:
@@ -63,12 +59,6 @@ OnStep = Callable[[Progress], "bool | None"]
 def _weights(source: str, path: str | None, preprocessing: str) -> LoadedWeights:
     # Cached: a server or notebook stylizing many images reads and dequantizes once.
     return load_weights(source, path, preprocessing)
-
-
-def _as_list(styles) -> list:
-    if isinstance(styles, (str, Path, Image.Image, torch.Tensor)):
-        return [styles]
-    return list(styles)
 
 
 def stylize(content, styles, config: StyleConfig | None = None, *, on_step: OnStep | None = None,
@@ -121,7 +111,7 @@ def _prepare(content, styles, config, overrides) -> "_Runner":
     config = config or StyleConfig()
     if overrides:
         config = config.replace(**overrides)
-    style_list = _as_list(styles)
+    style_list = as_image_list(styles)
     config.validate(num_styles=len(style_list))
     policy = resolve_policy(config.device, config.precision)
     set_threads(config.threads)
@@ -172,7 +162,7 @@ class _Runner:
         self.net = VGG19Features(self.weights, layers, self.config.pooling, policy)
 
     def scale_size(self, long_side: int) -> tuple[int, int]:
-        return resize_long_side(self.content_original, long_side).size
+        return long_side_size(self.content_original.size, long_side)
 
     def init_tensor(self, width: int, height: int) -> torch.Tensor:
         config = self.config
