@@ -1,7 +1,7 @@
 """Quality: each method on the example pairs, measured the same way, plus a gallery to look at.
 
     python benchmarks/quality.py                         # 3 pairs x 6 methods, 300 iterations (~30 min)
-    python benchmarks/quality.py --pairs 1 --methods classic default --gallery out/g.png
+    python benchmarks/quality.py --pairs 1 --methods default coarse-to-fine --gallery out/g.png
 
 For each output: content distance (relative squared error of relu4_2 features against
 the content image's) and style distance (mean relative squared error of the Gram
@@ -25,8 +25,8 @@ PAIRS = [
     ("content/tubingen.jpg", "style/woman-with-hat-matisse.jpg"),
 ]
 METHODS = {
-    "classic": {"single_scale": True},
     "default": {},
+    "coarse-to-fine": {"coarse_to_fine_above": 0, "min_scale": 128},
     "wasserstein": {"style_loss": "wasserstein"},
     "sliced-wasserstein": {"style_loss": "sliced-wasserstein", "seed": 0},
     "luminance": {"original_colors": "luminance"},

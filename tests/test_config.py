@@ -91,18 +91,27 @@ def test_config_does_not_import_torch():
 
 
 def test_scale_schedule_steps_by_sqrt2_and_sums_to_the_iterations():
-    schedule = StyleConfig(image_size=512, min_scale=128, num_iterations=300).scale_schedule()
+    schedule = StyleConfig(image_size=512, min_scale=128, coarse_to_fine_above=0,
+                           num_iterations=300).scale_schedule()
     sizes = [s for s, _ in schedule]
     counts = [n for _, n in schedule]
     assert sizes == [128, 181, 256, 362, 512]
     assert sum(counts) == 300
     assert counts == sorted(counts, reverse=True)  # coarser scales get more iterations
-    assert StyleConfig(single_scale=True).scale_schedule() == [(512, 300)]
-    assert StyleConfig(image_size=100).scale_schedule() == [(100, 300)]  # below --min-scale: one scale
+    assert StyleConfig(single_scale=True, image_size=4096).scale_schedule() == [(4096, 300)]
+    assert StyleConfig(image_size=100, coarse_to_fine_above=0).scale_schedule() == [(100, 300)]  # < min scale
     assert [s for s, _ in StyleConfig(scales="128,256", image_size=400).scale_schedule()] == [128, 256, 400]
-    assert [s for s, _ in StyleConfig(scale_steps=3).scale_schedule()] == [128, 256, 512]
-    tiny = StyleConfig(num_iterations=2).scale_schedule()
-    assert len(tiny) == 2 and sum(n for _, n in tiny) == 2 and tiny[-1][0] == 512
+    assert [s for s, _ in StyleConfig(scale_steps=3, min_scale=128).scale_schedule()] == [128, 256, 512]
+    tiny = StyleConfig(num_iterations=2, image_size=2048).scale_schedule()
+    assert len(tiny) == 2 and sum(n for _, n in tiny) == 2 and tiny[-1][0] == 2048
+
+
+def test_coarse_to_fine_is_automatic_only_above_the_threshold():
+    assert StyleConfig().scale_schedule() == [(512, 300)]
+    assert StyleConfig(image_size=1024).scale_schedule() == [(1024, 300)]
+    assert [s for s, _ in StyleConfig(image_size=2048).scale_schedule()] == [256, 362, 512, 724, 1024, 1448, 2048]
+    assert [s for s, _ in StyleConfig(image_size=1024, coarse_to_fine_above=512).scale_schedule()] == \
+        [256, 362, 512, 724, 1024]
 
 
 def test_bad_scales():
@@ -110,5 +119,7 @@ def test_bad_scales():
         StyleConfig(scales="256,128").validate()
     with pytest.raises(ConfigError, match="--min-scale must be at least 16"):
         StyleConfig(min_scale=8).validate()
+    with pytest.raises(ConfigError, match="--coarse-to-fine-above must be"):
+        StyleConfig(coarse_to_fine_above=-1).validate()
     with pytest.raises(ConfigError, match="--scale-steps must be"):
         StyleConfig(scale_steps=0).validate()

@@ -143,7 +143,7 @@ def test_threads_option_is_applied(small_images):
 def test_coarse_to_fine_runs_every_scale_and_upsamples_between(small_images):
     seen = []
     result = vggstyle.stylize(small_images["content"], small_images["style"], image_size=96, min_scale=48,
-                              num_iterations=12, on_step=lambda p: seen.append((p.scale, p.num_scales, p.size)))
+                              coarse_to_fine_above=0, num_iterations=12, on_step=lambda p: seen.append((p.scale, p.num_scales, p.size)))
     sizes = [size for _, _, size in seen]
     assert sorted(set(sizes)) == [(48, 36), (68, 51), (96, 72)]
     assert sizes == sorted(sizes)  # coarse to fine, never back
@@ -160,7 +160,7 @@ def test_coarse_start_helps_the_fine_scale(small_images):
                          on_step=lambda p: losses.append(p.losses["total"]) if p.scale == p.num_scales else None,
                          **kw)
         return losses[0]
-    warm = first_final_loss(min_scale=48, scale_steps=2, num_iterations=30)
+    warm = first_final_loss(min_scale=48, scale_steps=2, num_iterations=30)  # scale_steps: c2f at any size
     cold = first_final_loss(single_scale=True, num_iterations=2)
     assert warm < cold / 1.5
 

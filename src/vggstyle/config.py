@@ -75,11 +75,14 @@ class StyleConfig:
                              "(comma-separated paths)", "style", type="paths")
 
     # Coarse-to-fine (Gatys et al. 2017): optimize small first, upsample, refine.
-    single_scale: bool = _opt(False, "optimize at --image-size only (the classic method)", "scales")
-    min_scale: int = _opt(128, "long side of the first, coarsest scale in px", "scales")
-    scale_steps: int | None = _opt(None, "number of scales (default: steps of about sqrt(2) from "
-                                   "--min-scale up to --image-size)", "scales")
-    scales: list = _opt([], "explicit long sides per scale, e.g. 128,256,512 (overrides the two above)",
+    single_scale: bool = _opt(False, "optimize at --image-size only, at any size (the classic method)", "scales")
+    coarse_to_fine_above: int = _opt(1024, "coarse-to-fine starts automatically above this --image-size; "
+                                     "0: always (at and below it one scale reached a lower loss sooner)",
+                                     "scales")
+    min_scale: int = _opt(256, "long side of the first, coarsest scale in px", "scales")
+    scale_steps: int | None = _opt(None, "number of scales, coarse-to-fine at any size (default: steps of "
+                                   "about sqrt(2) from --min-scale up to --image-size)", "scales")
+    scales: list = _opt([], "explicit long sides per scale, e.g. 128,256,512 (overrides the above)",
                         "scales", type="ints")
     coarse_iterations_factor: float = _opt(1.25, "each coarser scale gets this many times the iterations "
                                            "of the next finer one (within --num-iterations)", "scales")
@@ -136,11 +139,15 @@ class StyleConfig:
     def scale_schedule(self) -> list[tuple[int, int]]:
         """[(long side in px, iterations)] from coarse to fine; the iterations add up to ``iterations``.
 
-        Automatic sizes step by about sqrt(2) (doubling the pixel count) from min_scale up to
-        image_size. Coarser scales are cheap (half the pixels, half the time), so they get more
+        One scale up to coarse_to_fine_above (default 1024 px): there, single-scale runs reached
+        a lower loss sooner than coarse-to-fine ones (benchmarks/speed.py, README). Above it,
+        or with --scale-steps, sizes step by about sqrt(2) (doubling the pixel count) from
+        min_scale up to image_size: the coarse scales lay out the large-scale structure that
+        VGG's receptive field cannot see at print sizes, and cost little. Coarser scales are cheap (half the pixels, half the time), so they get more
         iterations: each gets coarse_iterations_factor times the next finer one.
         """
-        if self.single_scale:
+        if self.single_scale or (not self.scales and self.scale_steps is None
+                                 and self.image_size <= self.coarse_to_fine_above):
             sizes = [self.image_size]
         elif self.scales:
             sizes = [s for s in self.scales if s < self.image_size] + [self.image_size]
@@ -213,6 +220,8 @@ class StyleConfig:
                                   f"for {num_styles} style image(s): give one per style image")
         if not isinstance(self.image_size, int) or self.image_size < 16:
             raise ConfigError(f"--image-size must be a whole number of at least 16 px, got {self.image_size}")
+        if not isinstance(self.coarse_to_fine_above, int) or self.coarse_to_fine_above < 0:
+            raise ConfigError(f"--coarse-to-fine-above must be a whole number >= 0, got {self.coarse_to_fine_above}")
         if self.min_scale < 16:
             raise ConfigError(f"--min-scale must be at least 16 px, got {self.min_scale}")
         if self.scale_steps is not None and (not isinstance(self.scale_steps, int) or self.scale_steps < 1):
