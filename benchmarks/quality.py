@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--outdir", type=Path, default=ROOT / "out" / "quality")
     parser.add_argument("--gallery", type=Path, default=None, help="gallery PNG (default: OUTDIR/gallery.png)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep outputs already in OUTDIR (measure them again, wall time '-')")
     args = parser.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
     gallery_rows = []
@@ -70,13 +72,16 @@ def main() -> None:
         for method in args.methods:
             output = args.outdir / f"{content.stem}__{style.stem}__{method}.png"
             options = {"image_size": args.image_size, "num_iterations": args.iterations, **METHODS[method]}
-            result = vggstyle_run(options, content, [style], record_images_at=str(output))
+            if args.reuse and output.exists():
+                result = {"wall_s": float("nan")}
+            else:
+                result = vggstyle_run(options, content, [style], record_images_at=str(output))
             if "error" in result:
                 print(f"| {content.stem} | {style.stem} | {method} | failed: {result['error']} | | |", flush=True)
                 continue
             d = distances(content, style, output)
             print(f"| {content.stem} | {style.stem} | {method} | {d['content']:.3f} | {d['style']:.4f} | "
-                  f"{result['wall_s']:.0f} |", flush=True)
+                  f"{result['wall_s']:.0f} |".replace("nan", "-"), flush=True)
             row.append(thumbnail(output, f"{method}  c={d['content']:.2f} s={d['style']:.3f}"))
         gallery_rows.append(row)
     columns = max(len(r) for r in gallery_rows)

@@ -35,11 +35,15 @@ SW_MAX_POSITIONS = 65536
 
 
 def masked_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Gram of the features weighted by a (1,1,H,W) mask in 0..1, averaged over the mask's area."""
+    """Gram of the features weighted by a (1,1,H,W) mask in 0..1, averaged over the mask's area.
+
+    Works on the (N, HW, C) view, as gram_matrix does, so channels_last features are not copied.
+    """
     n, c, h, w = features.shape
-    weighted = (features * mask.to(features.dtype)).reshape(n, c, h * w)
-    flat = features.reshape(n, c, h * w)
-    return torch.bmm(weighted, flat.transpose(1, 2)).float() / mask.sum().clamp_min(1e-6)
+    positions = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
+    weights = mask.reshape(1, h * w, 1).to(features.dtype)
+    gram = torch.bmm((positions * weights).transpose(1, 2), positions)
+    return gram.to(torch.promote_types(gram.dtype, torch.float32)) / mask.sum().clamp_min(1e-6)
 
 
 def mask_at(mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
