@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import STYLE_LOSSES  # noqa: F401 - re-exported: the statistics this module implements
-from .losses import gram_matrix, relative_squared_error
+from .losses import blend_grams, gram_matrix, relative_squared_error
 from .stats import (flatten_positions, sliced_wasserstein_loss, sliced_wasserstein_target, wasserstein2_loss,
                     wasserstein2_target)
 
@@ -56,9 +56,10 @@ def _positions(features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     flat = features.reshape(features.shape[0], features.shape[1], -1)
     if mask is None:
         return flat
-    keep = (mask_at(mask, features) >= 0.5).reshape(-1)
+    weights = mask_at(mask, features).reshape(-1)
+    keep = weights >= 0.5
     if not keep.any():  # a region thinner than this layer's cells: take its strongest cell
-        keep = mask_at(mask, features).reshape(-1) == mask_at(mask, features).max()
+        keep = weights == weights.max()
     return flat[:, :, keep]
 
 
@@ -83,9 +84,8 @@ class StyleObjective:
     # ---------------------------------------------------------------- targets
     def _target_for(self, style_features, name, single=False):
         if self.kind == "gram":
-            grams = [gram_matrix(f[name]) for f in style_features]
-            weights = [1.0] if single else self.blend
-            return sum(w * g for w, g in zip(weights, grams))
+            grams = [{name: gram_matrix(f[name])} for f in style_features]
+            return blend_grams(grams, [1.0] if single else self.blend)[name]
         samples = self._mixture(style_features, name, single)
         if self.kind == "wasserstein":
             return wasserstein2_target(samples)
