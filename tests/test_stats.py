@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vggstyle.stats import (flatten_positions, gaussian_stats, random_directions, sliced_wasserstein_loss,
-                            sliced_wasserstein_target, wasserstein2_distance, wasserstein2_loss,
+                            sliced_wasserstein_target, sort_last, wasserstein2_distance, wasserstein2_loss,
                             wasserstein2_target)
 
 
@@ -146,6 +146,39 @@ def test_w2_rejects_channel_mismatch():
 
 
 # ---- sliced Wasserstein -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sort_last_matches_torch_sort_in_values_and_gradient(dtype, threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(threads)
+        # distinct nonzero values (randn can repeat one in float32), then ties at zero, as ReLU gives
+        x = torch.stack([torch.randperm(301, generator=g) for _ in range(10)]).reshape(2, 5, 301)
+        x = (x.to(dtype) - 150.5) * 0.37
+        x[:, :, :40] = 0.0
+        weights = torch.randn(2, 5, 301, dtype=dtype, generator=g)
+        ours = x.clone().requires_grad_(True)
+        theirs = x.clone().requires_grad_(True)
+        sorted_ours = sort_last(ours)
+        (sorted_ours * weights).sum().backward()
+        (torch.sort(theirs, dim=-1).values * weights).sum().backward()
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(sorted_ours.detach(), torch.sort(x, dim=-1).values)
+    # Tied zeros may be permuted differently, so compare each row's gradient on the tied
+    # positions as a multiset and exactly elsewhere.
+    assert torch.equal(ours.grad[:, :, 40:], theirs.grad[:, :, 40:])
+    assert torch.equal(ours.grad[:, :, :40].sort(dim=-1).values, theirs.grad[:, :, :40].sort(dim=-1).values)
+    assert ours.grad.abs().sum() > 0
+
+
+def test_sort_last_without_grad_gives_values():
+    x = torch.randn(3, 50)
+    assert torch.equal(sort_last(x), torch.sort(x, dim=-1).values)
+    assert torch.equal(sort_last(x.bfloat16()), torch.sort(x.bfloat16(), dim=-1).values)
 
 
 def test_random_directions_are_unit_and_seeded():

@@ -30,8 +30,10 @@ stays float64, which the tests use); the C x C matrix square roots in float64.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -157,12 +159,50 @@ def flatten_positions(features: torch.Tensor, max_positions: int | None = None,
     return flat[:, :, keep.to(flat.device)]
 
 
+def _argsort_rows(values: np.ndarray) -> np.ndarray:
+    """Argsort of each row of a 2-D array, the rows split over the torch thread count.
+
+    NumPy's argsort releases the GIL, so threads run in parallel.
+    """
+    order = np.empty(values.shape, dtype=np.int64)
+    workers = max(1, min(torch.get_num_threads(), values.shape[0]))
+
+    def work(rows: slice) -> None:
+        order[rows] = np.argsort(values[rows], axis=1)
+
+    if workers == 1:
+        work(slice(None))
+    else:
+        bounds = np.linspace(0, values.shape[0], workers + 1).astype(int)
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, [slice(a, b) for a, b in zip(bounds, bounds[1:])]))
+    return order
+
+
+def sort_last(values: torch.Tensor) -> torch.Tensor:
+    """Sorted along the last dimension, differentiable (gradients follow the permutation).
+
+    On the CPU the permutation comes from NumPy, whose AVX-512 argsort is several times
+    faster than torch.sort on these long rows (measured: 64 rows of 196k float32,
+    torch.sort 650 ms, np.argsort on two threads 210 ms). Only the order comes from
+    NumPy; the values are gathered by torch, so autograd sees a plain gather.
+    """
+    if values.device.type != "cpu" or values.dtype not in (torch.float32, torch.float64):
+        return torch.sort(values, dim=-1).values
+    rows = values.detach().reshape(-1, values.shape[-1]).contiguous().numpy()
+    if not (values.requires_grad and torch.is_grad_enabled()):  # values only: NumPy's sort is faster still
+        return torch.from_numpy(np.sort(rows, axis=1)).reshape(values.shape)
+    with torch.no_grad():
+        order = torch.from_numpy(_argsort_rows(rows)).reshape(values.shape)
+    return torch.gather(values, -1, order)
+
+
 def _sorted_projections(features: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
     flat = _flat(features)
     if projections.shape[1] != flat.shape[1]:
         raise ValueError(f"features have {flat.shape[1]} channels but the projections "
                          f"{projections.shape[1]}")
-    return torch.sort(projections.to(flat) @ flat, dim=2).values  # (N,K,M)
+    return sort_last(projections.to(flat) @ flat)  # (N,K,M)
 
 
 def sliced_wasserstein_target(features: torch.Tensor, num_projections: int | None = None,
