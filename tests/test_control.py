@@ -115,6 +115,23 @@ def test_mask_count_must_match_styles(small_images, tmp_path):
                          style_masks=_half_masks(tmp_path, (64, 48))[:1], **KW)
 
 
+def test_masks_held_in_memory_work_as_paths_do(small_images, tmp_path):
+    paths = _half_masks(tmp_path, (64, 48))
+    styles = [small_images["style"], small_images["style2"]]
+    kw = {**KW, "num_iterations": 5, "seed": 3}
+    from_paths = vggstyle.stylize(small_images["content"], styles, style_masks=paths, **kw)
+    in_memory = [Image.open(p) for p in paths]
+    from_images = vggstyle.stylize(small_images["content"], styles, style_masks=in_memory, **kw)
+    as_tensor = [pil_to_tensor(in_memory[0].convert("RGB"))[:, :1], paths[1]]  # (1,1,H,W), mixed with a path
+    from_tensor = vggstyle.stylize(small_images["content"], styles, style_masks=as_tensor, **kw)
+    assert np.array_equal(np.asarray(from_paths), np.asarray(from_images))
+    assert np.array_equal(np.asarray(from_paths), np.asarray(from_tensor))
+    assert from_paths.info["vggstyle"]["style_masks"] == paths
+    assert from_images.info["vggstyle"]["style_masks"] == ["<style mask 1 in memory>", "<style mask 2 in memory>"]
+    with pytest.raises(vggstyle.ConfigError, match="1 mask"):
+        vggstyle.stylize(small_images["content"], styles, style_masks=in_memory[:1], **kw)
+
+
 @pytest.mark.parametrize("kind", ["wasserstein", "sliced-wasserstein"])
 def test_alternative_style_losses_lower_the_gram_distance(small_images, kind):
     history = []

@@ -151,6 +151,60 @@ def test_preview_while_running_and_two_styles_blended(make_client, content, styl
     client.delete(f"/api/jobs/{job['id']}")
 
 
+def mask_png(size, left_white: bool) -> bytes:
+    width, height = size
+    image = Image.new("L", size, 0 if left_white else 255)
+    image.paste(255 if left_white else 0, (0, 0, width // 2, height))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_style_masks_are_uploaded_one_per_style(make_client, content, style, style2):
+    seen = {}
+
+    def recording(content_image, styles, config, *, on_step, style_masks=None):
+        from vggstyle.optimize import stylize
+        seen["masks"] = style_masks
+        return stylize(content_image, styles, config, on_step=on_step, style_masks=style_masks)
+
+    client = make_client(runner=recording)
+    masks = [("style_mask", ("left.png", mask_png((96, 72), True), "image/png")),
+             ("style_mask", ("right.png", mask_png((96, 72), False), "image/png"))]
+    response = client.post("/api/jobs", files=files(content, style, style2) + masks,
+                           data={"image_size": "32", "num_iterations": "3"})
+    assert response.status_code == 202, response.text
+    job = wait(client, response.json()["id"], lambda j: j["state"] in ("done", "failed"))
+    assert job["state"] == "done", job
+    # Stretched to the job's size, gray, in the order sent: left white first.
+    first, second = seen["masks"]
+    assert first.mode == second.mode == "L" and first.size == second.size == (32, 24)
+    assert first.getpixel((2, 12)) == 255 and first.getpixel((29, 12)) == 0
+    assert second.getpixel((2, 12)) == 0 and second.getpixel((29, 12)) == 255
+    result = json.loads(read_png(client.get(f"/api/jobs/{job['id']}/result").content).info["vggstyle"])
+    assert result["style_masks"] == ["<style mask 1 in memory>", "<style mask 2 in memory>"]
+    assert client.app.state.jobs._jobs[job["id"]].masks is None, "dropped once the job has run"
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("one_for_two", 422, "1 style mask(s) for 2 style image(s)"),
+    ("as_text", 422, "style_mask must be a file"),
+    ("not_image", 415, "style mask 1 'm.png': not an image"),
+])
+def test_bad_style_masks_are_refused(make_client, content, style, style2, case, status, message):
+    client = make_client()
+    mask = ("style_mask", ("m.png", mask_png((48, 36), True), "image/png"))
+    if case == "one_for_two":
+        response = client.post("/api/jobs", files=files(content, style, style2) + [mask])
+    elif case == "as_text":
+        response = client.post("/api/jobs", files=files(content, style), data={"style_mask": "left.png"})
+    else:
+        response = client.post("/api/jobs", files=files(content, style) + [("style_mask", ("m.png", b"%PDF", "image/png"))])
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert client.app.state.jobs._jobs == {}
+
+
 # ------------------------------------------------------------------------ cancel and queue
 def test_cancel_running_job_keeps_partial_result(make_client, content, style):
     client = make_client()
@@ -323,8 +377,9 @@ def test_bad_uploads_are_refused_before_the_worker(make_client, content, style, 
     ({"threads": "64"}, "threads is set by the server"),
     ({"weights": "/etc/passwd"}, "weights is set by the server"),
     ({"init": "/etc/passwd"}, "init must be one of content, random here"),
-    *[({f.name: "/etc/passwd"}, f"{f.name} names files on the server")  # e.g. style_masks
-      for f in config_fields() if names_files(f) and f.name != "weights"],  # weights: "set by the server"
+    *[({f.name: "/etc/passwd"}, f"{f.name} names files on the server")
+      for f in config_fields() if names_files(f) and f.name not in ("weights", "style_masks")],
+    ({"style_masks": "/etc/passwd"}, "send the masks as files in the field 'style_mask'"),
     ({"image_size": "4096"}, "image_size 4096 is over this server's limit of 2048 px"),
     ({"num_iterations": "100000"}, "100000 iterations is over this server's limit of 5000"),
     ({"image_size": "16", "style_scale": "0.5"}, "too small for layer relu5_1"),

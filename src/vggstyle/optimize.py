@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .config import CHECKPOINT_AUTO_PIXELS, StyleConfig
+from .errors import ConfigError
 from .device import ComputePolicy, resolve_policy, set_threads
 from .image import as_image_list, load_image, long_side_size, pil_to_tensor, resize_long_side, tensor_to_pil
 from .color import combine_luminance, gray_to_rgb, luminance, match_histogram, match_luminance
@@ -67,6 +69,8 @@ def stylize(content, styles, config: StyleConfig | None = None, *, on_step: OnSt
 
     content, styles: paths, PIL images or (1,3,H,W) RGB tensors in 0..1; styles may be one or a list.
     config: a StyleConfig; keyword overrides replace its fields (``stylize(c, s, image_size=256)``).
+    ``style_masks`` (one per style, white where it applies) may be paths, as in the config, or
+    images held in memory (PIL or tensors), as the web server has them.
     on_step: called with a Progress after every iteration; returning False stops early and
     returns the image as it is then.
 
@@ -75,8 +79,11 @@ def stylize(content, styles, config: StyleConfig | None = None, *, on_step: OnSt
     runner = _prepare(content, styles, config, overrides)
     pixels, steps_done = runner.run(on_step)
     result = tensor_to_pil(pixels / 255.0)
+    parameters = runner.config.to_dict()
+    if runner.masks_original and not runner.config.style_masks:
+        parameters["style_masks"] = [f"<style mask {i} in memory>" for i in range(1, len(runner.masks_original) + 1)]
     result.info["vggstyle"] = {
-        **runner.config.to_dict(),
+        **parameters,
         "iterations_done": steps_done,
         "precision_used": runner.policy.precision,
         "weights_origin": runner.weights.origin,
@@ -109,10 +116,14 @@ def measure_losses(content, styles, image=None, config: StyleConfig | None = Non
 def _prepare(content, styles, config, overrides) -> "_Runner":
     """Validate, resolve the hardware, load the images and the weights."""
     config = config or StyleConfig()
+    overrides, mask_images = _split_masks(overrides)
     if overrides:
         config = config.replace(**overrides)
     style_list = as_image_list(styles)
     config.validate(num_styles=len(style_list))
+    if mask_images is not None and len(mask_images) != len(style_list):
+        raise ConfigError(f"style_masks has {len(mask_images)} mask(s) for {len(style_list)} style image(s): "
+                          "give one per style image")
     policy = resolve_policy(config.device, config.precision)
     set_threads(config.threads)
     if config.seed is not None:
@@ -122,9 +133,25 @@ def _prepare(content, styles, config, overrides) -> "_Runner":
     init_image = None
     if config.init not in ("content", "random"):
         init_image = load_image(config.init, config.max_input_pixels, "init image")
-    masks = [load_image(m, config.max_input_pixels, "style mask").convert("L") for m in config.style_masks]
+    masks = [load_image(m, config.max_input_pixels, "style mask").convert("L")
+             for m in (config.style_masks if mask_images is None else mask_images)]
     weights = _weights(config.weights_source, config.weights, config.weights_preprocessing)
     return _Runner(config, weights, policy, content_image, style_images, init_image, masks)
+
+
+def _split_masks(overrides: dict) -> tuple[dict, list | None]:
+    """Masks given as images stay out of the config (a plain, serializable record of the knobs).
+
+    Returns the overrides to apply and the mask images, or None when the masks (if any)
+    are paths, which the config keeps as usual.
+    """
+    masks = overrides.get("style_masks")
+    if masks is None or isinstance(masks, (str, os.PathLike)):
+        return overrides, None
+    masks = list(masks)
+    if all(isinstance(m, (str, os.PathLike)) for m in masks):
+        return {**overrides, "style_masks": [os.fspath(m) for m in masks]}, None
+    return {**overrides, "style_masks": []}, masks
 
 
 LBFGS_HISTORY = 100

@@ -65,6 +65,7 @@ class Job:
     content: Image.Image | None  # dropped once the job has run
     styles: list[Image.Image] | None
     size: tuple[int, int]  # (width, height) of the result
+    masks: list[Image.Image] | None = None  # one per style, or None; dropped once the job has run
     working_size: tuple[int, int] | None = None  # of the scale being optimized (coarse to fine)
     scale: tuple[int, int] | None = None  # (1-based scale, number of scales)
     created: float = field(default_factory=time.time)
@@ -112,9 +113,10 @@ def _schedule(config: StyleConfig, size: tuple[int, int]) -> list[tuple[float, i
     return [(pixels * (side / long_side) ** 2, n) for side, n in schedule()]
 
 
-def _default_runner(content, styles, config, *, on_step):
+def _default_runner(content, styles, config, *, on_step, style_masks=None):
     from ..optimize import stylize  # torch is imported with the first job, not with the server
-    return stylize(content, styles, config, on_step=on_step)
+    extra = {"style_masks": style_masks} if style_masks else {}
+    return stylize(content, styles, config, on_step=on_step, **extra)
 
 
 def _error_message(exc: BaseException) -> str:
@@ -158,7 +160,7 @@ class JobQueue:
 
     # ------------------------------------------------------------------ client side
     def submit(self, config: StyleConfig, content: Image.Image, styles: list[Image.Image],
-               size: tuple[int, int]) -> Job:
+               size: tuple[int, int], masks: list[Image.Image] | None = None) -> Job:
         """Queue a job (config validated, images decoded and shrunk) or raise QueueFull."""
         with self._lock:
             if self._closed:
@@ -166,7 +168,8 @@ class JobQueue:
             self._purge()
             if len(self._pending) >= self.max_queued:
                 raise QueueFull(f"the queue is full ({len(self._pending)} jobs waiting); try again in a few minutes")
-            job = Job(secrets.token_urlsafe(16), next(self._numbers), config, content, list(styles), size)
+            job = Job(secrets.token_urlsafe(16), next(self._numbers), config, content, list(styles), size,
+                      masks=list(masks) if masks else None)
             self._jobs[job.id] = job
             self._pending.append(job)
             self._lock.notify()
@@ -264,7 +267,8 @@ class JobQueue:
         state, error, path = DONE, None, None
         try:
             config = job.config if job.config.device == device else job.config.replace(device=device)
-            result = self._runner(job.content, job.styles, config, on_step=lambda p: self._on_step(job, p))
+            extra = {"style_masks": job.masks} if job.masks else {}  # a runner without masks need not take them
+            result = self._runner(job.content, job.styles, config, on_step=lambda p: self._on_step(job, p), **extra)
             data = png_bytes(result, result.info.get("vggstyle", config.to_dict()))
             path = self.directory / f"result-{job.number:06d}.png"
             tmp = path.with_suffix(".part")
@@ -320,7 +324,7 @@ class JobQueue:
     def _finish(self, job: Job, state: str) -> None:
         job.state = state
         job.finished = time.time()
-        job.content = job.styles = None
+        job.content = job.styles = job.masks = None
         job.preview = None
         job.version += 1
 

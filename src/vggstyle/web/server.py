@@ -47,6 +47,9 @@ def _request_schema() -> dict:
         "content": {"type": "string", "format": "binary", "description": "the content image"},
         "style": {"type": "array", "items": {"type": "string", "format": "binary"},
                   "description": "one or more style images (repeat the field)"},
+        "style_mask": {"type": "array", "items": {"type": "string", "format": "binary"},
+                       "description": "optional: one grayscale mask per style image, in the same order, "
+                                      "white where that style applies (repeat the field)"},
     }
     for f in form_fields():
         kind = str(f.type).replace(" | None", "")
@@ -56,6 +59,8 @@ def _request_schema() -> dict:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["content", "style"], "properties": properties}}}}}
 
+
+FILE_FIELDS = ("content", "style", "style_mask")  # multipart file fields; the rest are StyleConfig fields
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -148,9 +153,10 @@ def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, 
         try:
             contents = form.getlist("content")
             styles = form.getlist("style")
+            masks = form.getlist("style_mask")
             values = {}
             for key, value in form.multi_items():
-                if key in ("content", "style"):
+                if key in FILE_FIELDS:
                     continue
                 if not isinstance(value, str):
                     raise UploadError(422, f"{key[:40]} must be a form field, not a file")
@@ -163,19 +169,26 @@ def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, 
                 raise UploadError(422, "send at least one style image, in the file field 'style'")
             if len(styles) > limits.max_styles:
                 raise UploadError(422, f"{len(styles)} style images; this server takes at most {limits.max_styles}")
+            if not all(isinstance(m, UploadFile) for m in masks):
+                raise UploadError(422, "style_mask must be a file, not a form field")
+            if masks and len(masks) != len(styles):
+                raise UploadError(422, f"{len(masks)} style mask(s) for {len(styles)} style image(s): "
+                                       "send one per style image, in the same order, or none")
             config = config_from_form(values, len(styles), limits)
             uploads = [(await f.read(), "content image" if i == 0 else f"style image {i}", f.filename)
                        for i, f in enumerate([contents[0], *styles])]
+            mask_uploads = [(await f.read(), f"style mask {i}", f.filename) for i, f in enumerate(masks, 1)]
         finally:
             await form.close()
 
         def decode():
             images = [decode_image(data, what, name, limits) for data, what, name in uploads]
-            return prepare_images(config, images[0], images[1:])
+            mask_images = [decode_image(data, what, name, limits) for data, what, name in mask_uploads]
+            return prepare_images(config, images[0], images[1:], mask_images)
 
-        content, style_images, size = await run_in_threadpool(decode)
+        content, style_images, mask_images, size = await run_in_threadpool(decode)
         try:
-            job = jobs.submit(config, content, style_images, size)
+            job = jobs.submit(config, content, style_images, size, masks=mask_images)
         except QueueFull as exc:
             raise UploadError(503, str(exc)) from None
         return JSONResponse(jobs.describe(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})

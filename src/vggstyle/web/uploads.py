@@ -150,10 +150,13 @@ def config_from_form(values: dict[str, str], num_styles: int, limits: Limits) ->
     """Form values (all strings; empty means 'default') -> a validated StyleConfig within the limits."""
     known = {f.name: f for f in form_fields()}
     every = {f.name: f for f in config_fields()}
-    unknown = sorted(set(values) - set(known) - {"content", "style"})
+    unknown = sorted(set(values) - set(known) - {"content", "style", "style_mask"})
     for name in unknown:
         if name in every and server_sets(every[name]):
             raise UploadError(422, f"{name} is set by the server, not per job")
+        if name == "style_masks":
+            raise UploadError(422, "style_masks: send the masks as files in the field 'style_mask', one per "
+                                   "style image")
         if name in every:  # names_files
             raise UploadError(422, f"{name} names files on the server, which a client cannot choose")
         close = difflib.get_close_matches(name, list(known), n=1)
@@ -214,11 +217,14 @@ def decode_image(data: bytes, what: str, filename: str | None, limits: Limits) -
     return load_image(image, what=what)  # orientation from EXIF, any mode -> RGB
 
 
-def prepare_images(config: StyleConfig, content: Image.Image, styles: list[Image.Image]):
+def prepare_images(config: StyleConfig, content: Image.Image, styles: list[Image.Image],
+                   masks: list[Image.Image] = ()):
     """Shrink the images to the sizes the job works at (as stylize would), so a waiting job holds
     no more memory than it needs; check they are large enough for the deepest layer used.
-    Returns (content, styles, (width, height) of the result)."""
+    Masks are stretched to the content's shape, as stylize does at each scale.
+    Returns (content, styles, masks (grayscale), (width, height) of the result)."""
     content = resize_long_side(content, config.image_size)
+    masks = [m.convert("L").resize(content.size, Image.BILINEAR) for m in masks]
     style_side = config.style_side(config.image_size)
     styles = [resize_long_side(s, style_side) for s in styles]
     deepest = max([*config.content_layers, *config.style_layers], key=LAYER_INDEX.__getitem__)
@@ -228,4 +234,4 @@ def prepare_images(config: StyleConfig, content: Image.Image, styles: list[Image
             raise UploadError(422, f"{what} is {image.size[0]}x{image.size[1]} px at this image_size, too small "
                                    f"for layer {deepest} (at least {min_side} px on each side); use a larger "
                                    "image_size or a less elongated image")
-    return content, styles, content.size
+    return content, styles, masks, content.size

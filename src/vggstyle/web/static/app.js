@@ -138,7 +138,7 @@ function renderStyles() {
     const name = document.createElement("div");
     name.className = "name";
     name.textContent = style.file.name;
-    middle.append(name);
+    middle.append(name, maskPicker(style, i));
     if (page.styles.length > 1) {
       const slider = document.createElement("input");
       slider.type = "range";
@@ -162,6 +162,43 @@ function renderStyles() {
   updateStart();
 }
 
+// A style mask: white where that style applies. All styles get one, or none does.
+function maskPicker(style, i) {
+  const row = document.createElement("div");
+  row.className = "mask";
+  const input = document.createElement("input");
+  input.type = "file";
+  input.accept = "image/*";
+  input.id = "mask-file-" + i;
+  input.addEventListener("change", (e) => {
+    const [file] = images(e.target.files);
+    if (file) { style.mask = file; renderStyles(); }
+  });
+  const label = document.createElement("label");
+  label.className = "pick";
+  label.htmlFor = input.id;
+  if (style.mask) {
+    label.textContent = "mask: " + style.mask.name;
+    const clear = document.createElement("button");
+    clear.type = "button";
+    clear.className = "link";
+    clear.textContent = "no mask";
+    clear.addEventListener("click", () => { delete style.mask; renderStyles(); });
+    row.append(label, input, " ", clear);
+  } else {
+    label.textContent = "add a mask";
+    label.title = "a grayscale image, white where this style applies";
+    row.append(label, input);
+  }
+  return row;
+}
+
+function maskProblem() {
+  const withMask = page.styles.filter((s) => s.mask).length;
+  return withMask && withMask < page.styles.length
+    ? "Give every style image a mask, or none: each mask says where its style goes." : "";
+}
+
 function updateStart() {
   $("start").disabled = !(page.content && page.styles.length);
 }
@@ -183,7 +220,13 @@ async function start(event) {
   $("form-error").textContent = "";
   const body = new FormData();
   body.append("content", page.content, page.content.name);
+  const problem = maskProblem();
+  if (problem) {
+    $("form-error").textContent = problem;
+    return;
+  }
   for (const style of page.styles) body.append("style", style.file, style.file.name);
+  for (const style of page.styles) if (style.mask) body.append("style_mask", style.mask, style.mask.name);
   for (const [name, value] of Object.entries(formValues())) body.append(name, value);
   $("start").disabled = true;
   let response;
