@@ -29,7 +29,7 @@ from vggstyle.web.server import LOOPBACK_NAMES, background_server, create_app  #
 from vggstyle.web.uploads import Limits  # noqa: E402
 
 
-def paced(content, styles, config, *, on_step):
+def paced(content, styles, config, *, on_step, style_masks=None):
     """vggstyle.stylize at no more than 20 iterations a second, so that the previews a browser sees do
     not depend on how fast this machine is (a real 512 px job takes about a second an iteration)."""
     from vggstyle import stylize
@@ -38,7 +38,7 @@ def paced(content, styles, config, *, on_step):
         time.sleep(0.05)
         return on_step(progress)
 
-    return stylize(content, styles, config, on_step=step)
+    return stylize(content, styles, config, on_step=step, **({"style_masks": style_masks} if style_masks else {}))
 
 
 def tiny(tmp_path, source, side, name):
@@ -126,4 +126,47 @@ def test_upload_start_watch_preview_and_download(browser, tmp_path):
         page.wait_for_selector("#setup:not([hidden])")
         assert page.is_enabled("#start"), "the images stay chosen for another go"
         assert console_errors == []
+        page.close()
+
+
+def test_style_masks_one_per_style_or_none(browser, tmp_path):
+    content, _ = tiny(tmp_path, "content/tubingen.jpg", 64, "tubingen.png")
+    style_a, _ = tiny(tmp_path, "style/starry_night.jpg", 48, "starry.png")
+    style_b, _ = tiny(tmp_path, "style/shipwreck.jpg", 48, "shipwreck.png")
+    sky = tmp_path / "sky.png"
+    ground = tmp_path / "ground.png"
+    Image.open(os.path.join(EXAMPLES, "masks/tubingen_sky.png")).resize((64, 48)).save(sky)
+    Image.open(os.path.join(EXAMPLES, "masks/tubingen_ground.png")).resize((64, 48)).save(ground)
+
+    received = []
+
+    def recording(content, styles, config, *, on_step, style_masks=None):
+        received.append(style_masks)
+        return paced(content, styles, config, on_step=on_step, style_masks=style_masks)
+
+    with background_server(create_app(Limits(), runner=recording, allowed_hosts=LOOPBACK_NAMES)) as url:
+        page = browser.new_page()
+        page.set_default_timeout(120_000)
+        sent = []
+        page.on("request", lambda r: sent.append(r) if r.url.endswith("/api/jobs") else None)
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#content-file", str(content))
+        page.set_input_files("#style-files", [str(style_a), str(style_b)])
+        page.set_input_files("#mask-file-0", str(sky))
+        assert "mask: sky.png" in page.inner_text("#style-list li:nth-child(1)")
+        page.fill("#f-image_size", "48")
+        page.fill("#f-num_iterations", "4")
+        page.click("#start")
+        assert "every style image a mask, or none" in page.inner_text("#form-error")
+        assert sent == [] and page.is_hidden("#run"), "nothing is sent with a mask missing"
+
+        page.set_input_files("#mask-file-1", str(ground))
+        page.click("#start")
+        page.wait_for_selector("#download:not([hidden])")
+        assert page.inner_text("#status").startswith("Done: 4 iterations")
+        [masks] = received
+        assert len(masks) == 2 and masks[0].size == masks[1].size == (48, 36)
+        # In the styles' order: the sky mask (white at the top) goes with the first style.
+        assert masks[0].getpixel((24, 2)) > 200 and masks[1].getpixel((24, 2)) < 50
         page.close()
