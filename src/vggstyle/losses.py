@@ -68,14 +68,8 @@ def relative_squared_error(value: torch.Tensor, target: torch.Tensor) -> torch.T
 
 def content_loss(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                  layer_weights: dict[str, float]) -> torch.Tensor:
-    return _weighted_mean({name: relative_squared_error(features[name], targets[name])
-                           for name in layer_weights}, layer_weights)
-
-
-def style_loss(features: dict[str, torch.Tensor], target_grams: dict[str, torch.Tensor],
-               layer_weights: dict[str, float]) -> torch.Tensor:
-    return _weighted_mean({name: relative_squared_error(gram_matrix(features[name]), target_grams[name])
-                           for name in layer_weights}, layer_weights)
+    return layer_weighted_mean({name: relative_squared_error(features[name], targets[name])
+                                for name in layer_weights}, layer_weights)
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
@@ -91,7 +85,8 @@ def blend_grams(grams: list[dict[str, torch.Tensor]], blend: list[float]) -> dic
     return {name: sum(w / total * g[name] for w, g in zip(blend, grams)) for name in grams[0]}
 
 
-def _weighted_mean(terms: dict[str, torch.Tensor], layer_weights: dict[str, float]) -> torch.Tensor:
+def layer_weighted_mean(terms: dict[str, torch.Tensor], layer_weights: dict[str, float]) -> torch.Tensor:
+    """Per-layer terms weighted by their layer weights over the weights' sum (content and style alike)."""
     total = sum(layer_weights.values())
     if total == 0:
         return next(iter(terms.values())) * 0.0

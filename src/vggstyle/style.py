@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import STYLE_LOSSES  # noqa: F401 - re-exported: the statistics this module implements
-from .losses import blend_grams, gram_matrix, relative_squared_error
+from .losses import blend_grams, gram_matrix, layer_weighted_mean, relative_squared_error
 from .stats import (flatten_positions, sliced_wasserstein_loss, sliced_wasserstein_target, wasserstein2_loss,
                     wasserstein2_target)
 
@@ -118,11 +118,11 @@ class StyleObjective:
         return sliced_wasserstein_loss(positions, target_sorted, projections)
 
     def loss(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        total_weight = sum(self.layer_weights.values())
+        """Layer-weighted mean of the per-layer losses; with masks, summed over regions by area."""
         loss = 0.0
         for index, targets in enumerate(self.targets):
             mask = None if self.masks is None else self.masks[index]
-            for name, weight in self.layer_weights.items():
-                term = self._layer_loss(features[name], targets[name], mask)
-                loss = loss + self.areas[index] * weight / total_weight * term.float()
+            terms = {name: self._layer_loss(features[name], targets[name], mask).float()
+                     for name in self.layer_weights}
+            loss = loss + self.areas[index] * layer_weighted_mean(terms, self.layer_weights)
         return loss
