@@ -178,6 +178,7 @@ class _Runner:
         self.init_original = init_image
         self.schedule = config.scale_schedule()
         self.size = None
+        self._content_at = None
         self._build_net(policy)
         # Fail before any work if the final size is too small for the deepest layer.
         width, height = self.scale_size(config.image_size)
@@ -202,7 +203,12 @@ class _Runner:
         return gray_to_rgb(luminance(image)) if config.original_colors == "luminance" else image
 
     def _content_tensor(self, width: int, height: int) -> torch.Tensor:
-        return pil_to_tensor(self.content_original.resize((width, height), Image.LANCZOS))
+        """The content at this size, kept for the scale: previews with --original-colors luminance
+        put its colours back every few steps. Not modified in place by anyone."""
+        if self._content_at is None or self._content_at[0] != (width, height):
+            self._content_at = ((width, height), pil_to_tensor(self.content_original.resize((width, height),
+                                                                                            Image.LANCZOS)))
+        return self._content_at[1]
 
     def finish(self, image: torch.Tensor) -> torch.Tensor:
         """The image the user sees: with --original-colors luminance, the content's colours put back."""
