@@ -48,6 +48,8 @@ def test_unknown_layer_suggests_closest():
     ("steps_per_epoch", 0, "--steps-per-epoch must be"),
     ("image_size", 8, "--image-size must be a whole number of at least 16"),
     ("learning_rate", 0.0, "--learning-rate must be a finite number > 0"),
+    ("ema_decay", 1.0, "--ema-decay must be a number from 0 up to"),
+    ("ema_decay", -0.1, "--ema-decay must be a number from 0 up to"),
     ("optimizer", "sgd", "unknown --optimizer 'sgd'"),
     ("pooling", "min", "unknown --pooling"),
     ("weights_source", "vgg16", "unknown --weights-source 'vgg16'"),

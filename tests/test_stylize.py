@@ -48,6 +48,23 @@ def test_adam_also_lowers_the_loss(small_images):
     assert out.min() >= 0 and out.max() <= 255
 
 
+def test_ema_result_is_the_average_of_the_iterates(small_images):
+    kw = dict(image_size=48, num_iterations=8, optimizer="adam", precision="fp32")
+    iterates = []
+    last = vggstyle.stylize(small_images["content"], small_images["style"], ema_decay=0, **kw,
+                            on_step=lambda p: iterates.append(np.asarray(p.image(), np.float64)))
+    averaged = vggstyle.stylize(small_images["content"], small_images["style"], ema_decay=0.5, **kw)
+    expected = iterates[0]
+    for image in iterates[1:]:
+        expected = 0.5 * expected + 0.5 * image
+    assert np.array_equal(np.asarray(last, np.float64), iterates[-1])
+    # Each iterate was rounded to 8 bits, and so is the result: at most one level apart.
+    assert np.abs(np.asarray(averaged, np.float64) - expected).max() <= 1.0
+    assert np.abs(np.asarray(averaged, np.float64) - iterates[-1]).mean() > 0.5, "not the last iterate"
+    # Adam averages by default (0.9); L-BFGS does not.
+    assert vggstyle.StyleConfig(optimizer="adam").ema == 0.9 and vggstyle.StyleConfig().ema == 0.0
+
+
 def test_epochs_and_steps_per_epoch(small_images):
     _, history = _run(small_images, image_size=48, epochs=3, steps_per_epoch=4)
     assert [p.epoch for p in history] == [1] * 4 + [2] * 4 + [3] * 4

@@ -318,7 +318,13 @@ class _Runner:
             return terms["total"]
 
         size = (pixels.shape[-1], pixels.shape[-2])
+        decay = config.ema
+        average = None  # of the iterates, when decay > 0; it is the result (and the previews)
         done = 0
+
+        def shown() -> torch.Tensor:
+            return pixels.detach() if average is None else average
+
         while done < count:
             backup = pixels.detach().clone() if self.policy.autocast_dtype is not None else None
             optimizer.step(closure)
@@ -337,13 +343,17 @@ class _Runner:
             if config.optimizer == "adam":
                 with torch.no_grad():
                     pixels.clamp_(0.0, 255.0)
+            if decay > 0:  # started at the first iterate, so it needs no bias correction
+                with torch.no_grad():
+                    average = (pixels.detach().clone() if average is None
+                               else average.mul_(decay).add_(pixels.detach(), alpha=1.0 - decay))
             done += 1
             step += 1
             if on_step is not None:
                 epoch = (step - 1) // config.steps_per_epoch + 1 if config.epochs is not None else None
                 progress = Progress(step, total, dict(last), size, time.perf_counter() - start, epoch,
                                     self.policy.precision, scale_index, len(self.schedule),
-                                    lambda: tensor_to_pil(self.finish(pixels.detach() / 255.0)))
+                                    lambda: tensor_to_pil(self.finish(shown() / 255.0)))
                 if on_step(progress) is False:
-                    return pixels, step, True
-        return pixels, step, False
+                    return shown(), step, True
+        return shown(), step, False
