@@ -13,6 +13,7 @@ trade against each other, so read them together with the gallery.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -80,8 +81,9 @@ def main() -> None:
                 print(f"| {content.stem} | {style.stem} | {method} | failed: {result['error']} | | |", flush=True)
                 continue
             d = distances(content, style, output)
-            print(f"| {content.stem} | {style.stem} | {method} | {d['content']:.3f} | {d['style']:.4f} | "
-                  f"{result['wall_s']:.0f} |".replace("nan", "-"), flush=True)
+            wall = "-" if math.isnan(result["wall_s"]) else f"{result['wall_s']:.0f}"
+            print(f"| {content.stem} | {style.stem} | {method} | {d['content']:.3f} | {d['style']:.4f} | {wall} |",
+                  flush=True)
             row.append(thumbnail(output, f"{method}  c={d['content']:.2f} s={d['style']:.3f}"))
         gallery_rows.append(row)
     columns = max(len(r) for r in gallery_rows)
