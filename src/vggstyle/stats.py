@@ -37,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .losses import gram_matrix
+
 
 def _flat(features: torch.Tensor) -> torch.Tensor:
     """(N,C,*positions) -> (N,C,M) in float32 or wider."""
@@ -49,12 +51,18 @@ def _flat(features: torch.Tensor) -> torch.Tensor:
 def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N,C,H,W) -> mean (N,C) and covariance (N,C,C) over positions (population, 1/(HW)).
 
-    Differentiable; float32 for bfloat16/float16 features.
+    Differentiable; float32 for bfloat16/float16 features. The covariance is the Gram
+    E[x x^T] minus mu mu^T, through gram_matrix's one-matmul backward: the centred
+    product's autograd made an image-sized copy and added two image-sized gradients
+    (at 512 px a third of a W2 iteration). Float32 keeps the subtraction exact enough.
     """
-    flat = _flat(features)
-    mean = flat.mean(dim=2)
-    centered = flat - mean[:, :, None]
-    return mean, centered @ centered.transpose(1, 2) / flat.shape[2]
+    if features.dim() < 3:
+        raise ValueError(f"features must be (N,C,H,W) or (N,C,M), got shape {tuple(features.shape)}")
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    grid = features if features.dim() == 4 else features.flatten(2).unsqueeze(-1)
+    grid = grid.to(dtype)
+    mean = grid.flatten(2).mean(dim=2)
+    return mean, gram_matrix(grid) - mean[:, :, None] * mean[:, None, :]
 
 
 def _sym_sqrt(matrix: torch.Tensor) -> torch.Tensor:
