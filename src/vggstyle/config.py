@@ -205,8 +205,12 @@ class StyleConfig:
         return out
 
     # --------------------------------------------------------------- validation
-    def validate(self, num_styles: int | None = None) -> "StyleConfig":
-        """Raise ConfigError with one line naming the bad option and what to do; return self."""
+    def validate(self, num_styles: int | None = None, num_masks: int | None = None) -> "StyleConfig":
+        """Raise ConfigError with one line naming the bad option and what to do; return self.
+
+        num_masks: the masks given as images rather than as style_masks paths (stylize's Python API).
+        """
+        num_masks = len(self.style_masks) if num_masks is None else num_masks
         for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
             value = getattr(self, name)
             if not _finite_nonneg(value):
@@ -223,8 +227,8 @@ class StyleConfig:
         if num_styles is not None:
             if num_styles < 1:
                 raise ConfigError("give at least one style image")
-            if self.style_masks and len(self.style_masks) != num_styles:
-                raise ConfigError(f"--style-masks has {len(self.style_masks)} mask(s) for {num_styles} style "
+            if num_masks and num_masks != num_styles:
+                raise ConfigError(f"--style-masks has {num_masks} mask(s) for {num_styles} style "
                                   "image(s): give one per style image")
             if self.style_blend_weights and len(self.style_blend_weights) != num_styles:
                 raise ConfigError(f"--style-blend-weights has {len(self.style_blend_weights)} values "

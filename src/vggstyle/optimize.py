@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .config import CHECKPOINT_AUTO_PIXELS, StyleConfig
-from .errors import ConfigError
 from .device import ComputePolicy, resolve_policy, set_threads
 from .image import as_image_list, load_image, long_side_size, pil_to_tensor, resize_long_side, tensor_to_pil
 from .color import combine_luminance, gray_to_rgb, luminance, match_histogram, match_luminance
@@ -120,10 +119,7 @@ def _prepare(content, styles, config, overrides) -> "_Runner":
     if overrides:
         config = config.replace(**overrides)
     style_list = as_image_list(styles)
-    config.validate(num_styles=len(style_list))
-    if mask_images is not None and len(mask_images) != len(style_list):
-        raise ConfigError(f"style_masks has {len(mask_images)} mask(s) for {len(style_list)} style image(s): "
-                          "give one per style image")
+    config.validate(num_styles=len(style_list), num_masks=None if mask_images is None else len(mask_images))
     policy = resolve_policy(config.device, config.precision)
     set_threads(config.threads)
     if config.seed is not None:
