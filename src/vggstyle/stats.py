@@ -56,13 +56,10 @@ def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     product's autograd made an image-sized copy and added two image-sized gradients
     (at 512 px a third of a W2 iteration). Float32 keeps the subtraction exact enough.
     """
-    if features.dim() < 3:
-        raise ValueError(f"features must be (N,C,H,W) or (N,C,M), got shape {tuple(features.shape)}")
-    dtype = torch.promote_types(features.dtype, torch.float32)
-    grid = features if features.dim() == 4 else features.flatten(2).unsqueeze(-1)
-    grid = grid.to(dtype)
-    mean = grid.flatten(2).mean(dim=2)
-    return mean, gram_matrix(grid) - mean[:, :, None] * mean[:, None, :]
+    flat = _flat(features)
+    mean = flat.mean(dim=2)
+    # (N,C,M,1): gram_matrix's (N,M,C) view of it is still a view for channels_last features.
+    return mean, gram_matrix(flat.unsqueeze(-1)) - mean[:, :, None] * mean[:, None, :]
 
 
 def _sym_sqrt(matrix: torch.Tensor) -> torch.Tensor:
