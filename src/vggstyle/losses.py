@@ -59,16 +59,40 @@ class _Gram(torch.autograd.Function):
         return torch.bmm(positions, grad + grad.transpose(1, 2))
 
 
-def relative_squared_error(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """||value - target||^2 / ||target||^2, in float32; 1e-8 keeps an all-zero target finite."""
+def relative_squared_error(value: torch.Tensor, target: torch.Tensor,
+                            reference: torch.Tensor | float | None = None) -> torch.Tensor:
+    """||value - target||^2 / reference, in float32; the reference defaults to ||target||^2
+    (1e-8 keeps an all-zero target finite)."""
     value = value.float()
     target = target.float()
-    return (value - target).square().sum() / (target.square().sum() + 1e-8)
+    if reference is None:
+        reference = target.square().sum() + 1e-8
+    return (value - target).square().sum() / reference
+
+
+# The content loss's reference is at least this share of the style features' energy (below).
+CONTENT_REFERENCE_FLOOR = 0.1
+
+
+def content_reference(target: torch.Tensor, style_features: list[torch.Tensor]) -> torch.Tensor:
+    """The denominator of one layer's content loss: ||P||^2, but at least CONTENT_REFERENCE_FLOOR
+    of what the style images' features at that layer hold per element.
+
+    Why a floor: a featureless content image (flat gray, a black video frame) has almost no
+    deep activations; relu4_2's mean square is ~100x below a photograph's (docs/measurements.md),
+    so the plain relative error made the content term ~100x stronger and held the result at
+    the photo. Natural photographs sit well above the floor (tubingen: 0.47 of starry night's
+    mean square, golden gate 0.93), so for them the loss is unchanged.
+    """
+    target = target.float()
+    energy = float(sum(f.float().square().mean() for f in style_features) / max(1, len(style_features)))
+    return torch.clamp_min(target.square().sum(), CONTENT_REFERENCE_FLOOR * energy * target.numel() + 1e-8)
 
 
 def content_loss(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-                 layer_weights: dict[str, float]) -> torch.Tensor:
-    return layer_weighted_mean({name: relative_squared_error(features[name], targets[name])
+                 layer_weights: dict[str, float], references: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    references = references or {}
+    return layer_weighted_mean({name: relative_squared_error(features[name], targets[name], references.get(name))
                                 for name in layer_weights}, layer_weights)
 
 

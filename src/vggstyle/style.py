@@ -1,6 +1,7 @@
-"""StyleObjective: the style targets of one scale and the loss against them.
+"""Style statistics: how the output's features are compared with the style images' features.
 
-Three statistics (``--style-loss``), one interface:
+Three statistics (``--style-loss``), one interface: ``target(features, blend)`` builds the
+target of one layer once, ``loss(features, target, mask)`` compares against it.
 
 * gram: relative squared error of Gram matrices (losses.py), Gatys et al.
 * wasserstein: W2 between Gaussian fits of the features (stats.py).
@@ -11,12 +12,12 @@ Several styles without masks are *blended* into one target: the blend-weighted m
 of the Grams (as neural-style does), or for the distribution statistics a mixture,
 sampled as positions from each style in proportion to its weight.
 
-With masks (``--style-mask``, one per style, white where that style applies) each
-style keeps its own target and is compared with the output's features inside its
-region only: a guided Gram (features weighted by the mask at that layer's
-resolution, Gatys et al. 2017, sec. 4) or, for the distribution statistics, the
-positions where the mask is over one half. Each region's loss is weighted by the
-share of the image it covers, so one full-image mask equals the unmasked loss.
+With masks (one per style, white where that style applies) each style keeps its own
+target and is compared with the output's features inside its region only: a guided
+Gram (features weighted by the mask at that layer's resolution, Gatys et al. 2017,
+sec. 4) or, for the distribution statistics, the positions where the mask is over one
+half. StyleTerm (objective.py) weights each region's loss by the share of the image it
+covers, so one full-image mask equals the unmasked loss.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import STYLE_LOSSES  # noqa: F401 - re-exported: the statistics this module implements
-from .losses import blend_grams, gram_matrix, layer_weighted_mean, relative_squared_error
+from .losses import blend_grams, gram_matrix, relative_squared_error
 from .stats import (flatten_positions, sliced_wasserstein_loss, sliced_wasserstein_target, wasserstein2_loss,
                     wasserstein2_target)
 
@@ -63,66 +63,67 @@ def _positions(features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return flat[:, :, keep]
 
 
-class StyleObjective:
-    def __init__(self, kind: str, layer_weights: dict[str, float], style_features: list[dict[str, torch.Tensor]],
-                 blend: list[float], masks: list[torch.Tensor] | None = None, seed: int = 0):
-        self.kind = kind
-        self.layer_weights = {n: w for n, w in layer_weights.items() if w > 0} or dict(layer_weights)
-        self.masks = masks
-        device = next(iter(style_features[0].values())).device
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        total = float(sum(blend))
-        self.blend = [w / total for w in blend]
-        if masks is None:
-            self.targets = [{name: self._target_for(style_features, name) for name in self.layer_weights}]
-            self.areas = [1.0]
-        else:
-            self.targets = [{name: self._target_for([feats], name, single=True) for name in self.layer_weights}
-                            for feats in style_features]
-            self.areas = [float(m.mean()) for m in masks]
+class GramStatistic:
+    """Gatys et al.: second moments of the features, compared as a relative squared error."""
 
-    # ---------------------------------------------------------------- targets
-    def _target_for(self, style_features, name, single=False):
-        if self.kind == "gram":
-            grams = [{name: gram_matrix(f[name])} for f in style_features]
-            return blend_grams(grams, [1.0] if single else self.blend)[name]
-        samples = self._mixture(style_features, name, single)
-        if self.kind == "wasserstein":
-            return wasserstein2_target(samples)
-        return flatten_positions(samples, SW_MAX_POSITIONS, self.generator)
+    def target(self, features: list[torch.Tensor], blend: list[float]) -> torch.Tensor:
+        return blend_grams([{"g": gram_matrix(f)} for f in features], blend)["g"]
 
-    def _mixture(self, style_features, name, single=False) -> torch.Tensor:
+    def loss(self, features: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        gram = gram_matrix(features) if mask is None else masked_gram(features, mask_at(mask, features))
+        return relative_squared_error(gram, target)
+
+
+class _DistributionStatistic:
+    """Shared by the statistics that compare distributions of positions: a mixture of the styles
+    as their target, drawn from a seeded generator (on the features' device) so a seed repeats."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def mixture(self, features: list[torch.Tensor], blend: list[float]) -> torch.Tensor:
         """(1,C,M) positions of all styles, each style's share of M in proportion to its blend weight."""
-        flats = [flatten_positions(f[name].float()) for f in style_features]
-        if single or len(flats) == 1:
+        flats = [flatten_positions(f.float()) for f in features]
+        if len(flats) == 1:
             return flats[0]
-        total = sum(f.shape[2] for f in flats)
+        total_positions = sum(f.shape[2] for f in flats)
+        total_weight = float(sum(blend))
         parts = []
-        for flat, weight in zip(flats, self.blend):
-            count = round(weight * total)
-            if count == 0:
-                continue
-            index = torch.randint(flat.shape[2], (count,), generator=self.generator, device=flat.device)
-            parts.append(flat[:, :, index])
+        for flat, weight in zip(flats, blend):
+            count = round(weight / total_weight * total_positions)
+            if count:
+                index = torch.randint(flat.shape[2], (count,), generator=self.generator, device=flat.device)
+                parts.append(flat[:, :, index])
         return torch.cat(parts, dim=2)
 
-    # ------------------------------------------------------------------- loss
-    def _layer_loss(self, features: torch.Tensor, target, mask: torch.Tensor | None) -> torch.Tensor:
-        if self.kind == "gram":
-            gram = gram_matrix(features) if mask is None else masked_gram(features, mask_at(mask, features))
-            return relative_squared_error(gram, target)
-        positions = _positions(features, mask)
-        if self.kind == "wasserstein":
-            return wasserstein2_loss(positions, target)
-        projections, target_sorted = sliced_wasserstein_target(target, generator=self.generator)
-        return sliced_wasserstein_loss(positions, target_sorted, projections)
 
-    def loss(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Layer-weighted mean of the per-layer losses; with masks, summed over regions by area."""
-        loss = 0.0
-        for index, targets in enumerate(self.targets):
-            mask = None if self.masks is None else self.masks[index]
-            terms = {name: self._layer_loss(features[name], targets[name], mask).float()
-                     for name in self.layer_weights}
-            loss = loss + self.areas[index] * layer_weighted_mean(terms, self.layer_weights)
-        return loss
+class Wasserstein2Statistic(_DistributionStatistic):
+    """W2 between Gaussian fits (mean and covariance) of the output's and the style's features."""
+
+    def target(self, features, blend):
+        return wasserstein2_target(self.mixture(features, blend))
+
+    def loss(self, features, target, mask):
+        return wasserstein2_loss(_positions(features, mask), target)
+
+
+class SlicedWassersteinStatistic(_DistributionStatistic):
+    """Heitz et al. 2021: the 1-D transport cost along random directions, fresh every evaluation."""
+
+    def target(self, features, blend):
+        return flatten_positions(self.mixture(features, blend), SW_MAX_POSITIONS, self.generator)
+
+    def loss(self, features, target, mask):
+        projections, target_sorted = sliced_wasserstein_target(target, generator=self.generator)
+        return sliced_wasserstein_loss(_positions(features, mask), target_sorted, projections)
+
+
+def make_statistic(kind: str, generator: torch.Generator):
+    """The statistic named by --style-loss (one of config.STYLE_LOSSES)."""
+    if kind == "gram":
+        return GramStatistic()
+    if kind == "wasserstein":
+        return Wasserstein2Statistic(generator)
+    if kind == "sliced-wasserstein":
+        return SlicedWassersteinStatistic(generator)
+    raise ValueError(f"unknown style statistic '{kind}'")

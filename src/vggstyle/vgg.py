@@ -45,7 +45,6 @@ class VGG19Features(nn.Module):
         cuts = [i + 1 for i in range(self.last_index + 1) if LAYER_NAMES[i].startswith("pool")]
         bounds = [0] + [c for c in cuts if c <= self.last_index] + [self.last_index + 1]
         self.segments = list(zip(bounds[:-1], bounds[1:]))
-        self.checkpoint = False
         with torch.no_grad():
             for conv, index in zip(self.convs, needed):
                 conv.weight.copy_(weights.state_dict[f"features.{index}.weight"])
@@ -72,8 +71,13 @@ class VGG19Features(nn.Module):
                 f"an image of {width}x{height} px is too small for layer {LAYER_NAMES[self.last_index]}: it needs "
                 f"at least {self.min_side} px on each side; use a larger --image-size or a less elongated image")
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Map an (N,3,H,W) RGB image in 0..1 to {layer name: activation} for the layers asked for."""
+    def forward(self, image: torch.Tensor, checkpoint: bool = False) -> dict[str, torch.Tensor]:
+        """Map an (N,3,H,W) RGB image in 0..1 to {layer name: activation} for the layers asked for.
+
+        checkpoint: keep only each block's input and the requested features, and recompute the
+        block's insides in the backward pass (~+30% time, a fraction of the memory at print sizes).
+        An argument rather than a setting: one network serves callers that differ in it.
+        """
         self.check_size(image.shape[-2], image.shape[-1])
         x = image.flip(1) if self.bgr else image
         x = x * self.in_scale - self.in_shift
@@ -81,12 +85,10 @@ class VGG19Features(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         wanted = set(self.layers)
         out: dict[str, torch.Tensor] = {}
-        checkpoint = self.checkpoint and torch.is_grad_enabled() and image.requires_grad
+        checkpoint = checkpoint and torch.is_grad_enabled() and image.requires_grad
         for begin, end in self.segments:
             names = [LAYER_NAMES[i] for i in range(begin, end) if LAYER_NAMES[i] in wanted]
             if checkpoint:
-                # Keep only each block's input and the requested features; recompute the block's
-                # insides in the backward pass (~+30% time, a fraction of the memory at print sizes).
                 results = torch.utils.checkpoint.checkpoint(self._segment, x, begin, end, use_reentrant=False)
             else:
                 results = self._segment(x, begin, end)
