@@ -100,7 +100,7 @@ def test_a_cut_between_two_shots_is_detected_but_motion_is_not():
 
 
 def test_a_fade_from_black_is_one_shot():
-    frames = [(_frame(0).astype(np.float32) * gain).astype(np.uint8) for gain in (0, 0.03, 0.1, 0.3, 0.6, 1.0)]
+    frames = [(_frame(0).astype(np.float32) * gain).astype(np.uint8) for gain in (0, 0.03, 0.2, 0.4, 0.7, 1.0)]
     steps = [F.link(a, b, "dis-medium") for a, b in zip(frames, frames[1:])]
     assert not any(step.cut for step in steps)
     assert F.is_flat(frames[0]) and not F.is_flat(frames[2])
