@@ -197,6 +197,9 @@ def _open_container(path: Path):
         return av.open(str(path), "r")
     except PermissionError:
         raise ImageError(f"input {path}: permission denied") from None
+    except av.error.EOFError:  # a header and nothing after it: no frame to find the stream's format from
+        raise ImageError(f"input {path}: the file ends before its first frame (zero frames); "
+                         "give a video with at least one frame") from None
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise ImageError(f"input {path}: not a video FFmpeg can read ({_first_line(exc)}); "
                          "use mp4, mov, mkv, avi, webm or gif") from None
@@ -209,7 +212,7 @@ def _file_info(path: Path) -> VideoInfo:
             raise ImageError(f"input {path}: a still image, not a video; stylize it with `vggstyle CONTENT STYLE` "
                              "or give a folder of frames")
         if not container.streams.video:
-            raise ImageError(f"input {path}: no video stream (only {_stream_kinds(container)}); give a video file")
+            raise ImageError(f"input {path}: no video stream ({_stream_kinds(container)}); give a video file")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate:
@@ -222,7 +225,9 @@ def _file_info(path: Path) -> VideoInfo:
                              "the file is damaged") from None
         if first is None:
             raise ImageError(f"input {path}: the video stream has no frames; give a video with at least one")
-        rotation = (-int(round(first.rotation or 0))) % 360 // 90 * 90
+        # The display matrix turns the coded picture counterclockwise by frame.rotation degrees
+        # (a phone's portrait clip: -90, a quarter turn clockwise); FFmpeg's players apply it too.
+        rotation = int(round(first.rotation or 0)) % 360 // 90 * 90
         size = (first.width, first.height) if rotation in (0, 180) else (first.height, first.width)
         audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
         start = Fraction(first.pts or 0) * first.time_base if first.time_base else Fraction(0)
@@ -237,7 +242,7 @@ def _count_packets(path: Path) -> int:
 
 def _stream_kinds(container) -> str:
     kinds = sorted({s.type for s in container.streams})
-    return ", ".join(kinds) if kinds else "no streams"
+    return "only " + ", ".join(kinds) if kinds else "no streams at all"
 
 
 def _file_frames(video: VideoInput) -> Iterator[InputFrame]:
@@ -245,7 +250,8 @@ def _file_frames(video: VideoInput) -> Iterator[InputFrame]:
     info, number = video.info, -1
     with _open_container(info.source) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # No frame threading: it swallows a broken packet's error (the stream would just end early),
+        # and decoding is never the slow part next to stylizing a frame.
         try:
             for number, frame in enumerate(container.decode(stream)):
                 if number >= video.stop:
