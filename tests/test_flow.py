@@ -121,7 +121,8 @@ def test_warping_error_is_zero_for_the_input_and_counts_cuts():
 
 def test_unknown_method_is_one_line():
     from vggstyle.errors import ConfigError
-    with pytest.raises(ConfigError, match=r"^--flow 'deepflow': unknown method; use one of dis-fast, dis-medium, farneback$"):
+    with pytest.raises(ConfigError, match=r"^--flow 'deepflow': unknown method; "
+                                          r"use one of dis-fast, dis-medium, farneback$"):
         F.optical_flow(_frame(0), _frame(1), "deepflow")
 
 

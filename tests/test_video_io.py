@@ -77,7 +77,8 @@ def test_real_clip_is_50_frames_at_exactly_10_fps():
     if not path.exists():
         pytest.skip(f"{path} is absent (shared sample clip)")
     video = open_video(path)
-    assert (video.fps, video.frame_count, video.info.size, video.info.has_audio) == (Fraction(10), 50, (768, 576), False)
+    summary = (video.fps, video.frame_count, video.info.size, video.info.has_audio)
+    assert summary == (Fraction(10), 50, (768, 576), False)
     frames = list(video.frames())
     assert [f.index for f in frames] == list(range(50))
     assert frames[-1].image.size == (768, 576) and frames[-1].image.mode == "RGB"
@@ -267,3 +268,10 @@ def test_unknown_or_unwritable_output(tmp_path):
         locked = "/proc"
     with pytest.raises(OutputError, match=r"^output .*out.mp4: folder .* is not writable .*; choose another path$"):
         check_video_output(f"{locked}/out.mp4")
+
+
+def test_missing_video_packages_are_one_line():
+    from vggstyle.optional import require
+    with pytest.raises(ConfigError, match=r"^this needs no_such_module, which is not installed; "
+                                          r"run: pip install 'vggstyle\[video\]'$"):
+        require("no_such_module")

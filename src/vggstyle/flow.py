@@ -21,6 +21,8 @@ from typing import Iterable
 
 import numpy as np
 
+from .optional import require
+
 FLOW_METHODS = ("dis-fast", "dis-medium", "farneback")
 CUT_THRESHOLD = 0.5  # share of consistent pixels below which two frames are a shot cut (see is_cut)
 FLAT_CONTRAST = 2.0  # grey standard deviation (0..255) under which a frame is flat (black, a title card)
@@ -30,7 +32,7 @@ def optical_flow(source, target, method: str = "dis-medium") -> np.ndarray:
     """Dense flow (H, W, 2) float32 in pixels, (dx, dy), on the pixels of ``source`` pointing into
     ``target``: source(x) ~ target(x + flow(x)). Frames: RGB or grey arrays (uint8 or float in 0..1)
     or PIL images, of one size."""
-    import cv2
+    cv2 = require("cv2")
     a, b = _flow_input(source), _flow_input(target)
     if a.shape != b.shape:
         raise ValueError(f"frames of different sizes: {a.shape[::-1]} and {b.shape[::-1]}")
@@ -76,7 +78,7 @@ def warp(image, flow: np.ndarray, border: str = "replicate") -> np.ndarray:
     ``border``: where x + flow(x) leaves the image, 'replicate' takes the nearest edge pixel,
     'zeros' gives 0, 'reflect' mirrors. Those pixels get weight 0 in ``consistency`` anyway.
     """
-    import cv2
+    cv2 = require("cv2")
     modes = {"replicate": cv2.BORDER_REPLICATE, "zeros": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT101}
     if border not in modes:
         raise ValueError(f"border '{border}': use one of {', '.join(modes)}")
@@ -135,7 +137,8 @@ def long_term_weights(weights: list[np.ndarray]) -> list[np.ndarray]:
 @dataclass(frozen=True)
 class Link:
     """How frame t relates to the previous frame: ``flow`` (t -> t-1, for ``warp``), its weight
-    ``mask`` (``consistency``), ``coverage`` = mask.mean(), ``cut`` = a new shot starts at t."""
+    ``mask`` (``consistency``), ``coverage`` = the share of pixels that pass the forward-backward
+    and frame-edge checks (see ``is_cut``), ``cut`` = a new shot starts at t."""
 
     flow: np.ndarray
     mask: np.ndarray
@@ -208,7 +211,7 @@ def warping_error(frames: Iterable, reference: Iterable | None = None, method: s
 
 def _rgb01(frame, shape=None) -> np.ndarray:
     """Float32 RGB in 0..1, resized (area) to ``shape`` when given."""
-    import cv2
+    cv2 = require("cv2")
     array = np.asarray(frame.convert("RGB") if hasattr(frame, "convert") else frame)
     array = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
     if shape is not None and array.shape[:2] != shape[:2]:

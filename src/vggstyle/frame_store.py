@@ -6,7 +6,7 @@ Why it is built this way:
   in progress (a leftover ``.part`` file is removed on the next open).
 - Its record (losses, seconds, ...) is appended to ``frames.jsonl`` *before* the rename: every
   finished frame has a record; a record without its frame (killed in between) is simply
-  superseded when the frame is redone, and a torn last line is ignored.
+  superseded when the frame is redone, and a line torn by a kill is cut off on the next open.
 - ``done`` is the contiguous prefix 0..done-1 of finished frames: the run continues from there.
 - ``manifest.json`` holds the options that decide what a frame looks like and their hash; other
   options (say, the output path) are the caller's business and are not passed. A different hash

@@ -31,7 +31,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConfigError, ImageError
-from .video_write import VideoWriter, check_video_output, AudioClip, OUTPUT_KINDS  # noqa: F401 (re-export)
+from .optional import require
+from .video_write import OUTPUT_KINDS, AudioClip, VideoWriter, check_video_output  # noqa: F401 (re-exported)
 
 DEFAULT_SEQUENCE_FPS = Fraction(25)  # FFmpeg's image2 default: a folder of frames has no rate of its own
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -192,7 +193,7 @@ def probe_video(source, *, fps=None, max_input_pixels: int = 100_000_000) -> Vid
 # ---- video files -------------------------------------------------------------------------------
 
 def _open_container(path: Path):
-    import av
+    av = require("av")
     try:
         return av.open(str(path), "r")
     except PermissionError:
@@ -206,7 +207,7 @@ def _open_container(path: Path):
 
 
 def _file_info(path: Path) -> VideoInfo:
-    import av
+    av = require("av")
     with _open_container(path) as container:
         if container.format.name in STILL_FORMATS:
             raise ImageError(f"input {path}: a still image, not a video; stylize it with `vggstyle CONTENT STYLE` "
@@ -246,7 +247,7 @@ def _stream_kinds(container) -> str:
 
 
 def _file_frames(video: VideoInput) -> Iterator[InputFrame]:
-    import av
+    av = require("av")
     info, number = video.info, -1
     with _open_container(info.source) as container:
         stream = container.streams.video[0]

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import OutputError
+from .optional import require
 
 OUTPUT_KINDS = {".mp4": "mp4", ".webm": "webm", ".gif": "gif", "": "folder"}
 COPYABLE_AUDIO = {"mp4": {"aac", "mp3", "alac"}, "webm": {"opus", "vorbis"}}
@@ -153,7 +154,7 @@ class _ContainerSink:
     """mp4 / webm through PyAV: H.264 or VP9 video, the sound copied or re-encoded at the end."""
 
     def __init__(self, path: Path, fps: Fraction, size: tuple[int, int], audio: AudioClip | None):
-        import av
+        av = require("av")
         self.path, self.fps, self.tmp = path, fps, _temp_file(path)
         kind = output_kind(path)
         options = {"movflags": "+faststart"} if kind == "mp4" else {}
@@ -167,7 +168,7 @@ class _ContainerSink:
         self.count = 0
 
     def write(self, array: np.ndarray) -> None:
-        import av
+        av = require("av")
         if any(self.pad):
             array = np.pad(array, ((0, self.pad[1]), (0, self.pad[0]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
@@ -196,7 +197,7 @@ class _SoundTrack:
     """The input's first audio stream, added to an output container and trimmed to a window."""
 
     def __init__(self, container, kind: str, clip: AudioClip):
-        import av
+        av = require("av")
         self.container, self.clip = container, clip
         self.source = av.open(str(clip.source))
         self.input = self.source.streams.audio[0]
@@ -252,7 +253,7 @@ class _SoundTrack:
 
 
 def _slice_audio(frame, first: int, stop: int):
-    import av
+    av = require("av")
     array = frame.to_ndarray()
     channels = 1 if frame.format.is_planar else len(frame.layout.channels)
     piece = np.ascontiguousarray(array[:, first * channels:stop * channels])
