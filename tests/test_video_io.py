@@ -181,6 +181,12 @@ def test_not_a_video(tmp_path):
         open_video(tmp_path / "notes.mp4")
 
 
+def test_a_still_image_is_not_a_video(tmp_path):
+    Image.fromarray(_frames(1)[0]).save(tmp_path / "still.png")
+    with pytest.raises(ImageError, match=r"^input .*still.png: a still image, not a video; stylize it with"):
+        open_video(tmp_path / "still.png")
+
+
 def test_no_video_stream(tmp_path):
     path = tmp_path / "sound.wav"
     with av.open(str(path), "w") as container:

@@ -333,5 +333,5 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["AudioClip", "InputFrame", "Position", "VideoInfo", "VideoInput", "VideoWriter",
+__all__ = ["OUTPUT_KINDS", "AudioClip", "InputFrame", "Position", "VideoInfo", "VideoInput", "VideoWriter",
            "check_video_output", "open_video", "parse_position", "probe_video"]
