@@ -1,0 +1,181 @@
+"""The resumable work folder of a video run: finished frames, their records, the options they came from.
+
+Why it is built this way:
+- A frame counts as finished only when its PNG exists under its final name; it is written to a
+  temporary file, flushed to disk and renamed, so kill -9 at any moment loses at most the frame
+  in progress (a leftover ``.part`` file is removed on the next open).
+- Its record (losses, seconds, ...) is appended to ``frames.jsonl`` *before* the rename: every
+  finished frame has a record; a record without its frame (killed in between) is simply
+  superseded when the frame is redone, and a line torn by a kill is cut off on the next open.
+- ``done`` is the contiguous prefix 0..done-1 of finished frames: the run continues from there.
+- ``manifest.json`` holds the options that decide what a frame looks like and their hash; other
+  options (say, the output path) are the caller's business and are not passed. A different hash
+  clears the frames and starts over, with a message naming the changed options for the CLI.
+- Only this module's own files are ever deleted from the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import OutputError
+
+MANIFEST = "manifest.json"
+RECORDS = "frames.jsonl"
+FRAME_NAME = re.compile(r"^frame_(\d{6})\.png$")
+TEMP_NAME = re.compile(r"^\.(frame_\d{6}\.png|manifest\.json)\.part-")
+VERSION = 1
+
+
+def options_hash(options: dict) -> str:
+    """sha256 of the options as canonical JSON (sorted keys; non-JSON values by their str())."""
+    text = json.dumps(options, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def open_frame_store(folder, options: dict) -> tuple["FrameStore", str | None]:
+    """Open (or create) the work folder for a run with ``options``.
+
+    Returns the store and a one-line message for the user, or None when there is nothing to say:
+    'resuming ...' when earlier frames are reused, 'options changed ... starting over' when not.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_temporaries(folder)
+        _drop_torn_record(folder / RECORDS)
+    except OSError as exc:
+        raise OutputError(f"work dir {folder}: cannot use it ({exc.strerror or exc}); "
+                          "choose another with --work-dir") from None
+    store = FrameStore(folder, options)
+    previous = _read_manifest(folder)
+    message = None
+    if previous is None and store.finished:
+        message = f"work dir {folder}: frames without a readable manifest; starting over"
+    elif previous is not None and previous.get("hash") != store.hash:
+        changed = _changed_keys(previous.get("options", {}), options)
+        message = f"work dir {folder}: options changed since the last run ({changed}); starting over"
+    if message is not None or previous is None:
+        store.clear()
+        store.write_manifest()
+    elif store.done:
+        message = f"work dir {folder}: resuming after {store.done} finished frames"
+    return store, message
+
+
+class FrameStore:
+    """Finished frames ``frame_000000.png`` ... and their records in one folder."""
+
+    def __init__(self, folder: Path, options: dict):
+        self.folder, self.options, self.hash = Path(folder), options, options_hash(options)
+        self.finished = {int(m.group(1)) for p in self.folder.iterdir() if (m := FRAME_NAME.match(p.name))}
+
+    @property
+    def done(self) -> int:
+        """How many frames from the start are finished (frames 0 .. done-1)."""
+        count = 0
+        while count in self.finished:
+            count += 1
+        return count
+
+    def frame_path(self, index: int) -> Path:
+        return self.folder / f"frame_{index:06d}.png"
+
+    def save(self, index: int, image: Image.Image, record: dict | None = None) -> Path:
+        """Store a finished frame: its record first, then the PNG by an atomic rename."""
+        self._append_record({**(record or {}), "index": index})
+        path = self.frame_path(index)
+        try:
+            _atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=1))
+        except OSError as exc:
+            raise OutputError(f"work dir {self.folder}: cannot write frame {index} ({exc.strerror or exc})") from None
+        self.finished.add(index)
+        return path
+
+    def load(self, index: int) -> Image.Image:
+        """A finished frame as an RGB image (to warp from, or to encode the video)."""
+        with Image.open(self.frame_path(index)) as image:
+            return image.convert("RGB")
+
+    def records(self) -> list[dict]:
+        """The last record of each finished frame 0 .. done-1, in order (rebuilds the summary)."""
+        latest: dict[int, dict] = {}
+        path = self.folder / RECORDS
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill
+                if isinstance(record, dict) and isinstance(record.get("index"), int):
+                    latest[record["index"]] = record
+        return [latest[i] for i in range(self.done) if i in latest]
+
+    def clear(self) -> None:
+        """Delete this module's files (frames, records, manifest) and nothing else."""
+        for path in self.folder.iterdir():
+            if FRAME_NAME.match(path.name) or path.name in (RECORDS, MANIFEST):
+                path.unlink()
+        self.finished.clear()
+
+    def write_manifest(self) -> None:
+        manifest = {"version": VERSION, "hash": self.hash, "options": self.options}
+        text = json.dumps(manifest, sort_keys=True, indent=1, default=str)
+        _atomic_write(self.folder / MANIFEST, lambda f: f.write(text.encode()))
+
+    def _append_record(self, record: dict) -> None:
+        line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        with open(self.folder / RECORDS, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.part-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _remove_temporaries(folder: Path) -> None:
+    for path in folder.iterdir():
+        if TEMP_NAME.match(path.name):
+            path.unlink()
+
+
+def _drop_torn_record(path: Path) -> None:
+    """Cut a last line left unfinished by a kill, so the next record starts on a line of its own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _changed_keys(old: dict, new: dict) -> str:
+    new_json = json.loads(json.dumps(new, default=str))
+    keys = sorted(k for k in set(old) | set(new_json) if old.get(k) != new_json.get(k))
+    return ", ".join(keys) if keys else "option values"
