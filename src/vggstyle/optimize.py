@@ -109,26 +109,35 @@ def network_for(config: StyleConfig, policy: ComputePolicy) -> VGG19Features:
                    policy)
 
 
+def style_features(net: VGG19Features, images: ScaleImages) -> list[dict[str, torch.Tensor]]:
+    """VGG's features of each style image (every layer the network returns): the style targets are
+    built from them, and the content term's reference floor. Computed once per scale, or once per
+    video: a caller that keeps them passes them to build_objective."""
+    with torch.no_grad():
+        features = []
+        for style in images.styles:
+            net.check_size(style.shape[-2], style.shape[-1])
+            features.append(net(style.to(net.policy.device)))
+        return features
+
+
 def build_objective(net: VGG19Features, config: StyleConfig, images: ScaleImages, extra_terms=(),
-                    generator: torch.Generator | None = None) -> Objective:
+                    styles: list[dict[str, torch.Tensor]] | None = None) -> Objective:
     """The Objective of one scale: content, style and TV terms (targets computed here, once) and
-    any extra terms, in that order."""
+    any extra terms, in that order. styles: style_features(net, images), when already computed."""
     device = net.policy.device
     _, _, height, width = images.content.shape
     net.check_size(height, width)
+    styles = style_features(net, images) if styles is None else styles
     with torch.no_grad():
-        style_features = []
-        for style in images.styles:
-            net.check_size(style.shape[-2], style.shape[-1])
-            style_features.append(net(style.to(device)))
         features = net(images.content.to(device))
         content = ContentTerm(config.content_weight, {n: features[n] for n in config.content_layers},
-                              config.content_layers, [{n: f[n] for n in config.content_layers} for f in style_features])
+                              config.content_layers, [{n: f[n] for n in config.content_layers} for f in styles])
         del features
-        generator = generator or torch.Generator(device=device).manual_seed(config.seed or 0)
+        generator = torch.Generator(device=device).manual_seed(config.seed or 0)
         masks = None if images.masks is None else [m.to(device) for m in images.masks]
         style = StyleTerm(config.style_weight, make_statistic(config.style_loss, generator), config.style_layers,
-                          style_features, config.style_blend_weights or [1.0] * len(images.styles), masks)
+                          styles, config.style_blend_weights or [1.0] * len(images.styles), masks)
     checkpoint = config.checkpoint == "on" or (config.checkpoint == "auto"
                                                and width * height > CHECKPOINT_AUTO_PIXELS)
     return Objective(net, [content, style, TVTerm(config.tv_weight), *extra_terms], checkpoint=checkpoint)
