@@ -46,7 +46,7 @@ class LBFGS(torch.optim.Optimizer):
         with torch.enable_grad():
             loss = closure()
         param = self._param
-        grad = param.grad.detach().reshape(-1).float()
+        grad = param.grad.detach().reshape(-1).to(torch.promote_types(param.dtype, torch.float32))
         self._remember(grad)
         group = self.param_groups[0]
         if self.history:
