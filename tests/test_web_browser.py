@@ -29,16 +29,16 @@ from vggstyle.web.server import LOOPBACK_NAMES, background_server, create_app  #
 from vggstyle.web.uploads import Limits  # noqa: E402
 
 
-def paced(content, styles, config, *, on_step, style_masks=None):
+def paced(content, styles, config, *, on_step, masks=None):
     """vggstyle.stylize at no more than 20 iterations a second, so that the previews a browser sees do
     not depend on how fast this machine is (a real 512 px job takes about a second an iteration)."""
-    from vggstyle import stylize
+    from vggstyle.web.jobs import _default_runner
 
     def step(progress):
         time.sleep(0.05)
         return on_step(progress)
 
-    return stylize(content, styles, config, on_step=step, **({"style_masks": style_masks} if style_masks else {}))
+    return _default_runner(content, styles, config, on_step=step, masks=masks)
 
 
 def tiny(tmp_path, source, side, name):
@@ -140,9 +140,9 @@ def test_style_masks_one_per_style_or_none(browser, tmp_path):
 
     received = []
 
-    def recording(content, styles, config, *, on_step, style_masks=None):
-        received.append(style_masks)
-        return paced(content, styles, config, on_step=on_step, style_masks=style_masks)
+    def recording(content, styles, config, *, on_step, masks=None):
+        received.append(masks)
+        return paced(content, styles, config, on_step=on_step, masks=masks)
 
     with background_server(create_app(Limits(), runner=recording, allowed_hosts=LOOPBACK_NAMES)) as url:
         page = browser.new_page()
