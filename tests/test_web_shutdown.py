@@ -29,8 +29,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
 def serve(tmp_path):
-    """Start `vggstyle serve` with its temporary files under tmp_path; return (process, base URL)."""
+    """serve() starts `vggstyle serve` with its temporary files under tmp_path and returns (process,
+    base URL); whatever happens in the test, the process is killed at the end."""
+    started = []
+
+    def start():
+        process, url = _serve(tmp_path)
+        started.append(process)
+        return process, url
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _serve(tmp_path):
     port = free_port()
     import vggstyle
 
@@ -83,8 +100,8 @@ def small_job_files():
 
 
 @pytest.mark.slow
-def test_sigterm_with_a_running_job_and_open_streams_exits_0_within_5_s(tmp_path):
-    process, url = serve(tmp_path)
+def test_sigterm_with_a_running_job_and_open_streams_exits_0_within_5_s(tmp_path, serve):
+    process, url = serve()
     assert len(results_dirs(tmp_path)) == 1
     files = small_job_files()
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -116,8 +133,8 @@ def test_sigterm_with_a_running_job_and_open_streams_exits_0_within_5_s(tmp_path
     assert len(streams) == 2, "both event streams ended"
 
 
-def test_ctrl_c_on_an_idle_server_exits_130_without_a_traceback(tmp_path):
-    process, _ = serve(tmp_path)
+def test_ctrl_c_on_an_idle_server_exits_130_without_a_traceback(tmp_path, serve):
+    process, _ = serve()
     seconds, stderr = stop(process, signal.SIGINT)
     assert process.returncode == 130, stderr
     assert seconds < 5 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
