@@ -287,6 +287,15 @@ class StyleConfig:
         num_masks: the masks given as images rather than as style_masks paths (stylize's Python API).
         """
         num_masks = len(self.style_masks) if num_masks is None else num_masks
+        self._check_weights()
+        self._check_counts(num_styles, num_masks)
+        self._check_sizes()
+        self._check_iterations()
+        self._check_choices_and_hardware()
+        self._check_style_side()
+        return self
+
+    def _check_weights(self) -> None:
         for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
             value = getattr(self, name)
             if not _finite_nonneg(value):
@@ -300,15 +309,20 @@ class StyleConfig:
                 raise ConfigError(f"--style-blend-weights must be finite numbers >= 0, got {w}")
         if self.style_blend_weights and sum(self.style_blend_weights) <= 0:
             raise ConfigError("--style-blend-weights must not all be 0")
-        if num_styles is not None:
-            if num_styles < 1:
-                raise ConfigError("give at least one style image")
-            if num_masks and num_masks != num_styles:
-                raise ConfigError(f"--style-masks has {num_masks} mask(s) for {num_styles} style "
-                                  "image(s): give one per style image")
-            if self.style_blend_weights and len(self.style_blend_weights) != num_styles:
-                raise ConfigError(f"--style-blend-weights has {len(self.style_blend_weights)} values "
-                                  f"for {num_styles} style image(s): give one per style image")
+
+    def _check_counts(self, num_styles: int | None, num_masks: int) -> None:
+        if num_styles is None:
+            return
+        if num_styles < 1:
+            raise ConfigError("give at least one style image")
+        if num_masks and num_masks != num_styles:
+            raise ConfigError(f"--style-masks has {num_masks} mask(s) for {num_styles} style "
+                              "image(s): give one per style image")
+        if self.style_blend_weights and len(self.style_blend_weights) != num_styles:
+            raise ConfigError(f"--style-blend-weights has {len(self.style_blend_weights)} values "
+                              f"for {num_styles} style image(s): give one per style image")
+
+    def _check_sizes(self) -> None:
         if not isinstance(self.image_size, int) or self.image_size < 16:
             raise ConfigError(f"--image-size must be a whole number of at least 16 px, got {self.image_size}")
         if not isinstance(self.coarse_to_fine_above, int) or self.coarse_to_fine_above < 0:
@@ -323,6 +337,8 @@ class StyleConfig:
             raise ConfigError("--coarse-iterations-factor must be a finite number > 0")
         if self.max_input_pixels < 1:
             raise ConfigError("--max-input-pixels must be >= 1")
+
+    def _check_iterations(self) -> None:
         for name in ("num_iterations", "epochs"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -335,6 +351,8 @@ class StyleConfig:
             raise ConfigError(f"--learning-rate must be a finite number > 0, got {self.learning_rate}")
         if self.ema_decay is not None and not (_finite_nonneg(self.ema_decay) and self.ema_decay < 1):
             raise ConfigError(f"--ema-decay must be a number from 0 up to (not including) 1, got {self.ema_decay}")
+
+    def _check_choices_and_hardware(self) -> None:
         for option in config_options():
             value = getattr(self, option.name)
             if option.kind == CHOICE and value not in option.choices:
@@ -348,8 +366,6 @@ class StyleConfig:
             raise ConfigError(f"unknown --device '{self.device}': choose auto, cpu, cuda or cuda:N")
         if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED):
             raise ConfigError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {str(self.seed)[:40]}")
-        self._check_style_side()
-        return self
 
     def _check_style_side(self) -> None:
         """--style-scale can ask for a style image of any size: bound it before anything is resized.

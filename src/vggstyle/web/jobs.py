@@ -213,31 +213,20 @@ def run_one(runner: Runner, job: Job, config: StyleConfig, on_step) -> tuple[byt
     return png_bytes(result, parameters), parameters
 
 
-class JobQueue:
-    """Runs stylizations one at a time per device, in submission order."""
+class JobBook:
+    """The jobs and their states under one lock: what clients submit, ask about and cancel.
+    JobQueue adds the worker threads that run them."""
 
-    def __init__(self, devices=("auto",), *, max_queued: int = 16, keep_results: int = 50,
-                 keep_seconds: float = 3600.0, preview_every: int = 5, runner: Runner | None = None):
-        if not devices:
-            raise ValueError("give at least one device")
+    def __init__(self, *, max_queued: int, keep_results: int, keep_seconds: float, workers: int):
         self.max_queued, self.keep_results, self.keep_seconds = max_queued, keep_results, keep_seconds
-        self.preview_every = max(1, preview_every)
-        self._runner = runner or _default_runner
-        self._store = ResultStore()
-        self.directory = self._store.directory
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._pending: deque[Job] = deque()
         self._running: dict[str, Job] = {}
         self._numbers = itertools.count(1)
         self._speed = Estimator()
+        self._worker_count = workers
         self.closing = False  # set by stop(): no new jobs, running ones cancelled, event streams end
-        self.devices = tuple(devices)
-        self._workers = [threading.Thread(target=self._work, args=(device,), daemon=True,
-                                          name=f"vggstyle-worker-{i}-{device}")
-                         for i, device in enumerate(self.devices)]
-        for worker in self._workers:
-            worker.start()
 
     # ------------------------------------------------------------------ client side
     def has_room(self) -> bool:
@@ -297,14 +286,8 @@ class JobQueue:
             position = None
             if job.state == QUEUED:
                 position = next((i for i, j in enumerate(self._pending, 1) if j is job), None)
-            eta = self._speed.eta(job, list(self._running.values()), self._pending, len(self._workers))
+            eta = self._speed.eta(job, list(self._running.values()), self._pending, self._worker_count)
             return snapshot(job, position, eta)
-
-    def stats(self) -> dict:
-        with self._lock:
-            return {"workers": len(self._workers), "devices": list(self.devices), "queued": len(self._pending),
-                    "running": len(self._running), "max_queued": self.max_queued,
-                    "kept_results": sum(1 for j in self._jobs.values() if j.state in FINISHED)}
 
     def stop(self) -> None:
         """Begin shutting down without waiting: refuse new jobs, cancel the waiting ones, ask the
@@ -317,6 +300,56 @@ class JobQueue:
                 job.cancel.set()
                 job.version += 1
             self._lock.notify_all()
+
+    # ------------------------------------------------------------------ bookkeeping (lock held)
+    def _finish(self, job: Job, state: str) -> None:
+        job.state = state
+        job.finished = time.time()
+        job.content = job.styles = job.masks = None
+        job.preview = None
+        job.version += 1
+
+    def _discard(self, job: Job) -> None:
+        self._jobs.pop(job.id, None)
+        if job.result_path is not None:
+            job.result_path.unlink(missing_ok=True)
+            job.result_path = None
+        job.version += 1
+
+    def _purge(self) -> None:
+        finished = sorted((j for j in self._jobs.values() if j.state in FINISHED), key=lambda j: j.finished)
+        deadline = time.time() - self.keep_seconds
+        excess = len(finished) - self.keep_results
+        for i, job in enumerate(finished):
+            if i < excess or job.finished < deadline:
+                self._discard(job)
+
+
+class JobQueue(JobBook):
+    """Runs stylizations one at a time per device, in submission order: one worker thread each."""
+
+    def __init__(self, devices=("auto",), *, max_queued: int = 16, keep_results: int = 50,
+                 keep_seconds: float = 3600.0, preview_every: int = 5, runner: Runner | None = None):
+        if not devices:
+            raise ValueError("give at least one device")
+        super().__init__(max_queued=max_queued, keep_results=keep_results, keep_seconds=keep_seconds,
+                         workers=len(devices))
+        self.preview_every = max(1, preview_every)
+        self._runner = runner or _default_runner
+        self._store = ResultStore()
+        self.directory = self._store.directory
+        self.devices = tuple(devices)
+        self._workers = [threading.Thread(target=self._work, args=(device,), daemon=True,
+                                          name=f"vggstyle-worker-{i}-{device}")
+                         for i, device in enumerate(self.devices)]
+        for worker in self._workers:
+            worker.start()
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"workers": self._worker_count, "devices": list(self.devices), "queued": len(self._pending),
+                    "running": len(self._running), "max_queued": self.max_queued,
+                    "kept_results": sum(1 for j in self._jobs.values() if j.state in FINISHED)}
 
     def close(self, timeout: float = 30.0) -> bool:
         """stop(), wait up to ``timeout`` seconds in all for the workers, delete the results
@@ -378,29 +411,6 @@ class JobQueue:
         with self._lock:
             record_progress(job, progress, preview)
         return not stop
-
-    # ------------------------------------------------------------------ bookkeeping (lock held)
-    def _finish(self, job: Job, state: str) -> None:
-        job.state = state
-        job.finished = time.time()
-        job.content = job.styles = job.masks = None
-        job.preview = None
-        job.version += 1
-
-    def _discard(self, job: Job) -> None:
-        self._jobs.pop(job.id, None)
-        if job.result_path is not None:
-            job.result_path.unlink(missing_ok=True)
-            job.result_path = None
-        job.version += 1
-
-    def _purge(self) -> None:
-        finished = sorted((j for j in self._jobs.values() if j.state in FINISHED), key=lambda j: j.finished)
-        deadline = time.time() - self.keep_seconds
-        excess = len(finished) - self.keep_results
-        for i, job in enumerate(finished):
-            if i < excess or job.finished < deadline:
-                self._discard(job)
 
 
 def record_progress(job: Job, progress, preview: bytes | None) -> None:
