@@ -303,8 +303,12 @@ function follow(job) {
   };
 }
 
-// The event stream broke: ask for the job once. Gone (server restarted, job expired) or the server
-// unreachable: say so and offer to run the same job again; still there: follow it again.
+// The event stream broke: ask for the job. Gone (server restarted, job expired): say so and offer
+// to run the same job again; still there: follow it again; server unreachable: retry for a while
+// (a restart takes seconds), then say contact was lost, with the same offer.
+const RETRIES = 10;
+const RETRY_MS = 2000;
+
 async function checkJob(id) {
   if (page.checking || !page.job || page.job.id !== id) return;
   page.checking = true;
@@ -316,6 +320,13 @@ async function checkJob(id) {
   }
   page.checking = false;
   if (!page.job || page.job.id !== id || FINISHED.has(page.job.state)) return;
+  if (response === null && (page.retries = (page.retries || 0) + 1) <= RETRIES) {
+    if (page.events) page.events.close();
+    $("status").textContent = "Reconnecting to the server…";
+    setTimeout(() => checkJob(id), RETRY_MS);
+    return;
+  }
+  page.retries = 0;
   if (response && response.ok) {
     update(await response.json());
     if (page.events.readyState === EventSource.CLOSED && !FINISHED.has(page.job.state)) follow(page.job);
