@@ -61,7 +61,7 @@ async def read_form(request: Request, limits: Limits):
             raise UploadError(422, f"too many files: send one content image, at most {limits.max_styles} style "
                                    "images and one mask per style image") from None
         raise UploadError(400, f"malformed upload: {exc.detail}") from None
-    if not tail.rstrip(b"\r\n").endswith(b"--" + boundary + b"--"):
+    if b"--" + boundary + b"--" not in tail:  # the closing boundary, perhaps followed by a short epilogue
         await form.close()
         raise UploadError(400, "malformed upload: the body ends before its closing boundary; send it whole")
     return form
