@@ -207,8 +207,10 @@ def _run(args: argparse.Namespace) -> int:
     output = check_output_path(args.output)
     _check_plot(args.plot)
 
+    from .device import set_threads
     from .optimize import stylize  # torch is imported here, after the cheap checks
 
+    set_threads(config.threads)  # the process's thread count is the command's choice, not the library's
     parameters = config.to_dict()
     bar = _ProgressBar(config.iterations, args.quiet, output, args.save_every, parameters)
     _STOP["requested"] = False

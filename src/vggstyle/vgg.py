@@ -16,7 +16,7 @@ from torch import nn
 
 from .device import ComputePolicy
 from .errors import ImageError
-from .layers import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, pools_before, unknown_layer_message
+from .layers import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, min_side, unknown_layer_message
 from .weights import CONV_INDICES, LoadedWeights
 
 
@@ -31,7 +31,7 @@ class VGG19Features(nn.Module):
         self.policy = policy or ComputePolicy(torch.device("cpu"), None, False)
         self.pooling = pooling
         self.last_index = max(LAYER_INDEX[n] for n in self.layers)
-        self.min_side = 2 ** pools_before(LAYER_NAMES[self.last_index])
+        self.min_side = min_side(self.layers)
 
         convs = []
         in_ch = 3

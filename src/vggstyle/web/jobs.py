@@ -123,9 +123,10 @@ def snapshot(job: Job, position: int | None, eta: float | None) -> dict:
 
 
 def _default_runner(content, styles, config, *, on_step, masks=None):
+    from ..device import set_threads
     from ..optimize import stylize  # torch is imported with the first job, not with the server
-    # The one line that changes with the core redesign: `masks=masks` instead of `style_masks=`.
-    return stylize(content, styles, config, on_step=on_step, style_masks=masks or [])
+    set_threads(config.threads)  # the server's process-wide choice (physical cores), made here, not by stylize
+    return stylize(content, styles, config, on_step=on_step, masks=masks)
 
 
 def _resolve_device(name: str) -> str:
