@@ -33,23 +33,14 @@ class VGG19Features(nn.Module):
         self.last_index = max(LAYER_INDEX[n] for n in self.layers)
         self.min_side = min_side(self.layers)
 
-        convs = []
-        in_ch = 3
-        for out_ch in (c for block in VGG19_BLOCKS for c in block):
-            convs.append(nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1))
-            in_ch = out_ch
         needed = [i for i in CONV_INDICES if i <= self.last_index]
-        self.convs = nn.ModuleList(convs[: len(needed)])
+        self.convs = _frozen_convs(weights, needed)
         self.conv_at = dict(zip(needed, self.convs))  # layer index -> its convolution
         # One segment per VGG block, cut after each pooling: the unit of gradient checkpointing.
         cuts = [i + 1 for i in range(self.last_index + 1) if LAYER_NAMES[i].startswith("pool")]
         bounds = [0] + [c for c in cuts if c <= self.last_index] + [self.last_index + 1]
         self.segments = list(zip(bounds[:-1], bounds[1:]))
         self.fused = fused and fused_conv_relu_available(self.policy)
-        with torch.no_grad():
-            for conv, index in zip(self.convs, needed):
-                conv.weight.copy_(weights.state_dict[f"features.{index}.weight"])
-                conv.bias.copy_(weights.state_dict[f"features.{index}.bias"])
         self.requires_grad_(False)
         self.eval()
 
@@ -125,6 +116,19 @@ class VGG19Features(nn.Module):
             return conv_relu(x, self.conv_at[index - 1])
         # In place saves a copy per layer, unless the conv output itself was asked for.
         return F.relu(x, inplace=conv_name not in wanted)
+
+
+def _frozen_convs(weights: LoadedWeights, indices: list[int]) -> nn.ModuleList:
+    """The convolutions at these layer indices, holding the loaded weights (no random init first)."""
+    channels = [3, *(c for block in VGG19_BLOCKS for c in block)]
+    convs = nn.ModuleList()
+    with torch.no_grad():
+        for number, index in enumerate(indices):
+            conv = torch.nn.utils.skip_init(nn.Conv2d, channels[number], channels[number + 1], 3, padding=1)
+            conv.weight.copy_(weights.state_dict[f"features.{index}.weight"])
+            conv.bias.copy_(weights.state_dict[f"features.{index}.bias"])
+            convs.append(conv)
+    return convs
 
 
 def fused_conv_relu_available(policy: ComputePolicy) -> bool:
