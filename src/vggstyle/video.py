@@ -46,12 +46,12 @@ class VideoConfig:
     """The knobs only a video has; StyleConfig holds the rest (the same as for a still)."""
 
     temporal_weight: float = _opt(
-        50.0, "weight of the temporal term: how strongly each frame keeps the previous output, warped "
+        3000.0, "weight of the temporal term: how strongly each frame keeps the previous output, warped "
               "along the flow, where the flow is consistent; 0: off")
     first_frame_iterations: int | None = _opt(
         None, "iterations of the first frame and of the first frame after each shot cut "
               "(default: --num-iterations, 300)")
-    frame_iterations: int = _opt(80, "iterations of every other frame (they start from the previous output)")
+    frame_iterations: int = _opt(60, "iterations of every other frame (they start from the previous output)")
     init_frame: str = _opt("prev-warped", "how a frame after the first starts: prev-warped (the previous output "
                            "warped along the flow), content, or random", choices=INIT_FRAMES)
     long_term: list = _opt([], "long-term consistency: compare with these earlier frames, closest first, e.g. "

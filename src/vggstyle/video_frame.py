@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from .color import gray_to_rgb, luminance
-from .flow import link, long_term_weights, warp
+from .flow import Link, consistency_parts, is_cut, link, long_term_weights, optical_flow, warp
 from .image import tensor_to_pil
 from .inputs import Inputs, ScaleImages
 from .loop import NonFiniteLoss, make_optimizer, optimize
@@ -73,7 +73,7 @@ class Guide:
     warped: list[np.ndarray]
     weights: list[np.ndarray]
     previous: np.ndarray | None = None  # the output of t-1 warped into t
-    mask: np.ndarray | None = None  # its consistency weight
+    mask: np.ndarray | None = None  # 1 where it can start the frame, 0 where it was disoccluded or outside
 
 
 def guide(shot: Shot, content: np.ndarray, offsets: tuple[int, ...], method: str) -> Guide:
@@ -82,7 +82,7 @@ def guide(shot: Shot, content: np.ndarray, offsets: tuple[int, ...], method: str
     The flow is computed on the content frames (clean, not stylized), both ways, for the mask.
     With more than one offset the weights are Ruder et al.'s long-term ones.
     """
-    previous = link(shot.frames[0].content, content, method)
+    previous, uncovered = _link_to_previous(shot.frames[0].content, content, method)
     if previous.cut:
         return Guide(True, previous.coverage, [], [], None)
     links = {1: previous}
@@ -93,12 +93,26 @@ def guide(shot: Shot, content: np.ndarray, offsets: tuple[int, ...], method: str
     used = [o for o in offsets if o in links]
     masks = [links[o].mask for o in used]
     weights = long_term_weights(masks) if len(masks) > 1 else masks
-    return Guide(False, previous.coverage, [warped[o] for o in used], weights, warped[1], previous.mask)
+    return Guide(False, previous.coverage, [warped[o] for o in used], weights, warped[1], 1.0 - uncovered)
+
+
+def _link_to_previous(previous: np.ndarray, content: np.ndarray, method: str):
+    """flow.link, plus the pixels with nothing to warp from (disoccluded or outside the frame):
+    only those start from the content. Motion boundaries keep the warped output as their start,
+    measured: filling them with the content too made them flicker (they are re-stylized from
+    scratch every frame)."""
+    backward = optical_flow(content, previous, method)
+    forward = optical_flow(previous, content, method)
+    disoccluded, boundary, outside = consistency_parts(backward, forward)
+    uncovered = disoccluded | outside
+    coverage = float(1.0 - uncovered.mean())
+    mask = (~(uncovered | boundary)).astype(np.float32)
+    return Link(backward, mask, coverage, is_cut(coverage, previous, content)), uncovered.astype(np.float32)
 
 
 def prev_warped_start(guide: Guide, content: torch.Tensor) -> torch.Tensor:
-    """The previous output warped into this frame; where its weight is 0 (disoccluded, motion
-    boundaries, outside), the content frame (Ruder et al. sec. 3.1)."""
+    """The previous output warped into this frame; where nothing could be warped from (disoccluded,
+    outside the frame), the content frame (Ruder et al. sec. 3.1)."""
     mask = to_tensor(guide.mask)
     return mask * to_tensor(guide.previous) + (1 - mask) * content
 

@@ -29,24 +29,6 @@ from .video_frame import FrameStep, FrameStylizer, Shot, guide, prev_warped_star
 from .video_io import VideoWriter, check_video_output, open_video
 
 
-def _identity(item) -> str:
-    """What a style or mask is, for the work dir's options: a path with its size and time, or a hash."""
-    if isinstance(item, (str, os.PathLike)):
-        path = Path(item).resolve()
-        try:
-            stat = path.stat()
-            return f"{path} {stat.st_size} {stat.st_mtime_ns}"
-        except OSError:
-            return str(path)
-    if isinstance(item, Image.Image):
-        data = item.tobytes() + repr((item.mode, item.size)).encode()
-    elif isinstance(item, torch.Tensor):
-        data = item.detach().float().cpu().numpy().tobytes() + repr(tuple(item.shape)).encode()
-    else:
-        data = repr(item).encode()
-    return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
-
-
 class VideoRun:
     """One stylize_video() call. The constructor checks everything cheap (options, output, input,
     styles) before any network is built or any frame stylized."""
@@ -86,7 +68,7 @@ class VideoRun:
             started = time.perf_counter()
             self._frames(store, summary, on_frame, on_step)
             if not summary.stopped:
-                summary.output = self._encode(store, summary.frames)
+                summary.output = encode(store, summary.frames, self.output, self.clip)
                 if self.video.work_dir is None:
                     store.clear()
                     _remove_if_empty(self.work_dir)
@@ -133,10 +115,10 @@ class VideoRun:
         first = link is None or link.cut
         if first:
             shot.clear()
-            start, iterations, terms = self._start(frame, self.config.init), self.first_iterations, ()
+            start, iterations, terms = still_start(self.inputs, frame, self.config.init), self.first_iterations, ()
         else:
             init = {"prev-warped": None, "content": "content", "random": "random"}[video.init_frame]
-            start = prev_warped_start(link, images.content) if init is None else self._start(frame, init)
+            start = prev_warped_start(link, images.content) if init is None else still_start(self.inputs, frame, init)
             iterations = video.frame_iterations
             terms = (temporal_term(video.temporal_weight, link),) if video.temporal_weight > 0 else ()
 
@@ -151,21 +133,44 @@ class VideoRun:
                   "losses": losses, "seconds": round(time.perf_counter() - started, 3)}
         return image, record
 
-    def _start(self, frame, init: str) -> torch.Tensor:
-        """A frame started as a still: --init (content, random or an image), seeded per frame."""
-        seed = (self.config.seed or 0) + frame.index
-        inputs = dataclasses.replace(self.inputs, content=frame.image, config=self.config.replace(init=init))
-        return inputs.start(self.config.image_size, torch.Generator().manual_seed(seed))
 
-    def _encode(self, store, frames: int) -> Path:
-        writer = VideoWriter(self.output, self.clip.fps, audio=self.clip.audio())
+
+def _identity(item) -> str:
+    """What a style or mask is, for the work dir's options: a path with its size and time, or a hash."""
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item).resolve()
         try:
-            for index in range(frames):
-                writer.write(store.load(index))
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.close()
+            stat = path.stat()
+            return f"{path} {stat.st_size} {stat.st_mtime_ns}"
+        except OSError:
+            return str(path)
+    if isinstance(item, Image.Image):
+        data = item.tobytes() + repr((item.mode, item.size)).encode()
+    elif isinstance(item, torch.Tensor):
+        data = item.detach().float().cpu().numpy().tobytes() + repr(tuple(item.shape)).encode()
+    else:
+        data = repr(item).encode()
+    return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
+
+
+def still_start(inputs, frame, init: str) -> torch.Tensor:
+    """A frame started as a still: --init (content, random or an image), seeded per frame."""
+    config = inputs.config
+    generator = torch.Generator().manual_seed((config.seed or 0) + frame.index)
+    inputs = dataclasses.replace(inputs, content=frame.image, config=config.replace(init=init))
+    return inputs.start(config.image_size, generator)
+
+
+def encode(store, frames: int, output: Path, clip) -> Path:
+    """The finished frames 0 .. frames-1 as the output video, with the clip's rate and sound."""
+    writer = VideoWriter(output, clip.fps, audio=clip.audio())
+    try:
+        for index in range(frames):
+            writer.write(store.load(index))
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
