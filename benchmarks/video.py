@@ -1,7 +1,7 @@
 """Video: flicker, style and speed of the temporal methods on a real clip (issue #11's table).
 
     python benchmarks/video.py                                  # 20 frames at 384 px (hours on 2 cores)
-    python benchmarks/video.py --frames 8 --image-size 192 --strip docs/images/video_strip.jpg
+    python benchmarks/video.py --frames 8 --image-size 128 --threads 1 --strip docs/images/video_strip.jpg
 
 Rows, all on the same frames, style and seed:
   (a) each frame on its own: the still-image path (vggstyle.stylize) in a loop, content init;
@@ -112,9 +112,10 @@ def distances(frames, outputs, style) -> tuple[float, float]:
     return statistics.mean(style_d), statistics.mean(content_d)
 
 
-def strip(frames, rows: dict, path: Path, every: int, thumb: int = 160) -> None:
-    """Input and each row's frames, every ``every`` frames, as one JPEG."""
-    picks = list(range(0, len(frames), every))
+def strip(frames, rows: dict, path: Path, columns: int = 4, thumb: int = 160) -> None:
+    """Input and each row's frames (``columns`` of them, spread evenly) as one JPEG."""
+    from vggstyle.video_notebook import pick
+    picks = pick(len(frames), columns)
     labelled = [("input", frames)] + [(f"({k})", v) for k, v in rows.items()]
     height = round(thumb * frames[0].height / frames[0].width)
     sheet = Image.new("RGB", (60 + thumb * len(picks), height * len(labelled)), "white")
@@ -123,7 +124,7 @@ def strip(frames, rows: dict, path: Path, every: int, thumb: int = 160) -> None:
         for c, i in enumerate(picks):
             sheet.paste(images[i].resize((thumb, height), Image.LANCZOS), (60 + c * thumb, r * height))
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, quality=80)
+    sheet.save(path, quality=80, optimize=True)
 
 
 def main() -> None:
@@ -166,7 +167,7 @@ def main() -> None:
         print(f"| ({name}) {ROWS[name]} | {ratio:.2f} | {style_d:.3g} | {content_d:.3g} | {first:.1f} | {rest:.2f} |",
               flush=True)
     if args.strip:
-        strip(frames, rows, args.strip, max(1, len(frames) // 5))
+        strip(frames, rows, args.strip)
 
 
 if __name__ == "__main__":

@@ -314,3 +314,30 @@ def test_show_video_is_a_figure_of_input_over_output(tmp_path):
     figure = vggstyle.show_video(frames, frames[::-1], frames=3)
     assert len(figure.axes) == 6
     assert [ax.get_title() for ax in figure.axes[:3]] == ["frame 0", "frame 3", "frame 6"]
+
+
+def test_ctrl_c_stops_keeps_the_frames_and_the_same_command_continues(tmp_path):
+    import re
+    import signal
+    import time
+    clip = folder(tmp_path / "in", panning(16, 4))
+    work = tmp_path / "work"
+    argv = [sys.executable, "-m", "vggstyle", "video", str(clip), str(STYLE), "-o", str(tmp_path / "out.mp4"),
+            "--work-dir", str(work), "--image-size", "48", "--first-frame-iterations", "2",
+            "--frame-iterations", "40", "--precision", "fp32", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (work / "frame_000000.png").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=120)[1]
+    stopped = re.search(r"stopped after (\d) of 4 frames; run the same command again to continue", err)
+    assert process.returncode == 130 and stopped, err
+    kept = int(stopped.group(1))
+    assert 1 <= kept < 4 and len(list(work.glob("frame_*.png"))) == kept
+    assert not (tmp_path / "out.mp4").exists()
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0 and (tmp_path / "out.mp4").exists(), again.stderr
+    assert f"resuming after {kept} finished frames" in again.stderr
+    assert f"done: 4 frames ({kept} resumed)" in again.stderr
