@@ -20,9 +20,9 @@ CONTENT = ROOT / "examples" / "content" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "style" / "starry_night.jpg"
 
 
-def run_measured(argv: list[str], timeout: float = 3600) -> tuple[str, int, float]:
+def run_measured(argv: list[str], timeout: float = 3600, env: dict | None = None) -> tuple[str, int, float]:
     """Run a command; return (stdout, exit code, peak RSS in MB of that process alone, via os.wait4)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     out = proc.stdout.read()
@@ -33,11 +33,15 @@ def run_measured(argv: list[str], timeout: float = 3600) -> tuple[str, int, floa
 
 
 def vggstyle_run(options: dict, content=CONTENT, styles=(STYLE,), record_images_at: str | None = None,
-                 timeout: float = 7200) -> dict:
-    """Stylize in a child process with these StyleConfig options; returns the child's JSON plus peak_rss_mb."""
+                 timeout: float = 7200, source: str | None = None) -> dict:
+    """Stylize in a child process with these StyleConfig options; returns the child's JSON plus peak_rss_mb.
+
+    source: another checkout's src/ folder to import vggstyle from (a before/after comparison).
+    """
     payload = json.dumps({"options": options, "content": str(content), "styles": [str(s) for s in styles],
                           "save": record_images_at})
-    out, code, rss = run_measured([sys.executable, str(Path(__file__).resolve()), payload], timeout)
+    env = None if source is None else {**os.environ, "PYTHONPATH": source}
+    out, code, rss = run_measured([sys.executable, str(Path(__file__).resolve()), payload], timeout, env)
     if code != 0:
         return {"error": f"exit {code}", "peak_rss_mb": rss}
     result = json.loads(out.strip().splitlines()[-1])

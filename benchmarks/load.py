@@ -9,6 +9,14 @@ ended without a result. Exit status 1 if any job was lost or answered unexpected
 
     .venv/bin/python benchmarks/load.py                 # 20 jobs, queue of 8, 2 rounds, 32 px
     .venv/bin/python benchmarks/load.py --jobs 40 --max-queue 40 --image-size 64
+    .venv/bin/python benchmarks/load.py --hostile       # issue #10's hostile mix, see hostile()
+
+The hostile mix (server: --max-queue 3 --max-upload-mb 2): one job alone first (its peak RSS over
+idle is "one running job's memory"), then 20 normal jobs at once of which a few drop their event
+stream and poll instead, 8 concurrent 36-Mpx uploads (1-bit PNGs of ~15 KB) while the queue is
+full, and a few uploads cut off half-way. Then every accepted job is followed to its end, and the
+server is stopped with SIGTERM while a job runs and event streams are open. Target: no job lost,
+peak RSS over idle at most one job's + 300 MB, shutdown within 5 s.
 """
 
 from __future__ import annotations
@@ -60,7 +68,8 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 def start_server(port: int, args) -> subprocess.Popen:
     command = [sys.executable, "-m", "vggstyle", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--max-queue", str(args.max_queue), "--log-level", "warning"]
+               "--max-queue", str(args.max_queue), "--max-upload-mb", str(args.max_upload_mb),
+               "--log-level", "warning"]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -76,7 +85,7 @@ def start_server(port: int, args) -> subprocess.Popen:
 
 
 def run_job(base: str, files: list, data: dict, barrier: threading.Barrier, outcome: dict, deadline: float,
-            poll: float) -> None:
+            poll: float, drop_stream: bool = False) -> None:
     with httpx.Client(base_url=base, timeout=30) as client:
         barrier.wait()  # all submissions leave together
         try:
@@ -89,6 +98,10 @@ def run_job(base: str, files: list, data: dict, barrier: threading.Barrier, outc
             outcome["detail"] = response.json().get("detail", "")
             return
         job_id = response.json()["id"]
+        if drop_stream:  # a page that goes away: open the event stream, read a little, hang up
+            with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
+                next(stream.iter_lines(), None)
+            poll = poll or 0.5
         job = follow(client, job_id, poll, deadline)
         if job is None:
             outcome["end"] = "timed out or vanished"
@@ -165,7 +178,17 @@ def main(argv=None) -> int:
     parser.add_argument("--poll", type=float, default=0.0,
                         help="follow jobs by asking for their state every POLL seconds (0: the event stream)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds a round may take before jobs count as lost")
+    parser.add_argument("--max-upload-mb", type=float, default=30.0, help="the server's --max-upload-mb")
+    parser.add_argument("--hostile", action="store_true",
+                        help="the hostile mix instead of rounds (defaults then: --max-queue 3 --max-upload-mb 2 "
+                             "--image-size 128 --iterations 20)")
     args = parser.parse_args(argv)
+    if args.hostile:
+        from _hostile import hostile  # noqa: E402 - beside this file
+        for name, value in (("max_queue", 3), ("max_upload_mb", 2.0), ("image_size", 128), ("iterations", 20)):
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+        return hostile(args)
 
     files = [("content", ("content.png", tiny_png(EXAMPLES / "content" / "tubingen.jpg", 48), "image/png")),
              ("style", ("style.png", tiny_png(EXAMPLES / "style" / "starry_night.jpg", 48), "image/png"))]

@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                        # everything (~40 min on 2 cores)
     python benchmarks/speed.py --sizes 512 --skip-ttq # per-iteration table only
+    python benchmarks/speed.py --sizes 512 --skip-quality --skip-ttq --also before=/path/to/old/src
 
 Three tables, contenders interleaved in one run (this machine is shared and noisy):
 1. milliseconds per iteration (median over the steps after the first two; setup
@@ -52,18 +53,20 @@ def quality_of(path: Path, size: int = 512) -> dict:
     return measure_losses(CONTENT, STYLE, image=path, image_size=size, single_scale=True, precision="fp32")
 
 
-def per_iteration(sizes, iterations, rounds, workdir: Path) -> None:
+def per_iteration(sizes, iterations, rounds, workdir: Path, others: dict[str, str]) -> None:
     print("\n## Time per iteration (single scale, median ms; lower is better)\n")
     print("| size | contender | ms / iteration | vs pastiche | peak RSS (MB) |")
     print("| --- | --- | --- | --- | --- |")
     for size in sizes:
         n = iterations if size <= 512 else max(4, iterations // 2)
-        rows: dict[str, list[dict]] = {"pastiche 1.6.0 (fp32)": [], "vggstyle fp32": [], "vggstyle auto": []}
+        contenders = [("vggstyle fp32", "fp32", None), ("vggstyle auto", "auto", None)]
+        contenders += [(f"{label} auto", "auto", source) for label, source in others.items()]
+        rows: dict[str, list[dict]] = {"pastiche 1.6.0 (fp32)": [], **{name: [] for name, _, _ in contenders}}
         for _ in range(rounds):  # interleave the contenders
             rows["pastiche 1.6.0 (fp32)"].append(pastiche_run(size, n, workdir / "p.png"))
-            for name, precision in (("vggstyle fp32", "fp32"), ("vggstyle auto", "auto")):
+            for name, precision, source in contenders:
                 rows[name].append(vggstyle_run({"image_size": size, "single_scale": True, "num_iterations": n,
-                                                "precision": precision}))
+                                                "precision": precision}, source=source))
         best = {name: min(runs, key=lambda r: r.get("ms_per_iter", float("inf"))) for name, runs in rows.items()}
         base = best["pastiche 1.6.0 (fp32)"].get("ms_per_iter")
         for name, result in best.items():
@@ -134,12 +137,15 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=600, help="iterations the faster pipelines may use")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-ttq", action="store_true")
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=SRC",
+                        help="another checkout's src/ folder as one more contender, e.g. before=/tmp/old/src")
     args = parser.parse_args()
     import torch
     print(f"# vggstyle speed benchmark\n\nmachine: {cpu_name()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        per_iteration(args.sizes, args.iterations, args.rounds, Path(tmp))
+        others = dict(item.split("=", 1) for item in args.also)
+        per_iteration(args.sizes, args.iterations, args.rounds, Path(tmp), others)
         if not args.skip_quality:
             equal_iterations(args.quality_iterations, Path(tmp))
     if not args.skip_ttq:

@@ -100,7 +100,7 @@ def _bad_inputs(tmp_path, images):
         "directory": ([tmp_path, s], "is a directory"),
         "not an image": ([c, text], "not an image"),
         "truncated jpeg": ([truncated, s], "damaged or truncated"),
-        "zero-size file": ([empty, s], "not an image"),
+        "zero-size file": ([empty, s], "the file is empty"),
         "1-pixel image": ([c, tiny], "too small"),
         "pixel limit": ([big, s, "--max-input-pixels", "1000"], "over the limit"),
         "unknown layer": ([c, s, "--style-layers", "relu1_1,relu9_1"], "unknown VGG19 layer 'relu9_1': did you mean"),
@@ -116,6 +116,8 @@ def _bad_inputs(tmp_path, images):
         "blend count": ([c, s, "--style-blend-weights", "1,2"], "2 values for 1 style"),
         "fp16 on cpu": ([c, s, "--precision", "fp16", "--device", "cpu"], "fp16 is for CUDA"),
         "no style": ([c], "the following arguments are required"),
+        "huge seed": ([c, s, "--seed", "9" * 40], "--seed must be a whole number from 0 to"),
+        "huge style scale": ([c, s, "--style-scale", "1e6"], "lower --style-scale"),
     }, out
 
 

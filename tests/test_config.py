@@ -125,3 +125,60 @@ def test_bad_scales():
         StyleConfig(coarse_to_fine_above=-1).validate()
     with pytest.raises(ConfigError, match="--scale-steps must be"):
         StyleConfig(scale_steps=0).validate()
+
+
+# ---------------------------------------------------------------- option specs
+def test_every_field_declares_its_option_spec():
+    from vggstyle.cli import GROUP_TITLES
+    from vggstyle.config import KINDS, config_fields, config_options
+
+    options = config_options()
+    assert [o.name for o in options] == [f.name for f in config_fields()]
+    for o in options:
+        assert o.kind in KINDS and o.group in GROUP_TITLES and o.help, o
+        assert o.web in (True, False), f"{o.name}: web must be declared True or False"
+        assert (o.kind in ("choice", "choice-or-path")) == bool(o.choices), o.name
+
+
+def test_what_a_web_client_may_not_set_is_written_down():
+    from vggstyle.config import config_options
+
+    server_only = {o.name for o in config_options() if not o.web}
+    # Written out by hand: a change to this boundary must be a visible change to this test.
+    assert server_only == {"max_input_pixels", "style_masks", "weights_source", "weights",
+                           "weights_preprocessing", "device", "precision", "threads", "checkpoint"}
+    assert not [o.name for o in config_options() if o.web and o.kind in ("path", "paths")]
+
+
+def test_shown_defaults_and_the_auto_on_off_constant():
+    from vggstyle.config import AUTO_ON_OFF, option
+
+    assert option("num_iterations").shown == DEFAULT_ITERATIONS == 300
+    assert option("style_layers").shown == "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
+    assert option("learning_rate").shown is None and option("learning_rate").optional
+    assert option("checkpoint").choices == AUTO_ON_OFF == ("auto", "on", "off")
+    assert option("init").choices == ("content", "random")
+
+
+def test_page_help_names_no_command_line_flags():
+    from vggstyle.config import config_options
+
+    for o in config_options():
+        if o.web:
+            assert "--" not in (o.page_help or o.help), o.name
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**40])
+def test_seed_out_of_range(seed):
+    with pytest.raises(ConfigError, match="--seed must be a whole number from 0 to 9223372036854775807"):
+        StyleConfig(seed=seed).validate()
+    StyleConfig(seed=2**63 - 1).validate()
+
+
+def test_style_scale_cannot_ask_for_a_style_larger_than_memory_allows():
+    with pytest.raises(ConfigError, match="--style-scale 1e\\+06 makes the style images 96000000 px"):
+        StyleConfig(image_size=96, style_scale=1e6).validate()
+    with pytest.raises(ConfigError, match="lower --style-scale"):
+        StyleConfig(image_size=128, style_scale=40, max_input_pixels=20_000_000).validate()
+    StyleConfig(image_size=512, style_scale=2).validate()  # 1024 px: fine
+    StyleConfig(image_size=48, max_input_pixels=1000).validate()  # not larger than the result: fine

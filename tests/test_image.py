@@ -105,7 +105,7 @@ def _png_with_size(width, height):
     (lambda p: None, "file not found"),
     (lambda p: p.mkdir(), "is a directory"),
     (lambda p: p.write_text("hello, not an image"), "not an image Pillow can read"),
-    (lambda p: p.write_bytes(b""), "not an image Pillow can read"),
+    (lambda p: p.write_bytes(b""), "the file is empty"),
     (lambda p: Image.new("RGB", (1, 1)).save(p, "PNG"), r"1x1 px is too small"),
     (lambda p: p.write_bytes(_png_with_size(0, 0)), "(too small|damaged|not an image)"),
     (lambda p: p.write_bytes(_png_with_size(12000, 12000)), "over the limit of 100,000,000 pixels"),
@@ -180,3 +180,62 @@ def test_output_path_checks(tmp_path):
         check_output_path(tmp_path / "d.png")
     with pytest.raises(OutputError, match="not writable"):
         check_output_path("/proc/vggstyle-out.png")  # unwritable even for root
+
+
+# ------------------------------------------------------------------ bytes and error kinds
+def _png_bytes(size=(40, 30), mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, 128).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_decode_image_from_bytes_matches_load_image(tmp_path):
+    from vggstyle.image import decode_image
+
+    path = tmp_path / "g.png"
+    Image.fromarray(_gradient()).save(path)
+    assert np.array_equal(np.asarray(decode_image(path.read_bytes())), np.asarray(load_image(path)))
+
+
+def test_decode_errors_have_distinct_kinds(tmp_path):
+    from vggstyle.errors import DamagedImage, ImageTooLarge, NotAnImage
+    from vggstyle.image import decode_image
+
+    with pytest.raises(ImageTooLarge, match="40x30 px is over the limit of 1,000 pixels") as info:
+        decode_image(_png_bytes(), "content image", max_pixels=1000)
+    assert info.value.size == (40, 30) and info.value.limit == 1000
+    with pytest.raises(NotAnImage, match="content image: not an image Pillow can read"):
+        decode_image(b"%PDF-1.4 not an image", "content image")
+    with pytest.raises(NotAnImage, match=r"\(use PNG, JPEG\)"):  # a decoder not allowed counts as unknown
+        decode_image(_gif_bytes(), formats=("PNG", "JPEG"))
+    with pytest.raises(DamagedImage, match="the file is empty"):
+        decode_image(b"")
+    data = _png_bytes((200, 200))
+    with pytest.raises(DamagedImage, match="damaged or truncated"):
+        decode_image(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="too small") as small:
+        decode_image(_png_bytes((10, 40)))
+    assert type(small.value) is ImageError
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DamagedImage, match="the file is empty"):
+        load_image(empty)
+
+
+def _gif_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("P", (20, 20)).save(buffer, "GIF")
+    return buffer.getvalue()
+
+
+def test_min_side_of_layers_without_torch():
+    import subprocess
+    import sys
+
+    from vggstyle.layers import min_side
+
+    assert min_side(["relu1_1"]) == 1 and min_side(["relu1_1", "relu2_1"]) == 2
+    assert min_side(["relu5_1", "relu4_2"]) == 16 and min_side(["pool5"]) == 32
+    code = "import sys, vggstyle.layers, vggstyle.image; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-from vggstyle.losses import blend_grams, content_loss, gram_matrix, relative_squared_error, tv_loss
-from vggstyle.style import StyleObjective
+from vggstyle.losses import (blend_grams, content_loss, content_reference, gram_matrix, relative_squared_error,
+                             tv_loss)
+from vggstyle.objective import ContentTerm, StyleTerm
+from vggstyle.style import GramStatistic
 
 
 def reference_gram(f):
@@ -66,8 +68,28 @@ def test_content_loss_weighted_mean_over_layers():
     assert got.item() == pytest.approx(0.75)
 
 
+def test_content_reference_is_the_target_energy_above_the_floor():
+    target = torch.full((1, 2, 3, 3), 2.0)  # ||P||^2 = 18 * 4 = 72
+    quiet_style = [torch.full((1, 2, 3, 3), 1.0)]  # mean square 1: floor 0.1 * 1 * 18 = 1.8
+    assert content_reference(target, quiet_style).item() == pytest.approx(72.0)
+    loud_style = [torch.full((1, 2, 3, 3), 100.0)]  # mean square 1e4: floor 0.1 * 1e4 * 18 = 18000
+    assert content_reference(target, loud_style).item() == pytest.approx(18000.0)
+    # Several styles: their mean energy.
+    assert content_reference(target, quiet_style + loud_style).item() == pytest.approx(0.1 * 5000.5 * 18)
+
+
+def test_a_featureless_content_does_not_inflate_the_content_term():
+    # The flat-image bug: with the plain relative error a near-zero target makes any change huge.
+    flat = {"relu4_2": torch.full((1, 4, 3, 3), 0.01)}
+    changed = {"relu4_2": torch.full((1, 4, 3, 3), 1.0)}
+    style = [{"relu4_2": torch.full((1, 4, 3, 3), 1.0)}]
+    plain = ContentTerm(1.0, flat, {"relu4_2": 1.0})(None, changed)
+    floored = ContentTerm(1.0, flat, {"relu4_2": 1.0}, style)(None, changed)
+    assert plain.item() > 1e3 and floored.item() == pytest.approx(0.99 ** 2 / 0.1, rel=1e-4)
+
+
 def style_loss(features, style_features, layer_weights):
-    return StyleObjective("gram", layer_weights, [style_features], [1.0]).loss(features)
+    return StyleTerm(1.0, GramStatistic(), layer_weights, [style_features], [1.0])(None, features)
 
 
 def test_style_loss_by_hand():
@@ -95,7 +117,7 @@ def test_a_full_image_mask_gives_the_unmasked_loss():
     f = {"relu1_1": torch.randn(1, 3, 6, 4), "relu2_1": torch.randn(1, 5, 3, 2)}
     style = {k: torch.randn_like(v) for k, v in f.items()}
     weights = {"relu1_1": 1.0, "relu2_1": 0.5}
-    masked = StyleObjective("gram", weights, [style], [1.0], masks=[torch.ones(1, 1, 6, 4)]).loss(f)
+    masked = StyleTerm(1.0, GramStatistic(), weights, [style], [1.0], masks=[torch.ones(1, 1, 6, 4)])(None, f)
     assert masked.item() == pytest.approx(style_loss(f, style, weights).item(), rel=1e-5)
 
 

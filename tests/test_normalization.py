@@ -2,16 +2,15 @@
 
 import pytest
 
+from conftest import EXAMPLES
 from vggstyle.optimize import measure_losses
 
-CONTENT = "examples/content/tubingen.jpg"
-STYLE = "examples/style/starry_night.jpg"
+CONTENT = EXAMPLES / "content" / "tubingen.jpg"
+STYLE = EXAMPLES / "style" / "starry_night.jpg"
 
 
 @pytest.fixture(scope="module")
-def terms(request):
-    import os
-    os.chdir(request.config.rootpath)
+def terms():
     out = {}
     for size in (128, 512):
         at_content = measure_losses(CONTENT, STYLE, image_size=size, precision="fp32", init="content")

@@ -4,13 +4,16 @@ import pytest
 import torch
 
 import vggstyle
+from conftest import EXAMPLES
 from vggstyle import device as device_module
-from vggstyle.device import ComputePolicy, physical_cores, resolve_policy
+from vggstyle.config import StyleConfig
+from vggstyle.device import resolve_policy
 from vggstyle.errors import ConfigError
-from vggstyle.optimize import _prepare
+from vggstyle.inputs import load_inputs
+from vggstyle.optimize import build_objective, network_for
 
-CONTENT = "examples/content/tubingen.jpg"
-STYLE = "examples/style/starry_night.jpg"
+CONTENT = EXAMPLES / "content" / "tubingen.jpg"
+STYLE = EXAMPLES / "style" / "starry_night.jpg"
 
 
 def test_auto_is_bf16_channels_last_with_native_bf16(monkeypatch):
@@ -34,33 +37,22 @@ def test_cuda_requests_fail_clearly_without_a_gpu():
 def test_cuda_auto_policy_and_a_short_run(small_images):
     policy = resolve_policy("cuda", "auto")
     assert policy.device.type == "cuda" and policy.autocast_dtype in (torch.bfloat16, torch.float16)
+    benchmark = torch.backends.cudnn.benchmark
     out = vggstyle.stylize(small_images["content"], small_images["style"], device="cuda", image_size=64,
                            num_iterations=10)
     assert out.info["vggstyle"]["precision_used"] in ("bf16", "fp16")
-
-
-def test_threads_default_to_physical_cores():
-    import os
-    from vggstyle.device import set_threads
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert set_threads(None) == physical_cores() == torch.get_num_threads()
-        assert 1 <= physical_cores() <= os.cpu_count()
-        assert set_threads(1) == 1 == torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
+    assert torch.backends.cudnn.benchmark == benchmark  # set for the call only
 
 
 def _loss_and_grad(precision, image_size=128):
-    runner = _prepare(CONTENT, STYLE, None, dict(image_size=image_size, precision=precision, single_scale=True,
-                                                   init="random", seed=0))
-    runner.set_scale(image_size)
-    width, height = runner.scale_size(image_size)
-    pixels = (runner.init_tensor(width, height) * 255).requires_grad_(True)
-    loss = runner._losses(pixels)["total"]
+    config = StyleConfig(image_size=image_size, precision=precision, init="random", seed=0)
+    inputs = load_inputs(CONTENT, STYLE, config)
+    net = network_for(config, resolve_policy("cpu", precision))
+    objective = build_objective(net, config, inputs.at(image_size))
+    image = inputs.start(image_size, torch.Generator().manual_seed(0)).requires_grad_(True)
+    loss = objective(image)["total"]
     loss.backward()
-    return loss.item(), pixels.grad.flatten()
+    return loss.item(), image.grad.flatten()
 
 
 def test_bf16_loss_and_gradient_agree_with_float32():
@@ -84,7 +76,3 @@ def test_a_short_bf16_run_ends_within_a_few_percent_of_float32(small_images):
                          single_scale=True, precision=precision, on_step=lambda p: history.append(p.losses["total"]))
         finals[precision] = history[-1]
     assert abs(finals["bf16"] - finals["fp32"]) / finals["fp32"] < 0.05, finals
-
-
-def test_policy_describes_itself():
-    assert ComputePolicy(torch.device("cpu"), torch.bfloat16, True).describe() == "cpu bf16 channels_last"

@@ -59,10 +59,10 @@ def test_w2_one_dimensional_closed_form():
     m1, s1 = f1.mean().item(), f1.std(unbiased=False).item()
     m2, s2 = f2.mean().item(), f2.std(unbiased=False).item()
     want = (m1 - m2) ** 2 + (s1 - s2) ** 2
-    target = wasserstein2_target(f2, eps=1e-10)
+    target = wasserstein2_target(f2, relative_eps=1e-10)
     assert wasserstein2_distance(f1, target).item() == pytest.approx(want, rel=1e-9)
     assert wasserstein2_loss(f1, target).item() == pytest.approx(want / (s2 ** 2 + m2 ** 2), rel=1e-9)
-    # The default smoothing moves the value by at most ~2 eps (relative).
+    # The default smoothing moves the value by at most ~2 relative_eps.
     assert wasserstein2_loss(f1, wasserstein2_target(f2)).item() == pytest.approx(want / (s2 ** 2 + m2 ** 2), rel=2e-3)
 
 
@@ -81,7 +81,7 @@ def test_w2_diagonal_closed_form(rotate):
         assert gaussian_stats(f1)[1][0, 0, 1].abs() > 0.1  # really not diagonal any more
     want = sum((a - b) ** 2 for a, b in zip(m1, m2)) + sum((a - b) ** 2 for a, b in zip(s1, s2))
     scale = sum(b ** 2 for b in s2) + sum(b ** 2 for b in m2)
-    target = wasserstein2_target(f2, eps=1e-10)
+    target = wasserstein2_target(f2, relative_eps=1e-10)
     assert wasserstein2_distance(f1, target).item() == pytest.approx(want, rel=1e-7)
     assert wasserstein2_loss(f1, target).item() == pytest.approx(want / scale, rel=1e-7)
 

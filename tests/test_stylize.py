@@ -123,22 +123,23 @@ def test_parameters_travel_with_the_result(small_images, tmp_path):
 
 
 def test_non_finite_bf16_loss_falls_back_to_float32(small_images, monkeypatch):
-    from vggstyle import optimize
+    from vggstyle.objective import Objective
     calls = {"n": 0}
-    original = optimize._Runner.unweighted_losses
+    original = Objective.unweighted
 
-    def poisoned(self, pixels):
-        terms = original(self, pixels)
+    def poisoned(self, image):
+        terms = original(self, image)
         calls["n"] += 1
-        if self.policy.autocast_dtype is not None and calls["n"] == 3:
+        if self.net.policy.autocast_dtype is not None and calls["n"] == 3:
             terms["style"] = terms["style"] * float("nan")
         return terms
 
-    monkeypatch.setattr(optimize._Runner, "unweighted_losses", poisoned)
+    monkeypatch.setattr(Objective, "unweighted", poisoned)
     with pytest.warns(RuntimeWarning, match="continuing in float32"):
         result, history = _run(small_images, image_size=48, num_iterations=6, precision="bf16")
-    assert len(history) == 6
+    assert [p.step for p in history] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(p.losses["total"]) for p in history)
+    assert [p.precision for p in history] == ["bf16"] * 2 + ["fp32"] * 4
     assert result.info["vggstyle"]["precision_used"] == "fp32"
 
 
@@ -147,14 +148,28 @@ def test_image_too_small_for_the_network(small_images):
         vggstyle.stylize(small_images["content"], small_images["style"], image_size=20, num_iterations=1)
 
 
-def test_threads_option_is_applied(small_images):
+def test_threads_apply_to_the_call_only(small_images):
     before = torch.get_num_threads()
-    try:
-        vggstyle.stylize(small_images["content"], small_images["style"], image_size=32, num_iterations=1,
-                         threads=1, content_layers="relu2_1", style_layers="relu1_1")
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    other = 1 if before != 1 else 2
+    during = []
+    vggstyle.stylize(small_images["content"], small_images["style"], image_size=32, num_iterations=2,
+                     threads=other, content_layers="relu2_1", style_layers="relu1_1",
+                     on_step=lambda p: during.append(torch.get_num_threads()))
+    assert during == [other, other]
+    assert torch.get_num_threads() == before
+    # Without --threads the library leaves the process's setting alone.
+    vggstyle.stylize(small_images["content"], small_images["style"], image_size=32, num_iterations=1,
+                     content_layers="relu2_1", style_layers="relu1_1",
+                     on_step=lambda p: during.append(torch.get_num_threads()))
+    assert during[-1] == before == torch.get_num_threads()
+
+
+def test_random_init_leaves_the_global_random_state_alone(small_images):
+    state = torch.get_rng_state()
+    out = vggstyle.stylize(small_images["content"], small_images["style"], image_size=32, num_iterations=1,
+                           init="random", content_layers="relu2_1", style_layers="relu1_1")
+    assert torch.equal(state, torch.get_rng_state())
+    assert isinstance(out.info["vggstyle"]["seed_used"], int)
 
 
 def test_coarse_to_fine_runs_every_scale_and_upsamples_between(small_images):

@@ -16,9 +16,8 @@ pytest.importorskip("multipart", reason="the web app needs python-multipart (the
 from fastapi.testclient import TestClient  # noqa: E402
 
 from vggstyle import ConfigError, StyleConfig  # noqa: E402
-from vggstyle.config import config_fields  # noqa: E402
 from vggstyle.web.server import create_app, main  # noqa: E402
-from vggstyle.web.uploads import Limits, names_files  # noqa: E402
+from vggstyle.web.uploads import Limits  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 LONG = "3000"  # iterations of a job meant to be cancelled, never finished
@@ -163,10 +162,10 @@ def mask_png(size, left_white: bool) -> bytes:
 def test_style_masks_are_uploaded_one_per_style(make_client, content, style, style2):
     seen = {}
 
-    def recording(content_image, styles, config, *, on_step, style_masks=None):
-        from vggstyle.optimize import stylize
-        seen["masks"] = style_masks
-        return stylize(content_image, styles, config, on_step=on_step, style_masks=style_masks)
+    def recording(content_image, styles, config, *, on_step, masks=None):
+        from vggstyle.web.jobs import _default_runner
+        seen["masks"] = masks
+        return _default_runner(content_image, styles, config, on_step=on_step, masks=masks)
 
     client = make_client(runner=recording)
     masks = [("style_mask", ("left.png", mask_png((96, 72), True), "image/png")),
@@ -216,8 +215,8 @@ def test_cancel_running_job_keeps_partial_result(make_client, content, style):
     assert done["state"] == "cancelled" and 2 <= done["step"] < int(LONG)
     result = read_png(client.get(f"/api/jobs/{job['id']}/result").content)
     assert json.loads(result.info["vggstyle"])["iterations_done"] == done["step"]
-    # Deleting a finished job discards it and its file.
-    assert client.delete(f"/api/jobs/{job['id']}").status_code == 200
+    # Discarding is explicit: the result and its file go.
+    assert client.delete(f"/api/jobs/{job['id']}/result").json() == {"detail": "discarded"}
     assert client.get(f"/api/jobs/{job['id']}").status_code == 404
     assert list(client.app.state.jobs.directory.iterdir()) == []
 
@@ -375,10 +374,11 @@ def test_bad_uploads_are_refused_before_the_worker(make_client, content, style, 
     ({"image_sise": "64"}, "unknown field 'image_sise'; did you mean image_size?"),
     ({"device": "cuda"}, "device is set by the server"),
     ({"threads": "64"}, "threads is set by the server"),
-    ({"weights": "/etc/passwd"}, "weights is set by the server"),
+    ({"weights": "/etc/passwd"}, "weights names files on the server"),
+    ({"weights_source": "torchvision"}, "weights_source is set by the server"),
+    ({"max_input_pixels": "1e12"}, "max_input_pixels is set by the server"),
+    ({"checkpoint": "off"}, "checkpoint is set by the server"),
     ({"init": "/etc/passwd"}, "init must be one of content, random here"),
-    *[({f.name: "/etc/passwd"}, f"{f.name} names files on the server")
-      for f in config_fields() if names_files(f) and f.name not in ("weights", "style_masks")],
     ({"style_masks": "/etc/passwd"}, "send the masks as files in the field 'style_mask'"),
     ({"image_size": "4096"}, "image_size 4096 is over this server's limit of 2048 px"),
     ({"num_iterations": "100000"}, "100000 iterations is over this server's limit of 5000"),
@@ -403,7 +403,9 @@ def test_malformed_requests(make_client, content, style):
     two_contents = post("/api/jobs", files=files(content, style) + [("content", ("d.png", content, "image/png"))])
     assert two_contents.status_code == 422 and "exactly one content" in two_contents.json()["detail"]
     many = post("/api/jobs", files=files(content, style, style, style))
-    assert many.status_code == 422 and "at most 2 style images" in many.json()["detail"]
+    assert many.status_code == 422 and "3 style images; this server takes at most 2" in many.json()["detail"]
+    too_many_files = post("/api/jobs", files=files(content, *[style] * 5))
+    assert too_many_files.status_code == 422 and "too many files" in too_many_files.json()["detail"]
     as_text = post("/api/jobs", files=files(content, style) + [("image_size", ("x.txt", b"64", "text/plain"))])
     assert as_text.status_code == 422 and "form field, not a file" in as_text.json()["detail"]
     cross = post("/api/jobs", files=files(content, style), headers={"Origin": "http://evil.example"})
@@ -439,8 +441,8 @@ def test_body_without_length_is_cut_at_the_limit(make_client, content):
 
 
 # ------------------------------------------------------------------------ the page and its form
-def test_form_values_are_converted_by_the_field_annotation():
-    from vggstyle.web.uploads import config_from_form, form_fields
+def test_form_values_are_converted_by_the_option_kind():
+    from vggstyle.web.uploads import config_from_form
 
     limits = Limits()
     config = config_from_form({"content_weight": "2.5", "num_iterations": "7", "seed": " 3 ", "learning_rate": "",
@@ -451,22 +453,21 @@ def test_form_values_are_converted_by_the_field_annotation():
     assert config.style_layers == {"relu1_1": 1.0, "relu2_1": 0.5}
     assert config.style_blend_weights == [3.0, 7.0] and config.optimizer == "adam"
     assert config.max_input_pixels == limits.max_input_pixels
-    for f in form_fields():  # booleans, when StyleConfig has any
-        if str(f.type) == "bool":
-            assert getattr(config_from_form({f.name: "true"}, 1, limits), f.name) is True
-            assert getattr(config_from_form({f.name: "off"}, 1, limits), f.name) is False
-            with pytest.raises(Exception, match=f"{f.name} must be true or false"):
-                config_from_form({f.name: "maybe"}, 1, limits)
+    assert config_from_form({"single_scale": "true"}, 1, limits).single_scale is True
+    assert config_from_form({"single_scale": "off"}, 1, limits).single_scale is False
+    with pytest.raises(Exception, match="single_scale must be true or false"):
+        config_from_form({"single_scale": "maybe"}, 1, limits)
 
 
 def test_options_are_built_from_style_config(make_client):
     client = make_client(max_image_size=600)
     options = client.get("/api/options").json()
     names = [f["name"] for f in options["fields"]]
-    server_side = {"weights", "weights_source", "weights_preprocessing", "max_input_pixels", "device", "precision",
-                   "threads"}
-    assert names == [f.name for f in config_fields() if f.name not in server_side and not names_files(f)
-                     and f.metadata["group"] != "hardware"]
+    assert names == ["content_weight", "style_weight", "tv_weight", "image_size", "style_scale",
+                     "style_blend_weights", "init", "optimizer", "learning_rate", "ema_decay", "num_iterations",
+                     "epochs", "steps_per_epoch", "seed", "style_loss", "original_colors", "single_scale",
+                     "coarse_to_fine_above", "min_scale", "scale_steps", "scales", "coarse_iterations_factor",
+                     "content_layers", "style_layers", "pooling"]
     assert {"content_weight", "style_weight", "image_size", "num_iterations", "style_layers"} <= set(names)
     defaults = StyleConfig()
     by_name = {f["name"]: f for f in options["fields"]}

@@ -29,16 +29,16 @@ from vggstyle.web.server import LOOPBACK_NAMES, background_server, create_app  #
 from vggstyle.web.uploads import Limits  # noqa: E402
 
 
-def paced(content, styles, config, *, on_step, style_masks=None):
+def paced(content, styles, config, *, on_step, masks=None):
     """vggstyle.stylize at no more than 20 iterations a second, so that the previews a browser sees do
     not depend on how fast this machine is (a real 512 px job takes about a second an iteration)."""
-    from vggstyle import stylize
+    from vggstyle.web.jobs import _default_runner
 
     def step(progress):
         time.sleep(0.05)
         return on_step(progress)
 
-    return stylize(content, styles, config, on_step=step, **({"style_masks": style_masks} if style_masks else {}))
+    return _default_runner(content, styles, config, on_step=step, masks=masks)
 
 
 def tiny(tmp_path, source, side, name):
@@ -80,7 +80,8 @@ def test_upload_start_watch_preview_and_download(browser, tmp_path):
 
         page.set_input_files("#content-file", str(content))
         page.set_input_files("#style-files", [str(style_a), str(style_b)])
-        assert page.locator("#content-thumb img").count() == 1
+        page.wait_for_selector("#content-thumb img")  # each pick is decoded first, then shown
+        page.wait_for_selector("#style-list li:nth-child(2) input.blend")
         sliders = page.locator("#style-list input.blend")
         assert sliders.count() == 2, "several styles get blend sliders"
         sliders.nth(1).evaluate("e => { e.value = '8'; e.dispatchEvent(new Event('input')); }")
@@ -140,9 +141,9 @@ def test_style_masks_one_per_style_or_none(browser, tmp_path):
 
     received = []
 
-    def recording(content, styles, config, *, on_step, style_masks=None):
-        received.append(style_masks)
-        return paced(content, styles, config, on_step=on_step, style_masks=style_masks)
+    def recording(content, styles, config, *, on_step, masks=None):
+        received.append(masks)
+        return paced(content, styles, config, on_step=on_step, masks=masks)
 
     with background_server(create_app(Limits(), runner=recording, allowed_hosts=LOOPBACK_NAMES)) as url:
         page = browser.new_page()
@@ -153,8 +154,10 @@ def test_style_masks_one_per_style_or_none(browser, tmp_path):
         page.wait_for_selector("body[data-ready='1']")
         page.set_input_files("#content-file", str(content))
         page.set_input_files("#style-files", [str(style_a), str(style_b)])
+        page.wait_for_selector("#content-thumb img")
+        page.wait_for_selector("#style-list li:nth-child(2)")
         page.set_input_files("#mask-file-0", str(sky))
-        assert "mask: sky.png" in page.inner_text("#style-list li:nth-child(1)")
+        page.wait_for_selector("#style-list li:nth-child(1) >> text=mask: sky.png")
         page.fill("#f-image_size", "48")
         page.fill("#f-num_iterations", "4")
         page.click("#start")
@@ -162,6 +165,7 @@ def test_style_masks_one_per_style_or_none(browser, tmp_path):
         assert sent == [] and page.is_hidden("#run"), "nothing is sent with a mask missing"
 
         page.set_input_files("#mask-file-1", str(ground))
+        page.wait_for_selector("#style-list li:nth-child(2) >> text=mask: ground.png")
         page.click("#start")
         page.wait_for_selector("#download:not([hidden])")
         assert page.inner_text("#status").startswith("Done: 4 iterations")
@@ -169,4 +173,88 @@ def test_style_masks_one_per_style_or_none(browser, tmp_path):
         assert len(masks) == 2 and masks[0].size == masks[1].size == (48, 36)
         # In the styles' order: the sky mask (white at the top) goes with the first style.
         assert masks[0].getpixel((24, 2)) > 200 and masks[1].getpixel((24, 2)) < 50
+        page.close()
+
+
+def test_api_docs_render_their_operations_offline(browser):
+    with background_server(create_app(Limits(), runner=paced, allowed_hosts=LOOPBACK_NAMES)) as url:
+        page = browser.new_page()
+        outside = []
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:")) else None)
+        page.goto(url + "/docs")
+        page.wait_for_selector(".opblock", timeout=30_000)
+        assert page.locator(".opblock").count() >= 8, "every operation is rendered"
+        assert "Unable to render" not in page.inner_text("body")
+        assert outside == [], "nothing is loaded from elsewhere"
+        page.close()
+        import urllib.request
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url + "/redoc")
+        assert info.value.code == 404, "ReDoc would need a CDN: it is off"
+
+
+def test_page_help_choices_and_non_images_said_at_once(browser, tmp_path):
+    content, _ = tiny(tmp_path, "content/tubingen.jpg", 64, "tubingen.png")
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not an image at all")
+    with background_server(create_app(Limits(), runner=paced, allowed_hosts=LOOPBACK_NAMES)) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.click("details summary")  # open "More options"
+        helps = page.locator(".field small").evaluate_all("els => els.map(e => e.textContent)")
+        assert len(helps) > 20 and not [h for h in helps if "--" in h], "help is written for the page, not the CLI"
+        assert page.locator("#f-init option").evaluate_all("els => els.map(e => e.value)") == ["content", "random"]
+        assert "image path" not in page.inner_text("#f-init >> xpath=..")
+        layers = page.locator("#f-style_layers")
+        assert layers.evaluate("e => e.scrollWidth <= e.clientWidth"), "the layer box shows its whole default"
+        page.set_input_files("#style-files", str(fake))
+        page.wait_for_selector("#form-error >> text=Not an image")
+        assert "Not an image this page can read: notes.jpg" in page.inner_text("#form-error")
+        assert page.locator("#style-list li").count() == 0, "not added"
+        page.set_input_files("#content-file", str(content))
+        page.wait_for_selector("#content-thumb img")  # checked, then shown
+        page.close()
+
+
+def test_the_page_recovers_when_its_job_disappears(browser, tmp_path):
+    content, _ = tiny(tmp_path, "content/tubingen.jpg", 64, "tubingen.png")
+    style, _ = tiny(tmp_path, "style/starry_night.jpg", 48, "starry.png")
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    with background_server(create_app(Limits(), runner=paced, allowed_hosts=LOOPBACK_NAMES), port=port) as url:
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#content-file", str(content))
+        page.set_input_files("#style-files", str(style))
+        page.wait_for_selector("#content-thumb img")
+        page.wait_for_selector("#style-list li")
+        page.fill("#f-image_size", "48")
+        page.fill("#f-num_iterations", "2000")
+        page.fill("#f-content_weight", "3")
+        page.click("#start")
+        page.wait_for_selector("#status >> text=/Iteration \\d+ of 2000/")
+    # The server restarted: the job is gone.
+    runs = []
+
+    def recording(content, styles, config, *, on_step, masks=None):
+        runs.append(config)
+        return paced(content, styles, config, on_step=on_step, masks=masks)
+
+    with background_server(create_app(Limits(), runner=recording, allowed_hosts=LOOPBACK_NAMES), port=port):
+        page.wait_for_selector("#rerun:not([hidden])")
+        assert "no longer has this job" in page.inner_text("#run-error")
+        assert page.is_hidden("#cancel") and page.is_visible("#again")
+        assert page.inner_text("#status") == "The job was lost"
+        page.click("#rerun")
+        page.wait_for_selector("#status >> text=/Iteration \\d+ of 2000/")
+        assert runs[0].content_weight == 3.0 and runs[0].image_size == 48, "the same settings"
+        page.click("#cancel")
+        page.wait_for_selector("#compare:not([hidden])")
+        figures = page.locator("#compare figcaption").all_inner_texts()
+        assert figures == ["content", "style", "result"], "before and after, side by side"
         page.close()

@@ -11,13 +11,12 @@ import argparse
 import signal
 import sys
 import time
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_ITERATIONS, StyleConfig, config_fields
+from .config import BOOL, CHOICE, FLOAT, INT, PATHS, Option, StyleConfig, config_options, parse_text
 from .errors import ConfigError, OutputError, VggstyleError
-from .layers import LAYER_NAMES, format_layer_weights
+from .layers import LAYER_NAMES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -39,25 +38,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _default_text(f) -> str:
-    default = f.default if f.default is not MISSING else f.default_factory()
-    if f.name == "num_iterations":
-        return str(DEFAULT_ITERATIONS)
-    if isinstance(default, dict):
-        return format_layer_weights(default)
-    if default is None or default == []:
-        return ""
-    return str(default)
-
-
-def _number(kind):
+def _number(kind: str):
+    """argparse type for an int or float: a bad value is one line naming what was expected."""
     def parse(text: str):
         try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a {'whole number' if kind is int else 'number'}")
-    parse.__name__ = kind.__name__
+            return parse_text(kind, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {exc}") from None
+    parse.__name__ = kind
     return parse
+
+
+def _argument(option: Option) -> tuple[list[str], dict]:
+    """The flags and add_argument keywords of one option, from its kind alone."""
+    shown = option.shown
+    help_text = option.help + (f" (default: {shown})" if shown not in (None, "", False) else "")
+    kwargs = {"help": help_text, "default": argparse.SUPPRESS, "dest": option.name}
+    flags = [option.flag]
+    if option.kind == BOOL:
+        kwargs.update(action="store_true", help=option.help)
+    elif option.kind == CHOICE:
+        kwargs["choices"] = option.choices
+    elif option.kind in (INT, FLOAT):
+        kwargs.update(type=_number(option.kind), metavar="N" if option.kind == INT else "X")
+    elif option.kind == PATHS:  # --style-mask a.png --style-mask b.png, or --style-masks a.png,b.png
+        kwargs.update(action="append", metavar=option.metavar or "FILE")
+        flags.insert(0, option.flag[:-1])
+    else:  # text, lists, layers, paths: StyleConfig parses and checks them
+        kwargs["metavar"] = option.metavar or "VALUE"
+    return flags, kwargs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", default="out.png",
                      help="result file; .png (with the parameters inside), .jpg or .webp (default: out.png)")
-    out.add_argument("--save-every", type=_number(int), default=0, metavar="N",
+    out.add_argument("--save-every", type=_number(INT), default=0, metavar="N",
                      help="also write the image every N iterations, as OUTPUT-stem_000N.ext")
     out.add_argument("--plot", metavar="FILE", help="write a PNG plot of the loss curves (needs matplotlib)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
@@ -86,36 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per StyleConfig field, in its group (shared with `vggstyle video`)."""
     groups = {}
-    for f in config_fields():
-        meta = f.metadata
-        group = groups.get(meta["group"])
-        if group is None:
-            group = groups[meta["group"]] = parser.add_argument_group(GROUP_TITLES[meta["group"]])
-        default_text = _default_text(f)
-        help_text = meta["help"] + (f" (default: {default_text})" if default_text else "")
-        kwargs = {"help": help_text, "default": argparse.SUPPRESS, "dest": f.name}
-        if f.type == "bool":
-            kwargs["action"] = "store_true"
-            kwargs["help"] = meta["help"]
-        elif "choices" in meta:
-            kwargs["choices"] = meta["choices"]
-        elif meta.get("type") in ("layers", "floats", "ints", "paths"):
-            kwargs["metavar"] = "LIST"
-        elif f.type in ("float", "float | None"):
-            kwargs.update(type=_number(float), metavar="X")
-        elif f.type in ("int", "int | None"):
-            kwargs.update(type=_number(int), metavar="N")
-        else:
-            kwargs["metavar"] = meta.get("metavar", "VALUE")
-        flags = [f"--{f.name.replace('_', '-')}"]
-        if meta.get("type") == "paths":  # --style-mask a.png --style-mask b.png, or --style-masks a.png,b.png
-            kwargs.update(action="append", metavar="FILE")
-            flags.insert(0, flags[0][:-1])
-        group.add_argument(*flags, **kwargs)
+    for option in config_options():
+        if option.group not in groups:
+            groups[option.group] = parser.add_argument_group(GROUP_TITLES[option.group])
+        flags, kwargs = _argument(option)
+        groups[option.group].add_argument(*flags, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> StyleConfig:
-    names = {f.name for f in fields(StyleConfig)}
+    names = {o.name for o in config_options()}
     return StyleConfig(**{k: v for k, v in vars(args).items() if k in names})
 
 
@@ -226,8 +214,10 @@ def _run(args: argparse.Namespace) -> int:
     output = check_output_path(args.output)
     _check_plot(args.plot)
 
+    from .device import set_threads
     from .optimize import stylize  # torch is imported here, after the cheap checks
 
+    set_threads(config.threads)  # the process's thread count is the command's choice, not the library's
     parameters = config.to_dict()
     bar = _ProgressBar(config.iterations, args.quiet, output, args.save_every, parameters)
     _STOP["requested"] = False

@@ -1,8 +1,11 @@
 """StyleConfig: every knob, its default and its one-line doc, in one place.
 
-The CLI parser and the web form are generated from the field metadata below, so a
-default changed here changes everywhere. No torch import: validating a config must
-be cheap enough to run on every keystroke of a form.
+Each field declares an Option spec: its kind (int, float, choice, ...), group, help, the
+default to show where the field's own default is None, and whether a web client may set
+it. The CLI parser, the web form's checks and the page's fields are generated from these
+specs, so a default changed here changes everywhere, and what a client may send is a
+decision written next to the field, not inferred from its type or help text. No torch
+import: validating a config must be cheap enough to run on every keystroke of a form.
 """
 
 from __future__ import annotations
@@ -21,22 +24,70 @@ POOLINGS = ("max", "avg")
 WEIGHT_SOURCES = ("caffe", "torchvision")
 PREPROCESSINGS = ("torchvision", "caffe")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTO_ON_OFF = ("auto", "on", "off")
 INIT_KEYWORDS = ("content", "random")
 CHECKPOINT_AUTO_PIXELS = 1_500_000  # about 1400x1050: where activations pass ~3 GB in bf16
 STYLE_LOSSES = ("gram", "wasserstein", "sliced-wasserstein")
 ORIGINAL_COLORS = ("none", "luminance", "histogram")
+# Seeds are drawn into a 63-bit range (torch generators take 64 bits; PNG parameters stay JSON-safe).
+MAX_SEED = 2**63 - 1
 # Default step size per optimizer, in 0..255 pixel units. L-BFGS scales its own steps
-# after the first; Adam on this scale works best at 5-10 (../shared/MEASUREMENTS.md).
+# after the first; Adam on this scale works best at 5-10 (docs/measurements.md).
 DEFAULT_LEARNING_RATE = {"lbfgs": 1.0, "adam": 8.0}
 # Averaging the iterates (EMA) smooths Adam's noisy steps: at 256 px, 150 iterations, decay 0.9
 # lowered Adam's final total loss by 7%. L-BFGS iterates are already smooth: no decay gained
 # more than 0.1% there, and 0.95 cost 3%. So on for Adam, off for L-BFGS.
 DEFAULT_EMA_DECAY = {"lbfgs": 0.0, "adam": 0.9}
 
+# The kinds of value an option holds; each adapter (CLI, web form, page) handles exactly these.
+INT, FLOAT, BOOL, CHOICE, TEXT = "int", "float", "bool", "choice", "text"
+LAYERS, FLOATS, INTS = "layers", "floats", "ints"  # comma-separated lists StyleConfig parses itself
+PATH, PATHS = "path", "paths"  # files on the machine that runs the job
+CHOICE_OR_PATH = "choice-or-path"  # a keyword from ``choices`` or an image path (init)
+KINDS = (INT, FLOAT, BOOL, CHOICE, TEXT, LAYERS, FLOATS, INTS, PATH, PATHS, CHOICE_OR_PATH)
+NAMES_FILES = frozenset({PATH, PATHS})
 
-def _opt(default, help, group, **extra) -> Any:
-    """A dataclass field that also carries its CLI/web metadata."""
-    meta = {"help": help, "group": group, **extra}
+
+@dataclass(frozen=True)
+class Option:
+    """One StyleConfig field as the CLI, the web form and the page see it."""
+
+    name: str
+    default: Any  # the field's own default (None: derived at run time)
+    kind: str  # one of KINDS
+    group: str  # the CLI's argument group and the page's section
+    help: str  # for the CLI: may name other flags (--image-size)
+    web: bool  # may a web client set it? Decided per field, never inferred
+    choices: tuple = ()
+    shown_default: Any = None  # what to show when ``default`` is None and a value is derived
+    page_help: str | None = None  # for the page, where CLI flags mean nothing; default: help
+    metavar: str | None = None  # the CLI's placeholder; display only
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def optional(self) -> bool:
+        """None is a valid value: 'derive it' (learning_rate, seed, ...)."""
+        return self.default is None
+
+    @property
+    def shown(self):
+        """The default as a user should read it: derived ones filled in, layers and lists as text."""
+        value = self.shown_default if self.default is None else self.default
+        if isinstance(value, dict):
+            return format_layer_weights(value)
+        if isinstance(value, list):
+            return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        return value
+
+
+def _opt(default, kind: str, group: str, help: str, *, web: bool, **spec) -> Any:
+    """A dataclass field carrying its Option spec (less the name, which dataclasses supply)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown option kind {kind!r}")
+    meta = {"option": dict(default=default, kind=kind, group=group, help=help, web=web, **spec)}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -48,74 +99,99 @@ class StyleConfig:
 
     # Loss weights. The loss terms are normalized (see losses.py) so that these
     # defaults give a balanced result at any image size.
-    content_weight: float = _opt(1.0, "how strongly the result keeps the content image's structure", "weights")
-    style_weight: float = _opt(40.0, "how strongly the result takes the style images' textures", "weights")
-    tv_weight: float = _opt(5.0, "total-variation weight: smooths high-frequency noise", "weights")
+    content_weight: float = _opt(1.0, FLOAT, "weights", "how strongly the result keeps the content image's "
+                                 "structure", web=True)
+    style_weight: float = _opt(40.0, FLOAT, "weights", "how strongly the result takes the style images' textures",
+                               web=True)
+    tv_weight: float = _opt(5.0, FLOAT, "weights", "total-variation weight: smooths high-frequency noise",
+                            web=True, page_help="smoothing: higher values remove fine noise, and fine detail with it")
 
     # Images.
-    image_size: int = _opt(512, "long side of the output in pixels", "images")
-    style_scale: float = _opt(1.0, "style image long side, relative to --image-size", "images")
-    style_blend_weights: list = _opt([], "relative weight per style image, e.g. 3,7 (default: equal)", "images",
-                                     type="floats")
-    init: str = _opt("content", "starting image: content, random (seeded noise) or an image path", "images",
-                   metavar="INIT")
-    max_input_pixels: int = _opt(100_000_000, "refuse input images with more pixels than this", "images")
+    image_size: int = _opt(512, INT, "images", "long side of the output in pixels", web=True)
+    style_scale: float = _opt(1.0, FLOAT, "images", "style image long side, relative to --image-size", web=True,
+                              page_help="size of the style images relative to the result's: below 1 gives "
+                                        "finer brush strokes, above 1 coarser ones")
+    style_blend_weights: list = _opt([], FLOATS, "images", "relative weight per style image, e.g. 3,7 "
+                                     "(default: equal)", web=True, metavar="LIST",
+                                     page_help="relative weight per style image (the sliders set it)")
+    init: str = _opt("content", CHOICE_OR_PATH, "images", "starting image: content, random (seeded noise) "
+                     "or an image path", web=True, choices=INIT_KEYWORDS, metavar="INIT",
+                     page_help="where the result starts: the content image, or random noise (set by the seed)")
+    max_input_pixels: int = _opt(100_000_000, INT, "images", "refuse input images with more pixels than this",
+                                 web=False)
 
     # Optimization.
-    optimizer: str = _opt("lbfgs", "lbfgs (best per iteration) or adam", "optimization", choices=OPTIMIZERS)
-    learning_rate: float | None = _opt(None, "step size (default: 1 for lbfgs, 8 for adam)", "optimization")
-    ema_decay: float | None = _opt(None, "the result is an exponential moving average of the iterates with "
-                                   "this decay; 0: the last iterate (default: 0.9 for adam, 0 for lbfgs)",
-                                   "optimization")
-    num_iterations: int | None = _opt(None, "iterations in all (or give --epochs)", "optimization")
-    epochs: int | None = _opt(None, "epochs to run; iterations = epochs x steps per epoch", "optimization")
-    steps_per_epoch: int = _opt(100, "iterations per epoch (with --epochs)", "optimization")
-    seed: int | None = _opt(None, "random seed: the same seed gives the same image on the CPU", "optimization")
+    optimizer: str = _opt("lbfgs", CHOICE, "optimization", "lbfgs (best per iteration) or adam", web=True,
+                          choices=OPTIMIZERS)
+    learning_rate: float | None = _opt(None, FLOAT, "optimization", "step size (default: 1 for lbfgs, 8 for adam)",
+                                       web=True)
+    ema_decay: float | None = _opt(None, FLOAT, "optimization", "the result is an exponential moving average of "
+                                   "the iterates with this decay; 0: the last iterate (default: 0.9 for adam, 0 "
+                                   "for lbfgs)", web=True,
+                                   page_help="average the steps with this decay (0: keep the last step; empty: "
+                                             "0.9 for adam, 0 for lbfgs)")
+    num_iterations: int | None = _opt(None, INT, "optimization", "iterations in all (or give --epochs)", web=True,
+                                      shown_default=DEFAULT_ITERATIONS,
+                                      page_help="iterations in all; more take longer and settle the image further")
+    epochs: int | None = _opt(None, INT, "optimization", "epochs to run; iterations = epochs x steps per epoch",
+                              web=True, page_help="instead of iterations: epochs x steps per epoch (leave "
+                                                  "iterations empty then)")
+    steps_per_epoch: int = _opt(100, INT, "optimization", "iterations per epoch (with --epochs)", web=True,
+                                page_help="iterations per epoch, when epochs is set")
+    seed: int | None = _opt(None, INT, "optimization", "random seed: the same seed gives the same image on the CPU",
+                            web=True)
 
     # Style statistics, colour and spatial control.
-    style_loss: str = _opt("gram", "style statistic: gram (Gatys), wasserstein (Gaussian W2) or "
-                           "sliced-wasserstein (Heitz et al. 2021)", "style", choices=STYLE_LOSSES)
-    original_colors: str = _opt("none", "keep the content's colours: luminance (transfer on luminance only) or "
-                                "histogram (recolour the style to the content first)", "style",
+    style_loss: str = _opt("gram", CHOICE, "style", "style statistic: gram (Gatys), wasserstein (Gaussian W2) or "
+                           "sliced-wasserstein (Heitz et al. 2021)", web=True, choices=STYLE_LOSSES)
+    original_colors: str = _opt("none", CHOICE, "style", "keep the content's colours: luminance (transfer on "
+                                "luminance only) or histogram (recolour the style to the content first)", web=True,
                                 choices=ORIGINAL_COLORS)
-    style_masks: list = _opt([], "one grayscale mask per style image, white where that style applies "
-                             "(comma-separated paths)", "style", type="paths")
+    style_masks: list = _opt([], PATHS, "style", "one grayscale mask per style image, white where that style "
+                             "applies (comma-separated paths)", web=False, metavar="FILE")
 
     # Coarse-to-fine (Gatys et al. 2017): optimize small first, upsample, refine.
-    single_scale: bool = _opt(False, "optimize at --image-size only, at any size (the classic method)", "scales")
-    coarse_to_fine_above: int = _opt(1024, "coarse-to-fine starts automatically above this --image-size; "
-                                     "0: always (at and below it one scale reached a lower loss sooner)",
-                                     "scales")
-    min_scale: int = _opt(256, "long side of the first, coarsest scale in px", "scales")
-    scale_steps: int | None = _opt(None, "number of scales, coarse-to-fine at any size (default: steps of "
-                                   "about sqrt(2) from --min-scale up to --image-size)", "scales")
-    scales: list = _opt([], "explicit long sides per scale, e.g. 128,256,512 (overrides the above)",
-                        "scales", type="ints")
-    coarse_iterations_factor: float = _opt(1.25, "each coarser scale gets this many times the iterations "
-                                           "of the next finer one (within --num-iterations)", "scales")
+    single_scale: bool = _opt(False, BOOL, "scales", "optimize at --image-size only, at any size (the classic "
+                              "method)", web=True, page_help="optimize at the final size only, however large")
+    coarse_to_fine_above: int = _opt(1024, INT, "scales", "coarse-to-fine starts automatically above this "
+                                     "--image-size; 0: always (at and below it one scale reached a lower loss "
+                                     "sooner)", web=True,
+                                     page_help="above this image size, optimize small first, then refine "
+                                               "larger; 0: always")
+    min_scale: int = _opt(256, INT, "scales", "long side of the first, coarsest scale in px", web=True)
+    scale_steps: int | None = _opt(None, INT, "scales", "number of scales, coarse-to-fine at any size (default: "
+                                   "steps of about sqrt(2) from --min-scale up to --image-size)", web=True,
+                                   page_help="number of scales from the coarsest to the final size (empty: "
+                                             "steps of about 1.4x)")
+    scales: list = _opt([], INTS, "scales", "explicit long sides per scale, e.g. 128,256,512 (overrides the above)",
+                        web=True, metavar="LIST")
+    coarse_iterations_factor: float = _opt(1.25, FLOAT, "scales", "each coarser scale gets this many times the "
+                                           "iterations of the next finer one (within --num-iterations)", web=True,
+                                           page_help="each coarser scale gets this many times the iterations of "
+                                                     "the next finer one")
 
     # Network.
-    content_layers: dict = _opt({"relu4_2": 1.0}, "content layers, optionally name:weight", "network",
-                                type="layers")
+    content_layers: dict = _opt({"relu4_2": 1.0}, LAYERS, "network", "content layers, optionally name:weight",
+                                web=True, metavar="LIST")
     style_layers: dict = _opt({"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0},
-                              "style layers, optionally name:weight", "network", type="layers")
-    pooling: str = _opt("max", "pooling in the network: max or avg", "network", choices=POOLINGS)
-    weights_source: str = _opt("caffe", "caffe (original VGG19, bundled) or torchvision (downloaded once)",
-                               "network", choices=WEIGHT_SOURCES)
-    weights: str | None = _opt(None, "local VGG19 state dict in torchvision's layout (.pth or .safetensors)",
-                               "network", metavar="PATH")
-    weights_preprocessing: str = _opt("torchvision", "input convention of --weights: torchvision (RGB, "
-                                      "ImageNet mean/std) or caffe (BGR 0..255 minus mean)", "network",
-                                      choices=PREPROCESSINGS)
+                              LAYERS, "network", "style layers, optionally name:weight", web=True, metavar="LIST")
+    pooling: str = _opt("max", CHOICE, "network", "pooling in the network: max or avg", web=True, choices=POOLINGS)
+    weights_source: str = _opt("caffe", CHOICE, "network", "caffe (original VGG19, bundled) or torchvision "
+                               "(downloaded once)", web=False, choices=WEIGHT_SOURCES)
+    weights: str | None = _opt(None, PATH, "network", "local VGG19 state dict in torchvision's layout (.pth or "
+                               ".safetensors)", web=False, metavar="PATH")
+    weights_preprocessing: str = _opt("torchvision", CHOICE, "network", "input convention of --weights: "
+                                      "torchvision (RGB, ImageNet mean/std) or caffe (BGR 0..255 minus mean)",
+                                      web=False, choices=PREPROCESSINGS)
 
-    # Hardware.
-    device: str = _opt("auto", "auto, cpu, cuda or cuda:N", "hardware", metavar="DEVICE")
-    precision: str = _opt("auto", "auto (bf16 where the hardware has it), fp32, bf16 or fp16", "hardware",
-                          choices=PRECISIONS)
-    threads: int | None = _opt(None, "CPU threads (default: all physical cores)", "hardware")
-    checkpoint: str = _opt("auto", "recompute each VGG block in the backward pass to save memory (about a third more time); "
-                           f"auto: for scales over {CHECKPOINT_AUTO_PIXELS / 1e6:g} megapixels", "hardware",
-                           choices=("auto", "on", "off"))
+    # Hardware: the server's to decide, never a client's.
+    device: str = _opt("auto", TEXT, "hardware", "auto, cpu, cuda or cuda:N", web=False, metavar="DEVICE")
+    precision: str = _opt("auto", CHOICE, "hardware", "auto (bf16 where the hardware has it), fp32, bf16 or fp16",
+                          web=False, choices=PRECISIONS)
+    threads: int | None = _opt(None, INT, "hardware", "CPU threads (default: all physical cores)", web=False)
+    checkpoint: str = _opt("auto", CHOICE, "hardware", "recompute each VGG block in the backward pass to save "
+                           "memory (about a third more time); auto: for scales over "
+                           f"{CHECKPOINT_AUTO_PIXELS / 1e6:g} megapixels", web=False, choices=AUTO_ON_OFF)
 
     def __post_init__(self) -> None:
         # Accept the string forms the CLI and web form send, so they share one parser.
@@ -211,6 +287,15 @@ class StyleConfig:
         num_masks: the masks given as images rather than as style_masks paths (stylize's Python API).
         """
         num_masks = len(self.style_masks) if num_masks is None else num_masks
+        self._check_weights()
+        self._check_counts(num_styles, num_masks)
+        self._check_sizes()
+        self._check_iterations()
+        self._check_choices_and_hardware()
+        self._check_style_side()
+        return self
+
+    def _check_weights(self) -> None:
         for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
             value = getattr(self, name)
             if not _finite_nonneg(value):
@@ -224,15 +309,20 @@ class StyleConfig:
                 raise ConfigError(f"--style-blend-weights must be finite numbers >= 0, got {w}")
         if self.style_blend_weights and sum(self.style_blend_weights) <= 0:
             raise ConfigError("--style-blend-weights must not all be 0")
-        if num_styles is not None:
-            if num_styles < 1:
-                raise ConfigError("give at least one style image")
-            if num_masks and num_masks != num_styles:
-                raise ConfigError(f"--style-masks has {num_masks} mask(s) for {num_styles} style "
-                                  "image(s): give one per style image")
-            if self.style_blend_weights and len(self.style_blend_weights) != num_styles:
-                raise ConfigError(f"--style-blend-weights has {len(self.style_blend_weights)} values "
-                                  f"for {num_styles} style image(s): give one per style image")
+
+    def _check_counts(self, num_styles: int | None, num_masks: int) -> None:
+        if num_styles is None:
+            return
+        if num_styles < 1:
+            raise ConfigError("give at least one style image")
+        if num_masks and num_masks != num_styles:
+            raise ConfigError(f"--style-masks has {num_masks} mask(s) for {num_styles} style "
+                              "image(s): give one per style image")
+        if self.style_blend_weights and len(self.style_blend_weights) != num_styles:
+            raise ConfigError(f"--style-blend-weights has {len(self.style_blend_weights)} values "
+                              f"for {num_styles} style image(s): give one per style image")
+
+    def _check_sizes(self) -> None:
         if not isinstance(self.image_size, int) or self.image_size < 16:
             raise ConfigError(f"--image-size must be a whole number of at least 16 px, got {self.image_size}")
         if not isinstance(self.coarse_to_fine_above, int) or self.coarse_to_fine_above < 0:
@@ -247,6 +337,8 @@ class StyleConfig:
             raise ConfigError("--coarse-iterations-factor must be a finite number > 0")
         if self.max_input_pixels < 1:
             raise ConfigError("--max-input-pixels must be >= 1")
+
+    def _check_iterations(self) -> None:
         for name in ("num_iterations", "epochs"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -259,13 +351,12 @@ class StyleConfig:
             raise ConfigError(f"--learning-rate must be a finite number > 0, got {self.learning_rate}")
         if self.ema_decay is not None and not (_finite_nonneg(self.ema_decay) and self.ema_decay < 1):
             raise ConfigError(f"--ema-decay must be a number from 0 up to (not including) 1, got {self.ema_decay}")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("pooling", POOLINGS),
-                              ("weights_source", WEIGHT_SOURCES), ("precision", PRECISIONS),
-                              ("weights_preprocessing", PREPROCESSINGS), ("style_loss", STYLE_LOSSES),
-                              ("original_colors", ORIGINAL_COLORS), ("checkpoint", ("auto", "on", "off"))):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"unknown --{_flag(name)} '{value}': choose one of {', '.join(allowed)}")
+
+    def _check_choices_and_hardware(self) -> None:
+        for option in config_options():
+            value = getattr(self, option.name)
+            if option.kind == CHOICE and value not in option.choices:
+                raise ConfigError(f"unknown {option.flag} '{value}': choose one of {', '.join(option.choices)}")
         if not isinstance(self.init, str) or not self.init:
             raise ConfigError("--init must be content, random or an image path")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
@@ -273,9 +364,20 @@ class StyleConfig:
         if not (self.device == "auto" or self.device == "cpu" or self.device == "cuda"
                 or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise ConfigError(f"unknown --device '{self.device}': choose auto, cpu, cuda or cuda:N")
-        if self.seed is not None and not isinstance(self.seed, int):
-            raise ConfigError(f"--seed must be a whole number, got {self.seed}")
-        return self
+        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED):
+            raise ConfigError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {str(self.seed)[:40]}")
+
+    def _check_style_side(self) -> None:
+        """--style-scale can ask for a style image of any size: bound it before anything is resized.
+
+        The style images are resized to style_side(image_size) on the long side, so up to that side
+        squared in pixels: more than --max-input-pixels (or than the result's own size, when that is
+        larger) is refused, as memory would not hold the network's activations for it either."""
+        side = self.style_side(self.image_size)
+        if side > self.image_size and side * side > self.max_input_pixels:
+            raise ConfigError(f"--style-scale {self.style_scale:g} makes the style images {side} px on the long "
+                              f"side at --image-size {self.image_size}, more pixels than the limit of "
+                              f"{self.max_input_pixels:,} (--max-input-pixels); lower --style-scale")
 
 
 def _finite_nonneg(value) -> bool:
@@ -297,5 +399,43 @@ def _parse_floats(text: str, what: str) -> list[float]:
 
 
 def config_fields() -> list[dataclasses.Field]:
-    """The fields in declaration order, for building the CLI parser and the web form."""
+    """The dataclass fields in declaration order (their specs: config_options())."""
     return list(dataclasses.fields(StyleConfig))
+
+
+def config_options() -> list[Option]:
+    """Every StyleConfig field's Option spec, in declaration order: what the CLI parser, the web
+    form's checks and the page's fields are generated from."""
+    return list(_OPTIONS)
+
+
+def option(name: str) -> Option:
+    """The spec of one field by name (KeyError if there is none)."""
+    return _OPTIONS_BY_NAME[name]
+
+
+_OPTIONS = tuple(Option(name=f.name, **f.metadata["option"]) for f in dataclasses.fields(StyleConfig))
+_OPTIONS_BY_NAME = {o.name: o for o in _OPTIONS}
+
+
+def parse_text(kind: str, text: str):
+    """Text from a command line or a form -> the value StyleConfig takes, or ValueError saying what
+    was expected ('a whole number'). Lists and layers stay text: StyleConfig parses those itself."""
+    if kind == INT:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("a whole number") from None
+    if kind == FLOAT:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("a number") from None
+    if kind == BOOL:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "on", "yes"):
+            return True
+        if lowered in ("0", "false", "off", "no"):
+            return False
+        raise ValueError("true or false")
+    return text

@@ -1,6 +1,6 @@
 """Resolve device, precision and memory layout once, at the edge.
 
-The measured facts behind ``auto`` (../shared/MEASUREMENTS.md, 2-core Xeon with AMX):
+The measured facts behind ``auto`` (docs/measurements.md, 2-core Xeon with AMX):
 one forward+backward through VGG19 at 512 px takes ~1.9-2.4 s in float32 and ~0.49 s
 in bfloat16 autocast with channels_last (oneDNN's AMX kernels); bf16 without
 channels_last only halves the time. The loss stays within ~1% of float32, so bf16 +
@@ -36,10 +36,6 @@ class ComputePolicy:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def describe(self) -> str:
-        layout = "channels_last" if self.channels_last else "NCHW"
-        return f"{self.device} {self.precision} {layout}"
 
     def as_float32(self) -> "ComputePolicy":
         return ComputePolicy(self.device, None, self.channels_last)
@@ -79,7 +75,6 @@ def resolve_policy(device_name: str = "auto", precision: str = "auto") -> Comput
     if device.type == "cuda":
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        torch.backends.cudnn.benchmark = True  # fixed input size per scale: let cuDNN pick the fastest kernels
         return ComputePolicy(device, None if precision == "fp32" else _DTYPES[precision], True)
     if precision == "auto":
         precision = "bf16" if cpu_has_native_bf16() else "fp32"

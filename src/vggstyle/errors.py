@@ -19,6 +19,23 @@ class ImageError(VggstyleError, ValueError):
     """An input image cannot be read or used."""
 
 
+class ImageTooLarge(ImageError):
+    """More pixels than the limit allows (the web answers 413); read from the header, before decoding."""
+
+    def __init__(self, message: str, size: tuple[int, int] | None = None, limit: int | None = None):
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class NotAnImage(ImageError):
+    """Not an image in a format we read (the web answers 415)."""
+
+
+class DamagedImage(ImageError):
+    """Empty, truncated or corrupt: it claims to be an image but does not decode (the web answers 422)."""
+
+
 class WeightsError(VggstyleError, RuntimeError):
     """The VGG19 weights cannot be found, fetched or understood."""
 

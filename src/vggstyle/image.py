@@ -7,17 +7,18 @@ or Ctrl-C never leaves a half-written output.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import ImageError, OutputError
+from .errors import DamagedImage, ImageError, ImageTooLarge, NotAnImage, OutputError
 
 MIN_INPUT_SIDE = 16  # below this an image holds too little to stylize with or from
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -28,8 +29,9 @@ def load_image(source, max_pixels: int = 100_000_000, what: str = "image") -> Im
 
     Tensors are (3,H,W) or (1,3,H,W) RGB in 0..1. Transparent images are composited on
     white (what a viewer shows); 16-bit and float images are scaled, not clipped.
+    A file that cannot be used raises ImageTooLarge, NotAnImage, DamagedImage or ImageError.
     """
-    if isinstance(source, torch.Tensor):
+    if _is_tensor(source):
         return tensor_to_pil(source)
     if isinstance(source, Image.Image):
         return _to_rgb(ImageOps.exif_transpose(source))
@@ -40,26 +42,49 @@ def load_image(source, max_pixels: int = 100_000_000, what: str = "image") -> Im
     if path.is_dir():
         raise ImageError(f"{label}: is a directory, not an image file")
     try:
+        if path.stat().st_size == 0:
+            raise DamagedImage(f"{label}: the file is empty")
+    except PermissionError:
+        raise ImageError(f"{label}: permission denied") from None
+    return _decode(path, label, max_pixels, None)
+
+
+def decode_image(data: bytes, what: str = "image", max_pixels: int = 100_000_000,
+                 formats: tuple[str, ...] | None = None) -> Image.Image:
+    """Bytes (an upload) -> 8-bit RGB, as load_image does for a file; ``formats`` restricts the
+    Pillow decoders that may run (a server exposes the common photo formats, not all of them).
+    The pixel count is read from the header, so an image over ``max_pixels`` is refused before
+    it is decoded."""
+    if not data:
+        raise DamagedImage(f"{what}: the file is empty")
+    return _decode(io.BytesIO(data), what, max_pixels, formats)
+
+
+def _decode(file, label: str, max_pixels: int, formats) -> Image.Image:
+    """The one decoder behind load_image and decode_image; every failure is one line in its kind."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(file, formats=formats)
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(f"{label}: {width}x{height} px is over the limit of {max_pixels:,} pixels; "
-                                 "shrink it first or raise --max-input-pixels")
+                raise ImageTooLarge(f"{label}: {width}x{height} px is over the limit of {max_pixels:,} pixels; "
+                                    "shrink it first or raise --max-input-pixels", (width, height), max_pixels)
             image.load()
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
         # Pillow's own guard, at twice its MAX_IMAGE_PIXELS, fires inside open() before our check.
-        raise ImageError(f"{label}: refused as a possible decompression bomb ({_first_line(exc)}); "
-                         "shrink it first") from None
+        raise ImageTooLarge(f"{label}: refused as a possible decompression bomb ({_first_line(exc)}); "
+                            "shrink it first", None, max_pixels) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: not an image Pillow can read (use PNG, JPEG, WebP, ...)") from None
+        known = "Pillow can read (use PNG, JPEG, WebP, ...)" if formats is None else \
+            f"in a format read here (use {', '.join(formats)})"
+        raise NotAnImage(f"{label}: not an image {known}") from None
     except PermissionError:
         raise ImageError(f"{label}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"{label}: damaged or truncated image ({_first_line(exc)}); re-export it") from None
+        raise DamagedImage(f"{label}: damaged or truncated image ({_first_line(exc)}); re-export it") from None
     if min(image.size) < MIN_INPUT_SIDE:
         raise ImageError(f"{label}: {image.size[0]}x{image.size[1]} px is too small; "
                          f"images need at least {MIN_INPUT_SIDE} px on each side")
@@ -70,9 +95,15 @@ def load_image(source, max_pixels: int = 100_000_000, what: str = "image") -> Im
     return _to_rgb(image)
 
 
+def _is_tensor(source) -> bool:
+    """A torch tensor, without importing torch: if torch is not loaded, nothing is a tensor."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(source, torch.Tensor)
+
+
 def as_image_list(images) -> list:
     """One image (path, PIL image or tensor) or a sequence of them, as a list."""
-    if isinstance(images, (str, Path, Image.Image, torch.Tensor)):
+    if isinstance(images, (str, Path, Image.Image)) or _is_tensor(images):
         return [images]
     return list(images)
 
@@ -118,14 +149,18 @@ def resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
     return image.resize(size, Image.LANCZOS if scale < 1 else Image.BICUBIC)
 
 
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+def pil_to_tensor(image: Image.Image) -> "torch.Tensor":
     """RGB PIL -> (1,3,H,W) float32 in 0..1."""
+    import torch  # here, not at the top: the web server decodes images without torch
+
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
+def tensor_to_pil(tensor: "torch.Tensor") -> Image.Image:
     """(1,3,H,W) or (3,H,W) RGB in 0..1 -> 8-bit PIL, clamped and rounded."""
+    import torch
+
     t = tensor.detach()
     if t.dim() == 4:
         t = t[0]

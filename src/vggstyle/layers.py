@@ -38,6 +38,18 @@ def pools_before(name: str) -> int:
     return sum(1 for n in LAYER_NAMES[: LAYER_INDEX[name]] if n.startswith("pool"))
 
 
+def deepest(layer_names) -> str:
+    """The layer furthest into the network among these names."""
+    return max(layer_names, key=LAYER_INDEX.__getitem__)
+
+
+def min_side(layer_names) -> int:
+    """The smallest image side, in px, that still gives every one of these layers a feature map of
+    at least 1x1: each 2x pooling up to the deepest layer (a pool layer included) halves the side."""
+    name = deepest(layer_names)
+    return 2 ** (pools_before(name) + name.startswith("pool"))
+
+
 def unknown_layer_message(name: str) -> str:
     close = difflib.get_close_matches(name, LAYER_NAMES, n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'?" if close else "names look like relu4_2 or conv1_1"

@@ -134,7 +134,7 @@ def build_objective(net: VGG19Features, config: StyleConfig, images: ScaleImages
         content = ContentTerm(config.content_weight, {n: features[n] for n in config.content_layers},
                               config.content_layers, [{n: f[n] for n in config.content_layers} for f in styles])
         del features
-        generator = torch.Generator(device=device).manual_seed(config.seed or 0)
+        generator = torch.Generator().manual_seed(config.seed or 0)  # on the CPU: the same draws on any device
         masks = None if images.masks is None else [m.to(device) for m in images.masks]
         style = StyleTerm(config.style_weight, make_statistic(config.style_loss, generator), config.style_layers,
                           styles, config.style_blend_weights or [1.0] * len(images.styles), masks)

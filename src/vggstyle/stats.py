@@ -75,19 +75,19 @@ class W2Target(NamedTuple):
     cov_sqrt: torch.Tensor   # (N,C,C) float64, S2^{1/2}
     trace: torch.Tensor      # (N,) float64, tr(S2)
     scale: torch.Tensor      # (N,) float64, tr(S2) + ||mu2||^2: the normalizer
-    eps: torch.Tensor        # (N,) float64, added inside the cross term's square roots
-    offset: torch.Tensor     # (N,) float64, the eps bias at S1 = S2, subtracted so identical inputs give 0
+    shift: torch.Tensor      # (N,) float64, absolute: added to the cross term's eigenvalues inside the roots
+    offset: torch.Tensor     # (N,) float64, the shift's bias at S1 = S2, subtracted so identical inputs give 0
 
 
-def wasserstein2_target(features: torch.Tensor, eps: float = 1e-3) -> W2Target:
+def wasserstein2_target(features: torch.Tensor, relative_eps: float = 1e-3) -> W2Target:
     """The target side of the W2 loss: mean, S2^{1/2} (one eigendecomposition), traces, normalizer.
 
-    ``eps`` (relative) smooths the square roots of the cross term:
-    sqrt(lambda + e) with sqrt(e) = eps * tr(S2) / C, the target's mean variance.
+    ``relative_eps`` smooths the square roots of the cross term: sqrt(lambda + shift) with
+    sqrt(shift) = relative_eps * tr(S2) / C, a fraction of the target's mean variance.
     The true W2 gradient is unbounded where the image's features have no variance in
     a direction the target's have (always so when C > H W, e.g. relu5_1 at a coarse
-    scale); the smoothing caps it at about 1/eps times the scale of the other terms.
-    The value moves by at most about 2 * eps (relative); the bias at S1 = S2 is
+    scale); the smoothing caps it at about 1/relative_eps times the scale of the other terms.
+    The value moves by at most about 2 * relative_eps (relative); the bias at S1 = S2 is
     subtracted exactly, so identical inputs give 0.
     """
     with torch.no_grad():
@@ -96,13 +96,13 @@ def wasserstein2_target(features: torch.Tensor, eps: float = 1e-3) -> W2Target:
         cov_sqrt = _sym_sqrt(cov)
         trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
         channels = cov.shape[-1]
-        root_eps = eps * trace / channels
-        e = root_eps.square().clamp_min(1e-30)  # the floor keeps an all-zero target finite
+        root_shift = relative_eps * trace / channels
+        shift = root_shift.square().clamp_min(1e-30)  # the floor keeps an all-zero target finite
         # At S1 = S2 the cross matrix is S2^2, whose eigenvalues are those of S2 squared.
         s = torch.linalg.eigvalsh(cov).clamp_min(0.0)
-        offset = ((s.square() + e[:, None]).sqrt() - s).sum(-1)
+        offset = ((s.square() + shift[:, None]).sqrt() - s).sum(-1)
         scale = trace + mean.double().square().sum(-1)
-    return W2Target(mean, cov_sqrt, trace, scale, e, offset)
+    return W2Target(mean, cov_sqrt, trace, scale, shift, offset)
 
 
 def wasserstein2_distance(features: torch.Tensor, target: W2Target) -> torch.Tensor:
@@ -111,7 +111,7 @@ def wasserstein2_distance(features: torch.Tensor, target: W2Target) -> torch.Ten
     tr((S2^{1/2} S1 S2^{1/2})^{1/2}) is the sum of the square roots of the eigenvalues
     of the symmetric cross matrix: only eigenvalues are differentiated (eigvalsh), so
     repeated eigenvalues give no 0/0 in the backward pass; negatives from rounding are
-    clamped at 0 and eps keeps sqrt's derivative finite at 0.
+    clamped at 0 and the target's shift keeps sqrt's derivative finite at 0.
     """
     mean, cov = gaussian_stats(features)
     if cov.shape[-1] != target.cov_sqrt.shape[-1]:
@@ -121,7 +121,7 @@ def wasserstein2_distance(features: torch.Tensor, target: W2Target) -> torch.Ten
     cross = target.cov_sqrt @ cov @ target.cov_sqrt
     cross = (cross + cross.transpose(-1, -2)) / 2  # exactly symmetric for eigvalsh
     values = torch.linalg.eigvalsh(cross).clamp_min(0.0)
-    cross_trace = (values + target.eps[:, None]).sqrt().sum(-1) - target.offset
+    cross_trace = (values + target.shift[:, None]).sqrt().sum(-1) - target.offset
     mean_term = (mean.double() - target.mean.double()).square().sum(-1)
     trace1 = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
     return mean_term + trace1 + target.trace - 2.0 * cross_trace

@@ -76,7 +76,7 @@ class GramStatistic:
 
 class _DistributionStatistic:
     """Shared by the statistics that compare distributions of positions: a mixture of the styles
-    as their target, drawn from a seeded generator (on the features' device) so a seed repeats."""
+    as their target, drawn from a seeded CPU generator, so a seed repeats on every device."""
 
     def __init__(self, generator: torch.Generator):
         self.generator = generator
@@ -92,8 +92,8 @@ class _DistributionStatistic:
         for flat, weight in zip(flats, blend):
             count = round(weight / total_weight * total_positions)
             if count:
-                index = torch.randint(flat.shape[2], (count,), generator=self.generator, device=flat.device)
-                parts.append(flat[:, :, index])
+                index = torch.randint(flat.shape[2], (count,), generator=self.generator)
+                parts.append(flat[:, :, index.to(flat.device)])
         return torch.cat(parts, dim=2)
 
 

@@ -16,13 +16,13 @@ from torch import nn
 
 from .device import ComputePolicy
 from .errors import ImageError
-from .layers import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, pools_before, unknown_layer_message
+from .layers import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, min_side, unknown_layer_message
 from .weights import CONV_INDICES, LoadedWeights
 
 
 class VGG19Features(nn.Module):
     def __init__(self, weights: LoadedWeights, layers: Iterable[str], pooling: str = "max",
-                 policy: ComputePolicy | None = None):
+                 policy: ComputePolicy | None = None, fused: bool = True):
         super().__init__()
         self.layers = tuple(dict.fromkeys(layers))
         for name in self.layers:
@@ -31,7 +31,7 @@ class VGG19Features(nn.Module):
         self.policy = policy or ComputePolicy(torch.device("cpu"), None, False)
         self.pooling = pooling
         self.last_index = max(LAYER_INDEX[n] for n in self.layers)
-        self.min_side = 2 ** pools_before(LAYER_NAMES[self.last_index])
+        self.min_side = min_side(self.layers)
 
         convs = []
         in_ch = 3
@@ -45,6 +45,7 @@ class VGG19Features(nn.Module):
         cuts = [i + 1 for i in range(self.last_index + 1) if LAYER_NAMES[i].startswith("pool")]
         bounds = [0] + [c for c in cuts if c <= self.last_index] + [self.last_index + 1]
         self.segments = list(zip(bounds[:-1], bounds[1:]))
+        self.fused = fused and fused_conv_relu_available(self.policy)
         with torch.no_grad():
             for conv, index in zip(self.convs, needed):
                 conv.weight.copy_(weights.state_dict[f"features.{index}.weight"])
@@ -104,10 +105,11 @@ class VGG19Features(nn.Module):
             for index in range(begin, end):
                 name = LAYER_NAMES[index]
                 if name.startswith("conv"):
+                    if self.fused and name not in wanted:
+                        continue  # its ReLU, next, runs the convolution too
                     x = self.conv_at[index](x)
                 elif name.startswith("relu"):
-                    # In place saves a copy per layer, unless the conv output itself was asked for.
-                    x = F.relu(x, inplace=LAYER_NAMES[index - 1] not in wanted)
+                    x = self._relu_after(x, index, wanted)
                 elif self.pooling == "max":
                     x = F.max_pool2d(x, 2, 2)
                 else:
@@ -115,3 +117,42 @@ class VGG19Features(nn.Module):
                 if name in wanted:
                     features.append(x)
         return (x, *features)
+
+    def _relu_after(self, x: torch.Tensor, index: int, wanted: set) -> torch.Tensor:
+        """The ReLU at ``index``, fused with its convolution where that convolution was skipped."""
+        conv_name = LAYER_NAMES[index - 1]
+        if self.fused and conv_name not in wanted:
+            return conv_relu(x, self.conv_at[index - 1])
+        # In place saves a copy per layer, unless the conv output itself was asked for.
+        return F.relu(x, inplace=conv_name not in wanted)
+
+
+def fused_conv_relu_available(policy: ComputePolicy) -> bool:
+    """oneDNN's convolution with a ReLU post-op: CPU, channels_last, and a torch built with oneDNN."""
+    return (policy.device.type == "cpu" and policy.channels_last and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+
+
+def conv_relu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """relu(conv(x)) for a frozen 3x3 convolution (stride 1, padding 1) in one oneDNN primitive."""
+    return _ConvReLU.apply(x.to(conv.weight.dtype), conv.weight, conv.bias)
+
+
+class _ConvReLU(torch.autograd.Function):
+    """Forward: one oneDNN convolution with the ReLU as a post-op (one pass over the output instead
+    of two). Backward: the ReLU mask from the saved output, then the input gradient only: the
+    weights are frozen, so their gradient is never computed."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        out = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
+        ctx.save_for_backward(x, weight, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, out = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad.to(out.dtype), out, 0)
+        grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                     [True, False, False])[0]
+        return grad_x, None, None

@@ -15,10 +15,11 @@ import time
 from dataclasses import MISSING, fields
 
 from .cli import EXIT_INTERRUPTED, EXIT_USAGE, _number, _Parser, add_config_options, config_from_args
+from .config import FLOAT, INT
 from .errors import VggstyleError
 from .video import VideoConfig, video_fields
 
-_TYPES = {"float": float, "float | None": float, "int": int, "int | None": int}
+_KINDS = {"float": FLOAT, "float | None": FLOAT, "int": INT, "int | None": INT}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "help": f.metadata["help"] + (f" (default: {default})" if default not in (None, []) else "")}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        elif f.type in _TYPES:
-            kwargs.update(type=_number(_TYPES[f.type]), metavar="N" if _TYPES[f.type] is int else "X")
+        elif f.type in _KINDS:
+            kwargs.update(type=_number(_KINDS[f.type]), metavar="N" if _KINDS[f.type] == INT else "X")
         if "metavar" in f.metadata:
             kwargs["metavar"] = f.metadata["metavar"]
         group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
@@ -115,7 +116,10 @@ def _run(args: argparse.Namespace) -> int:
     config.validate(num_styles=len(args.styles))
     video = video_config_from_args(args).validate()
 
+    from .device import set_threads
     from .video import stylize_video  # torch, PyAV and OpenCV are imported after the cheap checks
+
+    set_threads(config.threads)  # the process's thread count is the command's choice, as in `vggstyle`
 
     bar = _Bar(args.quiet)
     _STOP["requested"] = False

@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -38,7 +39,7 @@ log = logging.getLogger("vggstyle.web")
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = frozenset({DONE, FAILED, CANCELLED})
 
-Runner = Callable[..., Image.Image]  # stylize's signature: (content, styles, config, *, on_step)
+Runner = Callable[..., Image.Image]  # stylize's signature: (content, styles, config, *, on_step, masks=None)
 
 
 class QueueFull(Exception):
@@ -72,7 +73,7 @@ class Job:
     state: str = QUEUED
     started: float | None = None
     finished: float | None = None
-    device: str | None = None
+    device: str | None = None  # as resolved by the worker ("cpu", "cuda:0"), never "auto"
     step: int = 0
     losses: dict[str, float] = field(default_factory=dict)
     elapsed: float = 0.0
@@ -81,6 +82,7 @@ class Job:
     preview: bytes | None = None
     preview_version: int = 0
     result_path: Path | None = None
+    parameters: dict | None = None  # what the run reports (result.info["vggstyle"]) once it has ended
     version: int = 0  # bumped on every change; the event stream sends when it moves
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -94,29 +96,43 @@ class Job:
         return self.work_done(self.total)
 
     def work_done(self, steps: int) -> float:
-        """Work units in the first ``steps`` iterations; coarse scales cost less per iteration."""
+        """Work units in the first ``steps`` iterations, scale by scale from the library's schedule:
+        coarse scales cost less per iteration."""
         done, left = 0.0, steps
-        for pixels, iterations in _schedule(self.config, self.size):
+        pixels, long_side = self.size[0] * self.size[1], max(self.size)
+        for side, iterations in self.config.scale_schedule():
             n = min(left, iterations)
-            done += pixels * n
+            done += pixels * (side / long_side) ** 2 * n
             left -= n
-        return done + left * self.size[0] * self.size[1]
+        return done + left * pixels
 
 
-def _schedule(config: StyleConfig, size: tuple[int, int]) -> list[tuple[float, int]]:
-    """[(pixels per iteration, iterations)] from coarse to fine, for the ETA."""
-    schedule = getattr(config, "scale_schedule", None)  # coarse-to-fine configs have one
-    pixels = size[0] * size[1]
-    if schedule is None:
-        return [(pixels, config.iterations)]
-    long_side = max(size)
-    return [(pixels * (side / long_side) ** 2, n) for side, n in schedule()]
+def snapshot(job: Job, position: int | None, eta: float | None) -> dict:
+    """A JSON-able record of a job: what GET /api/jobs/{id} and the event stream send."""
+    return {
+        "id": job.id, "state": job.state, "queue_position": position, "step": job.step, "total": job.total,
+        "losses": dict(job.losses), "size": list(job.size),
+        "working_size": list(job.working_size) if job.working_size else None,
+        "scale": list(job.scale) if job.scale else None,
+        "elapsed": round(job.elapsed, 3), "iterations_per_second": round(job.iterations_per_second, 3),
+        "eta_seconds": eta, "cancel_requested": job.cancel.is_set(), "error": job.error,
+        "preview_version": job.preview_version, "has_result": job.result_path is not None,
+        "created": job.created, "started": job.started, "finished": job.finished, "device": job.device,
+        "parameters": job.parameters or job.config.to_dict(),
+    }
 
 
-def _default_runner(content, styles, config, *, on_step, style_masks=None):
+def _default_runner(content, styles, config, *, on_step, masks=None):
+    from ..device import set_threads
     from ..optimize import stylize  # torch is imported with the first job, not with the server
-    extra = {"style_masks": style_masks} if style_masks else {}
-    return stylize(content, styles, config, on_step=on_step, **extra)
+    set_threads(config.threads)  # the server's process-wide choice (physical cores), made here, not by stylize
+    return stylize(content, styles, config, on_step=on_step, masks=masks)
+
+
+def _resolve_device(name: str) -> str:
+    """The worker's device as the run will use it ("auto" -> "cpu" or "cuda"), for what jobs report."""
+    from ..device import resolve_device
+    return str(resolve_device(name))
 
 
 def _error_message(exc: BaseException) -> str:
@@ -129,41 +145,101 @@ def _error_message(exc: BaseException) -> str:
     return f"internal error ({type(exc).__name__}{': ' + first if first else ''}); see the server log"
 
 
-class JobQueue:
-    """Runs stylizations one at a time per device, in submission order."""
+class Estimator:
+    """Seconds per work unit and per-job overhead, learnt from the jobs that ran; ETAs from them."""
 
-    def __init__(self, devices=("auto",), *, max_queued: int = 16, keep_results: int = 50,
-                 keep_seconds: float = 3600.0, preview_every: int = 5, runner: Runner | None = None):
-        if not devices:
-            raise ValueError("give at least one device")
-        self.max_queued = max_queued
-        self.keep_results = keep_results
-        self.keep_seconds = keep_seconds
-        self.preview_every = max(1, preview_every)
-        self._runner = runner or _default_runner
-        self.directory = Path(tempfile.mkdtemp(prefix="vggstyle-web-"))  # 0700: ours alone
-        self._remove_directory = weakref.finalize(self, shutil.rmtree, str(self.directory), ignore_errors=True)
+    def __init__(self):
+        self.seconds_per_unit: float | None = None  # None until a job has run
+        self.setup_seconds = 0.0  # network, targets, result encoding
+
+    def learn(self, job: Job) -> None:
+        if not (job.step and job.elapsed > 0):
+            return
+        measured = job.elapsed / job.work_done(job.step)
+        old = self.seconds_per_unit
+        self.seconds_per_unit = measured if old is None else 0.5 * (old + measured)
+        overhead = max(0.0, job.finished - job.started - job.elapsed)
+        self.setup_seconds = 0.5 * (self.setup_seconds + overhead) if self.setup_seconds else overhead
+
+    def left(self, job: Job) -> float | None:
+        """Seconds a running job still needs, at the speed it has shown so far (per pixel, so that
+        the finer scales still to come count for what they cost)."""
+        if job.step and job.elapsed > 0:
+            return (job.cost - job.work_done(job.step)) * job.elapsed / job.work_done(job.step)
+        if self.seconds_per_unit is None:
+            return None
+        return self.setup_seconds + job.cost * self.seconds_per_unit
+
+    def eta(self, job: Job, running: list[Job], pending, workers: int) -> float | None:
+        """Seconds until the job is done: measured speed while it runs; for a waiting job, the
+        work ahead of it spread over the workers at the speed measured on earlier jobs."""
+        if job.state in FINISHED:
+            return 0.0
+        if job.state == RUNNING:
+            return None if (left := self.left(job)) is None else round(left, 2)
+        if self.seconds_per_unit is None:
+            return None
+        busy = [0.0] * workers
+        for i, other in enumerate(running):
+            left = self.left(other)
+            busy[i] = other.cost * self.seconds_per_unit if left is None else left
+        for waiting in pending:
+            slot = busy.index(min(busy))
+            busy[slot] += self.setup_seconds + waiting.cost * self.seconds_per_unit
+            if waiting is job:
+                return round(busy[slot], 2)
+        return None
+
+
+class ResultStore:
+    """Result PNGs in a private temporary directory (mode 0700), removed with the store."""
+
+    def __init__(self):
+        self.directory = Path(tempfile.mkdtemp(prefix="vggstyle-web-"))
+        self.remove = weakref.finalize(self, shutil.rmtree, str(self.directory), ignore_errors=True)
+
+    def write(self, number: int, data: bytes) -> Path:
+        path = self.directory / f"result-{number:06d}.png"
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return path
+
+
+def run_one(runner: Runner, job: Job, config: StyleConfig, on_step) -> tuple[bytes, dict]:
+    """Run a job's stylization; return the result as PNG bytes and the parameters it reports."""
+    extra = {"masks": job.masks} if job.masks else {}  # a runner without masks need not take them
+    result = runner(job.content, job.styles, config, on_step=on_step, **extra)
+    parameters = result.info.get("vggstyle", config.to_dict())
+    return png_bytes(result, parameters), parameters
+
+
+class JobBook:
+    """The jobs and their states under one lock: what clients submit, ask about and cancel.
+    JobQueue adds the worker threads that run them."""
+
+    def __init__(self, *, max_queued: int, keep_results: int, keep_seconds: float, workers: int):
+        self.max_queued, self.keep_results, self.keep_seconds = max_queued, keep_results, keep_seconds
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._pending: deque[Job] = deque()
         self._running: dict[str, Job] = {}
         self._numbers = itertools.count(1)
-        self._seconds_per_unit: float | None = None  # measured; None until a job has run
-        self._setup_seconds = 0.0  # measured per job: network, targets, result encoding
-        self._closed = False
-        self.devices = tuple(devices)
-        self._workers = [threading.Thread(target=self._work, args=(device,), daemon=True,
-                                          name=f"vggstyle-worker-{i}-{device}")
-                         for i, device in enumerate(self.devices)]
-        for worker in self._workers:
-            worker.start()
+        self._speed = Estimator()
+        self._worker_count = workers
+        self.closing = False  # set by stop(): no new jobs, running ones cancelled, event streams end
 
     # ------------------------------------------------------------------ client side
+    def has_room(self) -> bool:
+        """Whether a job submitted now would be queued: checked before an upload is even read."""
+        with self._lock:
+            return not self.closing and len(self._pending) < self.max_queued
+
     def submit(self, config: StyleConfig, content: Image.Image, styles: list[Image.Image],
                size: tuple[int, int], masks: list[Image.Image] | None = None) -> Job:
         """Queue a job (config validated, images decoded and shrunk) or raise QueueFull."""
         with self._lock:
-            if self._closed:
+            if self.closing:
                 raise QueueFull("the server is shutting down")
             self._purge()
             if len(self._pending) >= self.max_queued:
@@ -182,7 +258,7 @@ class JobQueue:
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel a waiting or running job (a running one stops after its current iteration and
-        keeps the image it had); a finished job is discarded with its result."""
+        keeps the image it had). Idempotent: a finished job is left as it is, result and all."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
@@ -190,12 +266,19 @@ class JobQueue:
             if job.state == QUEUED:
                 self._pending.remove(job)
                 self._finish(job, CANCELLED)
-            elif job.state == RUNNING:
+            elif job.state == RUNNING and not job.cancel.is_set():
                 job.cancel.set()
                 job.version += 1
-            else:
-                self._discard(job)
             self._lock.notify_all()
+            return job
+
+    def discard(self, job_id: str) -> Job | None:
+        """Forget a finished job and delete its result; a job still waiting or running is returned
+        untouched (the caller refuses: cancel it first)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and job.state in FINISHED:
+                self._discard(job)
             return job
 
     def describe(self, job: Job) -> dict:
@@ -204,121 +287,20 @@ class JobQueue:
             position = None
             if job.state == QUEUED:
                 position = next((i for i, j in enumerate(self._pending, 1) if j is job), None)
-            return {
-                "id": job.id,
-                "state": job.state,
-                "queue_position": position,
-                "step": job.step,
-                "total": job.total,
-                "losses": dict(job.losses),
-                "size": list(job.size),
-                "working_size": list(job.working_size) if job.working_size else None,
-                "scale": list(job.scale) if job.scale else None,
-                "elapsed": round(job.elapsed, 3),
-                "iterations_per_second": round(job.iterations_per_second, 3),
-                "eta_seconds": self._eta(job),
-                "cancel_requested": job.cancel.is_set(),
-                "error": job.error,
-                "preview_version": job.preview_version,
-                "has_result": job.result_path is not None,
-                "created": job.created,
-                "started": job.started,
-                "finished": job.finished,
-                "device": job.device,
-                "parameters": job.config.to_dict(),
-            }
+            eta = self._speed.eta(job, list(self._running.values()), self._pending, self._worker_count)
+            return snapshot(job, position, eta)
 
-    def stats(self) -> dict:
+    def stop(self) -> None:
+        """Begin shutting down without waiting: refuse new jobs, cancel the waiting ones, ask the
+        running ones to stop after their current iteration. Safe to call from a signal handler."""
         with self._lock:
-            return {"workers": len(self._workers), "devices": list(self.devices), "queued": len(self._pending),
-                    "running": len(self._running), "max_queued": self.max_queued,
-                    "kept_results": sum(1 for j in self._jobs.values() if j.state in FINISHED)}
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Cancel everything, stop the workers and delete the results directory."""
-        with self._lock:
-            self._closed = True
+            self.closing = True
             while self._pending:
                 self._finish(self._pending.popleft(), CANCELLED)
             for job in self._running.values():
                 job.cancel.set()
-            self._lock.notify_all()
-        for worker in self._workers:
-            if worker is not threading.current_thread():
-                worker.join(timeout)
-        self._remove_directory()
-
-    # ------------------------------------------------------------------ worker side
-    def _work(self, device: str) -> None:
-        while True:
-            with self._lock:
-                while not self._pending and not self._closed:
-                    self._lock.wait(timeout=60.0)
-                    self._purge()  # an idle server still forgets old results on time
-                if self._closed:
-                    return
-                job = self._pending.popleft()
-                job.state, job.started, job.device = RUNNING, time.time(), device
                 job.version += 1
-                self._running[job.id] = job
-            self._run(job, device)
-
-    def _run(self, job: Job, device: str) -> None:
-        state, error, path = DONE, None, None
-        try:
-            config = job.config if job.config.device == device else job.config.replace(device=device)
-            extra = {"style_masks": job.masks} if job.masks else {}  # a runner without masks need not take them
-            result = self._runner(job.content, job.styles, config, on_step=lambda p: self._on_step(job, p), **extra)
-            data = png_bytes(result, result.info.get("vggstyle", config.to_dict()))
-            path = self.directory / f"result-{job.number:06d}.png"
-            tmp = path.with_suffix(".part")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-            if job.cancel.is_set():
-                state = CANCELLED
-        except Exception as exc:  # noqa: BLE001 - one bad job must not take the worker down
-            state, error, path = FAILED, _error_message(exc), None
-            if isinstance(exc, VggstyleError):
-                log.warning("job %s failed: %s", job.number, exc)
-            else:
-                log.exception("job %s failed", job.number)
-            _free_device_memory()
-        with self._lock:
-            self._running.pop(job.id, None)
-            if job.step and job.elapsed > 0:
-                measured = job.elapsed / job.work_done(job.step)
-                old = self._seconds_per_unit
-                self._seconds_per_unit = measured if old is None else 0.5 * (old + measured)
-            job.result_path = path
-            job.error = error
-            self._finish(job, state)
-            if job.step and job.elapsed > 0:
-                overhead = max(0.0, job.finished - job.started - job.elapsed)
-                self._setup_seconds = 0.5 * (self._setup_seconds + overhead) if self._setup_seconds else overhead
-            if job.id not in self._jobs and path is not None:  # discarded while it ran
-                path.unlink(missing_ok=True)
-            self._purge()
-
-    def _on_step(self, job: Job, progress) -> bool:
-        # This step is done (and in the image stylize returns) whatever we answer: record it first.
-        stop = job.cancel.is_set() or self._closed
-        preview = None
-        if not stop and (progress.step == 1 or
-                         (progress.step % self.preview_every == 0 and progress.step < progress.total)):
-            preview = png_bytes(progress.image())
-        with self._lock:
-            job.step = progress.step
-            job.losses = dict(progress.losses)
-            job.working_size = tuple(progress.size)
-            if getattr(progress, "num_scales", 1) > 1:
-                job.scale = (progress.scale, progress.num_scales)
-            job.elapsed = progress.elapsed
-            job.iterations_per_second = progress.iterations_per_second
-            if preview is not None:
-                job.preview = preview
-                job.preview_version += 1
-            job.version += 1
-        return not stop
+            self._lock.notify_all()
 
     # ------------------------------------------------------------------ bookkeeping (lock held)
     def _finish(self, job: Job, state: str) -> None:
@@ -343,42 +325,124 @@ class JobQueue:
             if i < excess or job.finished < deadline:
                 self._discard(job)
 
-    def _eta(self, job: Job) -> float | None:
-        """Seconds until the job is done: measured speed while it runs; for a waiting job, the
-        work ahead of it spread over the workers at the speed measured on earlier jobs."""
-        if job.state in FINISHED:
-            return 0.0
-        if job.state == RUNNING:
-            return None if (left := self._left(job)) is None else round(left, 2)
-        spu = self._seconds_per_unit
-        if spu is None:
-            return None
-        busy = [0.0] * len(self._workers)
-        for i, running in enumerate(self._running.values()):
-            left = self._left(running)
-            busy[i] = running.cost * spu if left is None else left
-        for waiting in self._pending:
-            slot = busy.index(min(busy))
-            busy[slot] += self._setup_seconds + waiting.cost * spu
-            if waiting is job:
-                return round(busy[slot], 2)
-        return None
 
-    def _left(self, job: Job) -> float | None:
-        """Seconds a running job still needs, at the speed it has shown so far (per pixel, so that
-        the finer scales still to come count for what they cost)."""
-        if job.step and job.elapsed > 0:
-            return (job.cost - job.work_done(job.step)) * job.elapsed / job.work_done(job.step)
-        if self._seconds_per_unit is None:
-            return None
-        return self._setup_seconds + job.cost * self._seconds_per_unit
+class JobQueue(JobBook):
+    """Runs stylizations one at a time per device, in submission order: one worker thread each."""
+
+    def __init__(self, devices=("auto",), *, max_queued: int = 16, keep_results: int = 50,
+                 keep_seconds: float = 3600.0, preview_every: int = 5, runner: Runner | None = None):
+        if not devices:
+            raise ValueError("give at least one device")
+        super().__init__(max_queued=max_queued, keep_results=keep_results, keep_seconds=keep_seconds,
+                         workers=len(devices))
+        self.preview_every = max(1, preview_every)
+        self._runner = runner or _default_runner
+        self._store = ResultStore()
+        self.directory = self._store.directory
+        self.devices = tuple(devices)
+        self._workers = [threading.Thread(target=self._work, args=(device,), daemon=True,
+                                          name=f"vggstyle-worker-{i}-{device}")
+                         for i, device in enumerate(self.devices)]
+        for worker in self._workers:
+            worker.start()
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"workers": self._worker_count, "devices": list(self.devices), "queued": len(self._pending),
+                    "running": len(self._running), "max_queued": self.max_queued,
+                    "kept_results": sum(1 for j in self._jobs.values() if j.state in FINISHED)}
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """stop(), wait up to ``timeout`` seconds in all for the workers, delete the results
+        directory. Returns whether every worker ended (one stuck in a long step may not have)."""
+        self.stop()
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join(max(0.0, deadline - time.monotonic()))
+        self._store.remove()
+        return not any(w.is_alive() for w in self._workers if w is not threading.current_thread())
+
+    # ------------------------------------------------------------------ worker side
+    def _work(self, device: str) -> None:
+        resolved = None
+        while True:
+            with self._lock:
+                while not self._pending and not self.closing:
+                    self._lock.wait(timeout=60.0)
+                    self._purge()  # an idle server still forgets old results on time
+                if self.closing:
+                    return
+                job = self._pending.popleft()
+                job.state, job.started, job.device = RUNNING, time.time(), resolved or device
+                job.version += 1
+                self._running[job.id] = job
+            resolved = self._run(job, device, resolved)
+
+    def _run(self, job: Job, device: str, resolved: str | None) -> str | None:
+        state, error, path, parameters = DONE, None, None, None
+        try:
+            resolved = resolved or _resolve_device(device)
+            config = job.config.replace(device=resolved)
+            with self._lock:
+                job.config, job.device = config, resolved
+            data, parameters = run_one(self._runner, job, config, lambda p: self._on_step(job, p))
+            path = self._store.write(job.number, data)
+            state = CANCELLED if job.cancel.is_set() else DONE
+        except Exception as exc:  # noqa: BLE001 - one bad job must not take the worker down
+            state, error, path = FAILED, _error_message(exc), None
+            log_failure(job, exc)
+        with self._lock:
+            self._running.pop(job.id, None)
+            job.result_path, job.error, job.parameters = path, error, parameters
+            self._finish(job, state)
+            self._speed.learn(job)
+            if job.id not in self._jobs and path is not None:  # discarded while it ran
+                path.unlink(missing_ok=True)
+            self._purge()
+        return resolved
+
+    def _on_step(self, job: Job, progress) -> bool:
+        # This step is done (and in the image stylize returns) whatever we answer: record it first.
+        stop = job.cancel.is_set() or self.closing
+        preview = None
+        if not stop and (progress.step == 1 or
+                         (progress.step % self.preview_every == 0 and progress.step < progress.total)):
+            preview = png_bytes(progress.image())
+        with self._lock:
+            record_progress(job, progress, preview)
+        return not stop
+
+
+def record_progress(job: Job, progress, preview: bytes | None) -> None:
+    """Copy what a Progress reports onto the job (the queue's lock held)."""
+    job.step = progress.step
+    job.losses = dict(progress.losses)
+    job.working_size = tuple(progress.size)
+    if getattr(progress, "num_scales", 1) > 1:
+        job.scale = (progress.scale, progress.num_scales)
+    job.elapsed = progress.elapsed
+    job.iterations_per_second = progress.iterations_per_second
+    if preview is not None:
+        job.preview = preview
+        job.preview_version += 1
+    job.version += 1
+
+
+def log_failure(job: Job, exc: Exception) -> None:
+    """A user's mistake is one warning line; anything else is a bug and gets its traceback."""
+    if isinstance(exc, VggstyleError):
+        log.warning("job %s failed: %s", job.number, exc)
+    else:
+        log.exception("job %s failed", job.number)
+    _free_device_memory()
 
 
 def _free_device_memory() -> None:
     """After a failure (often out of memory), hand cached GPU blocks back so the next job can start."""
+    torch = sys.modules.get("torch")  # never imported just for this
     try:
-        import torch
-        if torch.cuda.is_available():
+        if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001 - best effort; the next job reports what it still lacks
         log.debug("could not empty the CUDA cache", exc_info=True)

@@ -5,32 +5,38 @@
     GET    /api/jobs/{id}/events   the same, as server-sent events, until the job ends
     GET    /api/jobs/{id}/preview  PNG of the image as it is now (the result once finished)
     GET    /api/jobs/{id}/result   PNG with the parameters in a 'vggstyle' text chunk
-    DELETE /api/jobs/{id}          cancel (a finished job: discard its result)
+    DELETE /api/jobs/{id}          cancel; idempotent (a finished job is left as it is)
+    DELETE /api/jobs/{id}/result   discard a finished job and its result
     GET    /api/options            form fields with defaults and help, presets, limits
     GET    /api/status             workers and queue length
 
-Refusals are JSON ``{"detail": "one line"}``: 413 too large, 415 not an image, 422 bad image
-or parameter, 503 queue full. FastAPI is imported by create_app, so `import vggstyle.web.server`
-and `vggstyle serve --help` work without the [web] extra.
+The routes are in routes.py, the refusals they document in openapi.py. Every refusal is JSON
+``{"detail": "one line"}``: 400 malformed, 403 cross-origin, 404, 409, 413 too large, 415 not
+an image, 422 bad image or parameter, 503 queue full or shutting down. FastAPI is imported by
+create_app, so `import vggstyle.web.server` and `vggstyle serve --help` work without the
+[web] extra; torch is imported with the first job.
 """
 
 import argparse
-import asyncio
 import contextlib
-import json
 import logging
+import os
+import signal
 import socket
 import sys
 import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .jobs import FINISHED, JobQueue, QueueFull
-from .uploads import Limits, UploadError, config_from_form, decode_image, form_fields, options, prepare_images
+from ..config import FLOAT
+from .uploads import Limits, UploadError
 
 STATIC = Path(__file__).parent / "static"
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+SHUTDOWN_SECONDS = 3.0  # for open connections and then for the workers; the process is gone within 5 s
 log = logging.getLogger("vggstyle.web")
 
 # Security headers on every response; the page loads nothing from elsewhere and runs no inline
@@ -38,29 +44,6 @@ log = logging.getLogger("vggstyle.web")
 _HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 _PAGE_CSP = b"default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'"
 _PAGE_HEADERS = [(b"content-security-policy", _PAGE_CSP)]
-
-
-def _request_schema() -> dict:
-    """The multipart body of POST /api/jobs for the OpenAPI page, from StyleConfig's fields."""
-    types = {"float": "number", "int": "integer", "bool": "boolean"}
-    properties = {
-        "content": {"type": "string", "format": "binary", "description": "the content image"},
-        "style": {"type": "array", "items": {"type": "string", "format": "binary"},
-                  "description": "one or more style images (repeat the field)"},
-        "style_mask": {"type": "array", "items": {"type": "string", "format": "binary"},
-                       "description": "optional: one grayscale mask per style image, in the same order, "
-                                      "white where that style applies (repeat the field)"},
-    }
-    for f in form_fields():
-        kind = str(f.type).replace(" | None", "")
-        properties[f.name] = {"type": types.get(kind, "string"), "description": f.metadata["help"]}
-        if "choices" in f.metadata:
-            properties[f.name]["enum"] = list(f.metadata["choices"])
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["content", "style"], "properties": properties}}}}}
-
-
-FILE_FIELDS = ("content", "style", "style_mask")  # multipart file fields; the rest are StyleConfig fields
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -73,14 +56,15 @@ def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, 
     values to answer (`vggstyle serve` on a loopback address passes LOOPBACK_NAMES, so a web page
     elsewhere cannot reach the server by pointing its own name at 127.0.0.1: DNS rebinding).
     """
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
-    from starlette.datastructures import UploadFile
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from .. import __version__
+    from .jobs import JobQueue
+    from .openapi import OPENAPI_VERSION
+    from .routes import router
 
     limits = (limits or Limits()).check()
     jobs = JobQueue(devices, max_queued=limits.max_queue, keep_results=limits.keep_results,
@@ -89,186 +73,15 @@ def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        await run_in_threadpool(jobs.close)
+        await run_in_threadpool(jobs.close, SHUTDOWN_SECONDS)
 
-    app = FastAPI(title="vggstyle", version=__version__, lifespan=lifespan, docs_url=None,
-                  description="Neural style transfer (Gatys et al., VGG19): upload, queue, live preview.")
-    app.state.jobs = jobs
-    app.state.limits = limits
-
-    @app.exception_handler(UploadError)
-    async def _refused(request, exc: UploadError):
-        headers = {"Retry-After": "30"} if exc.status == 503 else None
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
-
-    def _job_or_404(job_id: str):
-        job = jobs.get(job_id)
-        if job is None:
-            raise HTTPException(404, "no such job (finished results are kept for a limited time)")
-        return job
-
-    def _check_origin(request: Request) -> None:
-        # A web page elsewhere must not spend this machine's time: browsers send Origin on
-        # cross-site POST/DELETE, programs usually send none.
-        origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
-            raise HTTPException(403, "cross-origin request refused: use the page this server serves")
-
-    async def _read_form(request: Request):
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("multipart/form-data"):
-            raise UploadError(415, "send multipart/form-data: a file field 'content', file field(s) 'style' "
-                                   "and the parameters as form fields")
-        length = request.headers.get("content-length", "")
-        too_large = UploadError(413, f"the upload is over this server's limit of {limits.max_upload_mb:g} MB "
-                                     "per job; send smaller images")
-        if length.isdigit() and int(length) > limits.max_upload_bytes:
-            raise too_large
-        received = 0
-
-        async def receive():  # also stops a body without Content-Length at the limit
-            nonlocal received
-            message = await request.receive()
-            received += len(message.get("body", b""))
-            if received > limits.max_upload_bytes:
-                raise too_large
-            return message
-
-        try:
-            return await Request(request.scope, receive).form(
-                max_files=limits.max_styles + 1, max_fields=len(form_fields()) + 4, max_part_size=64 * 1024)
-        except StarletteHTTPException as exc:  # Starlette's multipart limits and parse errors
-            if "Too many files" in str(exc.detail):
-                raise UploadError(422, f"too many files: send one content image and at most "
-                                       f"{limits.max_styles} style images") from None
-            raise UploadError(400, f"malformed multipart body: {exc.detail}") from None
-
-    @app.post("/api/jobs", status_code=202, summary="Start a stylization job",
-              openapi_extra=_request_schema(),
-              responses={413: {"description": "upload or image too large"}, 415: {"description": "not an image"},
-                         422: {"description": "bad image or parameter"}, 503: {"description": "queue full"}})
-    async def submit(request: Request):
-        _check_origin(request)
-        form = await _read_form(request)
-        try:
-            contents = form.getlist("content")
-            styles = form.getlist("style")
-            masks = form.getlist("style_mask")
-            values = {}
-            for key, value in form.multi_items():
-                if key in FILE_FIELDS:
-                    continue
-                if not isinstance(value, str):
-                    raise UploadError(422, f"{key[:40]} must be a form field, not a file")
-                if key in values:
-                    raise UploadError(422, f"{key[:40]} given twice")
-                values[key] = value
-            if len(contents) != 1 or not isinstance(contents[0], UploadFile):
-                raise UploadError(422, "send exactly one content image, in the file field 'content'")
-            if not styles or not all(isinstance(s, UploadFile) for s in styles):
-                raise UploadError(422, "send at least one style image, in the file field 'style'")
-            if len(styles) > limits.max_styles:
-                raise UploadError(422, f"{len(styles)} style images; this server takes at most {limits.max_styles}")
-            if not all(isinstance(m, UploadFile) for m in masks):
-                raise UploadError(422, "style_mask must be a file, not a form field")
-            if masks and len(masks) != len(styles):
-                raise UploadError(422, f"{len(masks)} style mask(s) for {len(styles)} style image(s): "
-                                       "send one per style image, in the same order, or none")
-            config = config_from_form(values, len(styles), limits)
-            uploads = [(await f.read(), "content image" if i == 0 else f"style image {i}", f.filename)
-                       for i, f in enumerate([contents[0], *styles])]
-            mask_uploads = [(await f.read(), f"style mask {i}", f.filename) for i, f in enumerate(masks, 1)]
-        finally:
-            await form.close()
-
-        def decode():
-            images = [decode_image(data, what, name, limits) for data, what, name in uploads]
-            mask_images = [decode_image(data, what, name, limits) for data, what, name in mask_uploads]
-            return prepare_images(config, images[0], images[1:], mask_images)
-
-        content, style_images, mask_images, size = await run_in_threadpool(decode)
-        try:
-            job = jobs.submit(config, content, style_images, size, masks=mask_images)
-        except QueueFull as exc:
-            raise UploadError(503, str(exc)) from None
-        return JSONResponse(jobs.describe(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
-
-    @app.get("/api/jobs/{job_id}", summary="State, queue position, progress, losses and ETA of a job")
-    async def job_state(job_id: str):
-        return jobs.describe(_job_or_404(job_id))
-
-    @app.delete("/api/jobs/{job_id}", summary="Cancel a job; a finished job is discarded")
-    async def cancel(job_id: str, request: Request):
-        _check_origin(request)
-        job = jobs.cancel(job_id)
-        if job is None:
-            raise HTTPException(404, "no such job")
-        return jobs.describe(job)
-
-    @app.get("/api/jobs/{job_id}/events", summary="Progress as server-sent events until the job ends")
-    async def events(job_id: str, request: Request):
-        job = _job_or_404(job_id)
-
-        async def stream():
-            seen, idle = -1, 0.0
-            while True:
-                if job.version != seen:
-                    seen = job.version
-                    snapshot = jobs.describe(job)
-                    yield f"data: {json.dumps(snapshot)}\n\n"
-                    if snapshot["state"] in FINISHED:
-                        return
-                    idle = 0.0
-                elif idle >= 15.0:
-                    yield ": keep-alive\n\n"
-                    idle = 0.0
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(0.1)
-                idle += 0.1
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-    async def _result_bytes(job) -> bytes | None:
-        path = job.result_path
-        if path is None:
-            return None
-        try:
-            return await run_in_threadpool(path.read_bytes)
-        except FileNotFoundError:  # discarded a moment ago
-            return None
-
-    @app.get("/api/jobs/{job_id}/preview", summary="The image as it is now (PNG)",
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    async def preview(job_id: str):
-        job = _job_or_404(job_id)
-        data = job.preview or await _result_bytes(job)
-        if data is None:
-            raise HTTPException(404, "no preview yet: the job has not started its first iteration")
-        return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
-
-    @app.get("/api/jobs/{job_id}/result", summary="The result (PNG with its parameters)",
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    async def result(job_id: str):
-        job = _job_or_404(job_id)
-        if job.state not in FINISHED:
-            raise HTTPException(409, f"the job is {job.state}; the result is ready when it is done")
-        data = await _result_bytes(job)
-        if data is None:
-            raise HTTPException(409 if job.state == "failed" else 404,
-                                f"no result: {job.error}" if job.error else "no result for this job")
-        return Response(data, media_type="image/png",
-                        headers={"Content-Disposition": f'attachment; filename="vggstyle-{job.number}.png"',
-                                 "Cache-Control": "no-store"})
-
-    @app.get("/api/options", summary="Form fields (from StyleConfig), presets and this server's limits")
-    async def get_options():
-        return options(limits)
-
-    @app.get("/api/status", summary="Workers and queue length")
-    async def status():
-        return jobs.stats()
+    app = FastAPI(title="vggstyle", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Neural style transfer (Gatys et al., VGG19): upload, queue, live preview. "
+                              "Every refusal is JSON {\"detail\": \"one line\"}.")
+    app.openapi_version = OPENAPI_VERSION
+    app.state.jobs, app.state.limits = jobs, limits
+    _add_error_handlers(app)
+    app.include_router(router)
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -278,14 +91,29 @@ def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, 
     _add_offline_docs(app, StaticFiles)
     app.add_middleware(_SecurityHeaders)
     if allowed_hosts:
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+        app.add_middleware(_HostCheck, allowed=allowed_hosts)
     return app
+
+
+def _add_error_handlers(app) -> None:
+    """Every refusal as JSON {"detail": "one line"}; a bug is logged with its traceback, and the
+    client gets one line too."""
+    from fastapi.responses import JSONResponse
+
+    @app.exception_handler(UploadError)
+    async def refused(request, exc: UploadError):
+        headers = {"Retry-After": "30"} if exc.status == 503 else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def internal(request, exc: Exception):
+        log.error("internal error answering %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
 
 
 def _add_offline_docs(app, static_files) -> None:
     """Swagger UI at /docs from the swagger-ui-bundle package: FastAPI's default loads it from a
-    CDN, which leaves the page blank on an offline machine."""
+    CDN, which leaves the page blank on an offline machine. (ReDoc would need a CDN: it is off.)"""
     from fastapi.openapi.docs import get_swagger_ui_html
     from swagger_ui_bundle import swagger_ui_path
 
@@ -297,6 +125,34 @@ def _add_offline_docs(app, static_files) -> None:
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="data:,")
+
+
+def host_name(host_header: str) -> str | None:
+    """The name in a Host header, IPv6 brackets and port removed ('[::1]:8000' -> '::1')."""
+    try:
+        return urlsplit("//" + host_header).hostname
+    except ValueError:
+        return None
+
+
+class _HostCheck:
+    """Pure ASGI middleware: answer only requests whose Host names this server (DNS rebinding);
+    a refusal is JSON like every other."""
+
+    def __init__(self, app, allowed):
+        self.app = app
+        self.allowed = {name.lower() for name in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
+        if host_name(host) in self.allowed:
+            return await self.app(scope, receive, send)
+        from starlette.responses import JSONResponse
+        response = JSONResponse({"detail": "this server answers only to its own address (Host header refused)"},
+                                status_code=400)
+        await response(scope, receive, send)
 
 
 class _SecurityHeaders:
@@ -325,24 +181,56 @@ def _bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host.strip("[]"), port), family=family)
 
 
+def _uvicorn_server(app, log_level: str):
+    """uvicorn's Server, changed in two ways for a clean stop: a signal first stops the job queue
+    (the running job is cancelled, event streams end, so connections close at once instead of
+    when every job is done), and the signal is recorded in ``received`` rather than re-raised
+    after the shutdown (main() turns it into the exit status, with no traceback)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        received: list[int]
+
+        def handle_exit(self, sig, frame):
+            self.received.append(sig)
+            # Not jobs.stop() here: a signal handler must not take a lock its own thread may hold.
+            threading.Thread(target=app.state.jobs.stop, name="vggstyle-stop").start()
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    server = Server(uvicorn.Config(app, log_level=log_level, lifespan="on",
+                                   timeout_graceful_shutdown=SHUTDOWN_SECONDS))
+    server.received = []
+    return server
+
+
 @contextlib.contextmanager
 def background_server(app, host: str = "127.0.0.1", port: int = 0):
     """Serve ``app`` with uvicorn in a thread (port 0: a free one); yield its base URL; stop it on exit."""
-    import uvicorn
-
     sock = _bind(host, port)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = _uvicorn_server(app, "warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="vggstyle-uvicorn")
     thread.start()
     try:
         while not server.started:
             if not thread.is_alive():
                 raise RuntimeError("the web server did not start; see the log above")
-            threading.Event().wait(0.02)
+            time.sleep(0.02)
         bound_host, bound_port = sock.getsockname()[:2]
         yield f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
     finally:
+        app.state.jobs.stop()
         server.should_exit = True
         thread.join(30)
         sock.close()
@@ -360,37 +248,50 @@ def build_parser() -> argparse.ArgumentParser:
                              "device (default: one worker on auto)")
     group = parser.add_argument_group("limits")
     for f in fields(Limits):
-        kind = float if "float" in str(f.type) else int
-        group.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"],
-                           metavar="X" if kind is float else "N")
+        is_float = f.metadata["kind"] == FLOAT
+        group.add_argument(f"--{f.name.replace('_', '-')}", type=float if is_float else int, default=f.default,
+                           help=f.metadata["help"], metavar="X" if is_float else "N")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="how much the server logs")
     return parser
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _check_args(parser, args) -> Limits:
+    """The serve options, checked before anything starts: one line and exit 2 for a bad one."""
+    from ..config import StyleConfig
+    from ..errors import ConfigError
+
     try:
         limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}).check()
     except ValueError as exc:
         parser.error(str(exc))
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0..65535, got {args.port}")
-    devices = args.devices or ["auto"]
-    from ..config import StyleConfig
-    from ..errors import ConfigError
-    for device in devices:
+    for device in args.devices or ["auto"]:
         try:
             StyleConfig(device=device).validate()
         except ConfigError as exc:
             parser.error(str(exc))
+    return limits
+
+
+def _missing_web_extra() -> str | None:
     try:
         import fastapi  # noqa: F401
         import multipart  # noqa: F401  (python-multipart)
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as exc:
-        print(f"vggstyle serve: error: needs the web extra ({exc.name} is missing): pip install 'vggstyle[web]'",
+        return exc.name
+    return None
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    limits = _check_args(parser, args)
+    missing = _missing_web_extra()
+    if missing:
+        print(f"vggstyle serve: error: needs the web extra ({missing} is missing): pip install 'vggstyle[web]'",
               file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -400,13 +301,30 @@ def main(argv=None) -> int:
               "choose another --port", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
-    loopback = args.host in LOOPBACK_NAMES
-    app = create_app(limits, devices, allowed_hosts=LOOPBACK_NAMES if loopback else None)
+    loopback = args.host.strip("[]") in LOOPBACK_NAMES
+    app = create_app(limits, args.devices or ["auto"], allowed_hosts=LOOPBACK_NAMES if loopback else None)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"vggstyle: serving on http://{shown}:{port}/ (API docs at /docs; Ctrl-C to stop)", file=sys.stderr)
     if not loopback:
         print("vggstyle: warning: listening beyond this machine: anyone who can reach it can run jobs",
               file=sys.stderr)
-    uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="on")).run(sockets=[sock])
-    return 0
+    return _serve_until_signal(app, sock, args.log_level)
+
+
+def _serve_until_signal(app, sock, log_level: str) -> int:
+    """Run until SIGINT (exit 130) or SIGTERM (exit 0): the running job is cancelled, the queue
+    stops, event streams close, the results directory is removed, all within about 5 s."""
+    server = _uvicorn_server(app, log_level)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C before uvicorn had taken the signal over
+        server.received.append(signal.SIGINT)
+    workers_ended = app.state.jobs.close(SHUTDOWN_SECONDS)  # done already unless a second Ctrl-C forced it
+    code = EXIT_INTERRUPTED if signal.SIGINT in server.received else 0
+    print("vggstyle: stopped", file=sys.stderr)
+    if not workers_ended:  # a worker is inside a long step (or loading the network): do not wait for it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -2,31 +2,27 @@
 uploaded bytes -> checked RGB images. No FastAPI here: every refusal is an UploadError
 carrying its HTTP status and a one-line message, and the app only maps it.
 
-The form is built from StyleConfig's fields (one source of defaults, like the CLI),
-less the ones that belong to the server (where weights come from, devices, threads) and
-every field whose value names a file on the server: nothing a client sends becomes a path.
+The form is generated from StyleConfig's option specs (one source of defaults, like the CLI):
+a client may set exactly the options whose spec says ``web=True``; none of those names a file,
+and an option that takes a keyword or a path (init) takes only its keywords here.
 """
 
 from __future__ import annotations
 
 import difflib
-import io
-import warnings
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..config import DEFAULT_ITERATIONS, INIT_KEYWORDS, StyleConfig, config_fields
-from ..errors import VggstyleError
-from ..image import MIN_INPUT_SIDE, load_image, resize_long_side
-from ..layers import LAYER_INDEX, format_layer_weights, pools_before
+from ..config import (BOOL, CHOICE, CHOICE_OR_PATH, DEFAULT_ITERATIONS, FLOAT, INT, NAMES_FILES, Option, StyleConfig,
+                      config_options, option, parse_text)
+from ..errors import DamagedImage, ImageTooLarge, NotAnImage, VggstyleError
+from ..image import decode_image, long_side_size, resize_long_side
+from ..layers import deepest, min_side
 
-# Decided by whoever runs the server, never by a client: the weights, the input limit, and every
-# field of the "hardware" group (device, precision, threads, memory trade-offs).
-SERVER_FIELDS = frozenset({"weights", "weights_source", "weights_preprocessing", "max_input_pixels"})
-SERVER_GROUPS = frozenset({"hardware"})
 # The knobs the page shows up front; the rest sit under "more options".
 MAIN_FIELDS = ("content_weight", "style_weight", "image_size", "num_iterations", "original_colors")
+FILE_FIELDS = ("content", "style", "style_mask")  # multipart file fields; the rest are StyleConfig fields
 # Pillow decoders a client may reach: the common photo formats, not every format Pillow knows
 # (JPEG includes the MPO files some cameras write).
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -37,27 +33,32 @@ PRESETS = {
 }
 
 
-def _limit(default, help):
-    return field(default=default, metadata={"help": help})
+def _limit(default, kind: str, help: str):
+    return field(default=default, metadata={"help": help, "kind": kind})
 
 
 @dataclass
 class Limits:
-    """What one server accepts; `vggstyle serve` makes an option of each field."""
+    """What one server accepts; `vggstyle serve` makes an option of each field (its kind declared)."""
 
-    max_queue: int = _limit(16, "jobs that may wait behind the running ones; more are refused (503)")
-    max_upload_mb: float = _limit(30.0, "size of one job's uploads, all images together, in MB")
-    max_input_pixels: int = _limit(40_000_000, "pixels in one uploaded image")
-    max_styles: int = _limit(8, "style images in one job")
-    max_image_size: int = _limit(2048, "largest image_size a job may ask for")
-    max_iterations: int = _limit(5000, "most iterations a job may ask for")
-    keep_results: int = _limit(50, "finished results kept; the oldest go first")
-    keep_minutes: float = _limit(60.0, "minutes a finished result is kept")
-    preview_every: int = _limit(5, "iterations between preview images")
+    max_queue: int = _limit(16, INT, "jobs that may wait behind the running ones; more are refused (503)")
+    max_upload_mb: float = _limit(30.0, FLOAT, "size of one job's uploads, all images together, in MB")
+    max_input_pixels: int = _limit(40_000_000, INT, "pixels in one uploaded image")
+    max_styles: int = _limit(8, INT, "style images in one job")
+    max_image_size: int = _limit(2048, INT, "largest image_size a job may ask for (and largest style image side)")
+    max_iterations: int = _limit(5000, INT, "most iterations a job may ask for")
+    keep_results: int = _limit(50, INT, "finished results kept; the oldest go first")
+    keep_minutes: float = _limit(60.0, FLOAT, "minutes a finished result is kept")
+    preview_every: int = _limit(5, INT, "iterations between preview images")
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_files(self) -> int:
+        """File parts in one job: the content, and per style its image and optionally its mask."""
+        return 1 + 2 * self.max_styles
 
     def check(self) -> Limits:
         for f in fields(self):
@@ -75,108 +76,80 @@ class UploadError(VggstyleError):
 
 
 # ---------------------------------------------------------------------------- form fields
-def names_files(f) -> bool:
-    """A field whose value is a path on the server (weights, style masks): never from a client."""
-    return f.metadata.get("type") == "paths" or f.metadata.get("metavar") == "PATH"
+def form_options() -> list[Option]:
+    """The options a client may set (their spec says web=True), in declaration order."""
+    return [o for o in config_options() if o.web]
 
 
-def server_sets(f) -> bool:
-    return f.name in SERVER_FIELDS or f.metadata.get("group") in SERVER_GROUPS
-
-
-def form_fields() -> list:
-    """The StyleConfig fields a client may set, in declaration order."""
-    return [f for f in config_fields() if not server_sets(f) and not names_files(f)]
-
-
-def _kind(f) -> str:
-    """The field's value kind from its annotation string ('float | None' -> 'float')."""
-    meta = f.metadata
-    if "type" in meta:  # 'layers', 'floats', 'ints': text that StyleConfig parses
-        return meta["type"]
-    return str(f.type).replace(" | None", "").strip()
-
-
-def _default(f):
-    value = f.default if f.default is not MISSING else f.default_factory()
-    if f.name == "num_iterations" and value is None:
-        return DEFAULT_ITERATIONS
-    if isinstance(value, dict):
-        return format_layer_weights(value)
-    if isinstance(value, list):
-        return ",".join(f"{v:g}" for v in value)
-    return value
+def page_field(o: Option) -> dict:
+    """One option as the page builds its input: a keyword-or-path option offers its keywords only."""
+    kind = CHOICE if o.kind == CHOICE_OR_PATH else o.kind
+    spec = {"name": o.name, "kind": kind, "default": o.shown, "help": o.page_help or o.help, "group": o.group,
+            "optional": o.optional, "main": o.name in MAIN_FIELDS}
+    if o.choices:
+        spec["choices"] = list(o.choices)
+    return spec
 
 
 def options(limits: Limits) -> dict:
     """Everything the page needs to build its form: fields with defaults and help, presets, limits."""
-    specs = []
-    for f in form_fields():
-        spec = {"name": f.name, "kind": _kind(f), "default": _default(f), "help": f.metadata["help"],
-                "group": f.metadata["group"], "optional": "None" in str(f.type), "main": f.name in MAIN_FIELDS}
-        if "choices" in f.metadata:
-            spec["choices"] = list(f.metadata["choices"])
-        if f.name == "init":
-            spec["choices"] = list(INIT_KEYWORDS)  # an image path would name a file on the server
-        specs.append(spec)
     presets = {name: {"image_size": min(p["image_size"], limits.max_image_size),
                       "num_iterations": min(p["num_iterations"], limits.max_iterations)}
                for name, p in PRESETS.items()}
-    return {"fields": specs, "presets": presets,
-            "limits": {**asdict(limits), "max_upload_bytes": limits.max_upload_bytes}}
+    return {"fields": [page_field(o) for o in form_options()], "presets": presets,
+            "limits": {**asdict(limits), "max_upload_bytes": limits.max_upload_bytes,
+                       "max_files": limits.max_files, "image_formats": list(IMAGE_FORMATS)}}
 
 
-def _convert(f, text: str):
-    kind = _kind(f)
+def _refuse_unknown(name: str) -> UploadError:
+    """Why a field a client may not set is refused, in one line."""
     try:
-        if kind == "float":
-            return float(text)
-        if kind == "int":
-            return int(text)
-    except ValueError:
-        what = "a whole number" if kind == "int" else "a number"
-        raise UploadError(422, f"{f.name} must be {what}, got '{text[:40]}'") from None
-    if kind == "bool":
-        lowered = text.lower()
-        if lowered in ("1", "true", "on", "yes"):
-            return True
-        if lowered in ("0", "false", "off", "no"):
-            return False
-        raise UploadError(422, f"{f.name} must be true or false, got '{text[:40]}'")
-    return text  # strings, and layer/number lists, which StyleConfig parses itself
+        spec = option(name)
+    except KeyError:
+        close = difflib.get_close_matches(name, [o.name for o in form_options()], n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see /api/options for the fields"
+        return UploadError(422, f"unknown field '{name[:40]}'{hint}")
+    if name == "style_masks":
+        return UploadError(422, "style_masks: send the masks as files in the field 'style_mask', one per style image")
+    if spec.kind in NAMES_FILES:
+        return UploadError(422, f"{name} names files on the server, which a client cannot choose")
+    return UploadError(422, f"{name} is set by the server, not per job")
+
+
+def _convert(o: Option, text: str):
+    if o.kind == CHOICE_OR_PATH and text not in o.choices:  # a path would name a file on the server
+        raise UploadError(422, f"{o.name} must be one of {', '.join(o.choices)} here, got '{text[:40]}'")
+    try:
+        return parse_text(o.kind, text) if o.kind in (INT, FLOAT, BOOL) else text
+    except ValueError as exc:
+        raise UploadError(422, f"{o.name} must be {exc}, got '{text[:40]}'") from None
 
 
 def config_from_form(values: dict[str, str], num_styles: int, limits: Limits) -> StyleConfig:
-    """Form values (all strings; empty means 'default') -> a validated StyleConfig within the limits."""
-    known = {f.name: f for f in form_fields()}
-    every = {f.name: f for f in config_fields()}
-    unknown = sorted(set(values) - set(known) - {"content", "style", "style_mask"})
-    for name in unknown:
-        if name in every and server_sets(every[name]):
-            raise UploadError(422, f"{name} is set by the server, not per job")
-        if name == "style_masks":
-            raise UploadError(422, "style_masks: send the masks as files in the field 'style_mask', one per "
-                                   "style image")
-        if name in every:  # names_files
-            raise UploadError(422, f"{name} names files on the server, which a client cannot choose")
-        close = difflib.get_close_matches(name, list(known), n=1)
-        hint = f"; did you mean {close[0]}?" if close else "; see /api/options for the fields"
-        raise UploadError(422, f"unknown field '{name[:40]}'{hint}")
-    kwargs = {name: _convert(known[name], text.strip()) for name, text in values.items()
-              if name in known and text.strip() != ""}
+    """Form values (all strings; empty means 'default') -> a validated StyleConfig within the limits.
+
+    Every size the job will cause is checked here, before any image is decoded or resized."""
+    allowed = {o.name: o for o in form_options()}
+    for name in values:
+        if name not in allowed:
+            raise _refuse_unknown(name)
+    kwargs = {name: _convert(allowed[name], text.strip()) for name, text in values.items() if text.strip() != ""}
     try:
-        config = StyleConfig(**kwargs).validate(num_styles=num_styles)
+        config = StyleConfig(**kwargs, max_input_pixels=limits.max_input_pixels).validate(num_styles=num_styles)
     except VggstyleError as exc:
         raise UploadError(422, str(exc)) from None
-    if config.init not in INIT_KEYWORDS:
-        raise UploadError(422, f"init must be one of {', '.join(INIT_KEYWORDS)} here, got '{config.init[:40]}'")
     if config.image_size > limits.max_image_size:
         raise UploadError(422, f"image_size {config.image_size} is over this server's limit of "
                                f"{limits.max_image_size} px")
+    style_side = config.style_side(config.image_size)
+    if style_side > limits.max_image_size:
+        raise UploadError(422, f"style_scale {config.style_scale:g} makes the style images {style_side} px on the "
+                               f"long side, over this server's limit of {limits.max_image_size} px; lower "
+                               "style_scale or image_size")
     if config.iterations > limits.max_iterations:
         raise UploadError(422, f"{config.iterations} iterations is over this server's limit of "
                                f"{limits.max_iterations}")
-    return config.replace(max_input_pixels=limits.max_input_pixels)
+    return config
 
 
 # ---------------------------------------------------------------------------- images
@@ -185,36 +158,22 @@ def _label(what: str, filename: str | None) -> str:
     return f"{what} '{name[:60]}'" if name else what
 
 
-def decode_image(data: bytes, what: str, filename: str | None, limits: Limits) -> Image.Image:
-    """Bytes from a client -> 8-bit RGB, or UploadError: 413 too many pixels, 415 not an image,
-    422 empty, damaged, truncated or too small. The pixel count is read from the header, so an
-    image over the limit is refused before it is decoded."""
+def decode_upload(data: bytes, what: str, filename: str | None, limits: Limits) -> Image.Image:
+    """Bytes from a client -> 8-bit RGB through the library's decoder; its error kinds become
+    413 (too many pixels), 415 (not an image) and 422 (empty, damaged, too small)."""
     label = _label(what, filename)
-    if not data:
-        raise UploadError(422, f"{label}: the file is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-            width, height = image.size
-            if width * height > limits.max_input_pixels:
-                raise UploadError(413, f"{label}: {width}x{height} px is over this server's limit of "
-                                       f"{limits.max_input_pixels:,} pixels; shrink it first")
-            image.load()
-    except UploadError:
-        raise
-    except Image.DecompressionBombError:
-        raise UploadError(413, f"{label}: too many pixels to decode safely; shrink it first") from None
-    except UnidentifiedImageError:
-        raise UploadError(415, f"{label}: not an image this server reads (send PNG, JPEG, WebP, GIF, BMP "
-                               "or TIFF)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UploadError(422, f"{label}: damaged or truncated image ({reason[:80]}); re-export it") from None
-    if min(image.size) < MIN_INPUT_SIDE:
-        raise UploadError(422, f"{label}: {width}x{height} px is too small; images need at least "
-                               f"{MIN_INPUT_SIDE} px on each side")
-    return load_image(image, what=what)  # orientation from EXIF, any mode -> RGB
+        return decode_image(data, label, limits.max_input_pixels, IMAGE_FORMATS)
+    except ImageTooLarge as exc:
+        if exc.size is None:
+            raise UploadError(413, str(exc)) from None
+        width, height = exc.size
+        raise UploadError(413, f"{label}: {width}x{height} px is over this server's limit of "
+                               f"{limits.max_input_pixels:,} pixels; shrink it first") from None
+    except NotAnImage as exc:
+        raise UploadError(415, str(exc)) from None
+    except (DamagedImage, VggstyleError) as exc:
+        raise UploadError(422, str(exc)) from None
 
 
 def prepare_images(config: StyleConfig, content: Image.Image, styles: list[Image.Image],
@@ -223,15 +182,18 @@ def prepare_images(config: StyleConfig, content: Image.Image, styles: list[Image
     no more memory than it needs; check they are large enough for the deepest layer used.
     Masks are stretched to the content's shape, as stylize does at each scale.
     Returns (content, styles, masks (grayscale), (width, height) of the result)."""
+    layers = [*config.content_layers, *config.style_layers]
+    smallest = min_side(layers)
+    style_side = config.style_side(config.image_size)
+    sized = [("content image", content, config.image_size)]
+    sized += [(f"style image {i}", s, style_side) for i, s in enumerate(styles, 1)]
+    for what, image, side in sized:  # before any resize
+        width, height = long_side_size(image.size, side)
+        if min(width, height) < smallest:
+            raise UploadError(422, f"{what} is {width}x{height} px at this image_size, too small for layer "
+                                   f"{deepest(layers)} (at least {smallest} px on each side); use a larger "
+                                   "image_size or a less elongated image")
     content = resize_long_side(content, config.image_size)
     masks = [m.convert("L").resize(content.size, Image.BILINEAR) for m in masks]
-    style_side = config.style_side(config.image_size)
     styles = [resize_long_side(s, style_side) for s in styles]
-    deepest = max([*config.content_layers, *config.style_layers], key=LAYER_INDEX.__getitem__)
-    min_side = 2 ** pools_before(deepest)
-    for what, image in [("content image", content)] + [(f"style image {i}", s) for i, s in enumerate(styles, 1)]:
-        if min(image.size) < min_side:
-            raise UploadError(422, f"{what} is {image.size[0]}x{image.size[1]} px at this image_size, too small "
-                                   f"for layer {deepest} (at least {min_side} px on each side); use a larger "
-                                   "image_size or a less elongated image")
     return content, styles, masks, content.size

@@ -54,6 +54,7 @@ function fieldElement(spec) {
   input.dataset.default = spec.default === null ? "" : String(spec.default);
   if (input.type !== "checkbox") input.value = input.dataset.default;
   if (spec.optional && spec.default === null) input.placeholder = "default";
+  if (spec.kind === "layers") wrap.classList.add("wide"); // long defaults stay readable
   const help = document.createElement("small");
   help.textContent = spec.help;
   wrap.append(label, input, help);
@@ -113,8 +114,25 @@ function thumbnail(file) {
   return img;
 }
 
-function images(files) {
-  return Array.from(files).filter((f) => f.type === "" || f.type.startsWith("image/"));
+// A picked file is decoded here first: a non-image (even one named .jpg) is said at once, by name.
+async function isImage(file) {
+  if (file.type !== "" && !file.type.startsWith("image/")) return false;
+  try {
+    (await createImageBitmap(file)).close();
+    return true;
+  } catch (err) {
+    return false;
+  }
+}
+
+async function images(files) {
+  const good = [];
+  const bad = [];
+  for (const file of Array.from(files)) ((await isImage(file)) ? good : bad).push(file);
+  $("form-error").textContent = bad.length
+    ? `Not an image this page can read: ${bad.map((f) => f.name).join(", ")}. Pick a PNG, JPEG, WebP, GIF or BMP file.`
+    : "";
+  return good;
 }
 
 function setContent(file) {
@@ -153,8 +171,10 @@ function renderStyles() {
     }
     const remove = document.createElement("button");
     remove.type = "button";
+    remove.className = "remove";
     remove.textContent = "✕";
     remove.title = "remove";
+    remove.setAttribute("aria-label", "remove " + style.file.name);
     remove.addEventListener("click", () => { page.styles.splice(i, 1); renderStyles(); });
     item.append(thumbnail(style.file), middle, remove);
     list.append(item);
@@ -170,8 +190,8 @@ function maskPicker(style, i) {
   input.type = "file";
   input.accept = "image/*";
   input.id = "mask-file-" + i;
-  input.addEventListener("change", (e) => {
-    const [file] = images(e.target.files);
+  input.addEventListener("change", async (e) => {
+    const [file] = await images(e.target.files);
     if (file) { style.mask = file; renderStyles(); }
   });
   const label = document.createElement("label");
@@ -206,10 +226,10 @@ function updateStart() {
 function dropZone(zone, onFiles) {
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-  zone.addEventListener("drop", (e) => {
+  zone.addEventListener("drop", async (e) => {
     e.preventDefault();
     zone.classList.remove("over");
-    const files = images(e.dataTransfer.files);
+    const files = await images(e.dataTransfer.files);
     if (files.length) onFiles(files);
   });
 }
@@ -218,6 +238,7 @@ function dropZone(zone, onFiles) {
 async function start(event) {
   event.preventDefault();
   $("form-error").textContent = "";
+  if (!page.content || !page.styles.length) return;
   const body = new FormData();
   body.append("content", page.content, page.content.name);
   const problem = maskProblem();
@@ -229,21 +250,27 @@ async function start(event) {
   for (const style of page.styles) if (style.mask) body.append("style_mask", style.mask, style.mask.name);
   for (const [name, value] of Object.entries(formValues())) body.append(name, value);
   $("start").disabled = true;
-  let response;
-  try {
-    response = await fetch("/api/jobs", { method: "POST", body });
-  } catch (err) {
-    $("form-error").textContent = "Cannot reach the server: " + err.message;
-    updateStart();
-    return;
-  }
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    $("form-error").textContent = data.detail || ("The server answered " + response.status);
+  page.sent = body; // the same images and settings, for "Run again" if the job is lost
+  const [data, refused] = await send(body);
+  if (refused) {
+    $("form-error").textContent = refused;
     updateStart();
     return;
   }
   showRun(data);
+}
+
+// POST a job; returns [job, null] or [null, one line saying why not].
+async function send(body) {
+  let response;
+  try {
+    response = await fetch("/api/jobs", { method: "POST", body });
+  } catch (err) {
+    return [null, "Cannot reach the server: " + err.message];
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) return [null, data.detail || ("The server answered " + response.status)];
+  return [data, null];
 }
 
 function showRun(job) {
@@ -252,6 +279,8 @@ function showRun(job) {
   $("run-error").textContent = "";
   $("download").hidden = true;
   $("again").hidden = true;
+  $("rerun").hidden = true;
+  $("compare").hidden = true;
   $("cancel").hidden = false;
   $("cancel").disabled = false;
   $("bar").value = 0;
@@ -262,11 +291,72 @@ function showRun(job) {
   page.previewWanted = page.previewShown = 0;
   page.job = job;
   update(job);
+  follow(job);
+}
+
+function follow(job) {
   page.events = new EventSource(`/api/jobs/${job.id}/events`);
   page.events.onmessage = (e) => update(JSON.parse(e.data));
   page.events.onerror = () => {
     if (page.job && FINISHED.has(page.job.state)) page.events.close();
+    else checkJob(job.id);
   };
+}
+
+// The event stream broke: ask for the job. Gone (server restarted, job expired): say so and offer
+// to run the same job again; still there: follow it again; server unreachable: retry for a while
+// (a restart takes seconds), then say contact was lost, with the same offer.
+const RETRIES = 10;
+const RETRY_MS = 2000;
+
+async function checkJob(id) {
+  if (page.checking || !page.job || page.job.id !== id) return;
+  page.checking = true;
+  let response = null;
+  try {
+    response = await fetch(`/api/jobs/${id}`);
+  } catch (err) {
+    response = null;
+  }
+  page.checking = false;
+  if (!page.job || page.job.id !== id || FINISHED.has(page.job.state)) return;
+  if (response === null && (page.retries = (page.retries || 0) + 1) <= RETRIES) {
+    if (page.events) page.events.close();
+    $("status").textContent = "Reconnecting to the server…";
+    setTimeout(() => checkJob(id), RETRY_MS);
+    return;
+  }
+  page.retries = 0;
+  if (response && response.ok) {
+    update(await response.json());
+    if (page.events.readyState === EventSource.CLOSED && !FINISHED.has(page.job.state)) follow(page.job);
+    return;
+  }
+  lost(response === null
+    ? "Lost contact with the server: it may have stopped. Your images and settings are kept."
+    : "The server no longer has this job: it was restarted, or the job was cleared. " +
+      "Your images and settings are kept.");
+}
+
+function lost(message) {
+  if (page.events) page.events.close();
+  page.job = null;
+  $("status").textContent = "The job was lost";
+  $("run-error").textContent = message;
+  $("cancel").hidden = true;
+  $("rerun").hidden = false;
+  $("again").hidden = false;
+}
+
+async function rerun() {
+  $("rerun").disabled = true;
+  const [job, problem] = await send(page.sent);
+  $("rerun").disabled = false;
+  if (problem) {
+    $("run-error").textContent = problem;
+    return;
+  }
+  showRun(job);
 }
 
 function duration(seconds) {
@@ -345,11 +435,32 @@ function finish(job) {
   if (job.has_result) {
     if (page.previewBusy) page.finalPending = true;
     else loadPreview(true);
+    showComparison(job);
     const link = $("download");
     link.href = `/api/jobs/${job.id}/result`;
     link.download = `vggstyle-${job.size[0]}x${job.size[1]}.png`;
     link.hidden = false;
   }
+}
+
+// Before and after, side by side: the content, the style(s) and the result.
+function showComparison(job) {
+  const row = $("compare-images");
+  const figure = (img, caption) => {
+    const f = document.createElement("figure");
+    const c = document.createElement("figcaption");
+    c.textContent = caption;
+    f.append(img, c);
+    return f;
+  };
+  const result = document.createElement("img");
+  result.src = `/api/jobs/${job.id}/preview?v=final`;
+  result.alt = "result";
+  const items = [figure(thumbnail(page.content), "content")];
+  page.styles.forEach((s, i) => items.push(figure(thumbnail(s.file), page.styles.length > 1 ? `style ${i + 1}` : "style")));
+  items.push(figure(result, "result"));
+  row.replaceChildren(...items);
+  $("compare").hidden = false;
 }
 
 async function cancel() {
@@ -377,13 +488,20 @@ async function init() {
     return;
   }
   buildForm();
-  $("content-file").addEventListener("change", (e) => { setContent(images(e.target.files)[0]); e.target.value = ""; });
-  $("style-files").addEventListener("change", (e) => { addStyles(images(e.target.files)); e.target.value = ""; });
+  $("content-file").addEventListener("change", async (e) => {
+    setContent((await images(e.target.files))[0]);
+    e.target.value = "";
+  });
+  $("style-files").addEventListener("change", async (e) => {
+    addStyles(await images(e.target.files));
+    e.target.value = "";
+  });
   dropZone($("content-drop"), (files) => setContent(files[0]));
   dropZone($("style-drop"), addStyles);
   $("setup").addEventListener("submit", start);
   $("cancel").addEventListener("click", cancel);
   $("again").addEventListener("click", again);
+  $("rerun").addEventListener("click", rerun);
   document.body.dataset.ready = "1";
 }
 

@@ -1,0 +1,195 @@
+"""The HTTP API's routes, on one APIRouter: each handler is a few lines over the job queue
+(``request.app.state.jobs``), the limits (``.limits``) and uploads.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from .body import ClientGone, read_form, split_form
+from .jobs import FINISHED, QueueFull
+from .openapi import REFUSALS, job_request_schema
+from .uploads import UploadError, config_from_form, decode_upload, options, prepare_images
+
+log = logging.getLogger("vggstyle.web")
+router = APIRouter()
+# One job's images are decoded at a time, whatever arrives concurrently: what decoding holds in
+# memory is bounded by one job's pixels, not by the number of clients.
+DECODE_SLOT = threading.Semaphore(1)
+KEEP_ALIVE_SECONDS = 15.0
+STREAM_POLL_SECONDS = 0.1
+
+
+def _job_or_404(request: Request, job_id: str):
+    job = request.app.state.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, "no such job (finished results are kept for a limited time)")
+    return job
+
+
+def _check_origin(request: Request) -> None:
+    # A web page elsewhere must not spend this machine's time: browsers send Origin on
+    # cross-site POST/DELETE, programs usually send none.
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise HTTPException(403, "cross-origin request refused: use the page this server serves")
+
+
+def _check_room(jobs) -> None:
+    if not jobs.has_room():
+        raise UploadError(503, "the server is shutting down" if jobs.closing else
+                          f"the queue is full ({jobs.max_queued} jobs waiting); try again in a few minutes")
+
+
+async def _read_job(request: Request):
+    """The upload's config (checked before any image is decoded) and its files' bytes."""
+    limits = request.app.state.limits
+    form = await read_form(request, limits)
+    try:
+        content, styles, masks, values = split_form(form, limits)
+        config = config_from_form(values, len(styles), limits)
+        images = [(await f.read(), "content image" if i == 0 else f"style image {i}", f.filename)
+                  for i, f in enumerate([content, *styles])]
+        mask_files = [(await f.read(), f"style mask {i}", f.filename) for i, f in enumerate(masks, 1)]
+    finally:
+        await form.close()
+    return config, images, mask_files
+
+
+def _decode_job(jobs, limits, config, images, mask_files):
+    """In a worker thread, one job at a time: decode, check and shrink the images."""
+    with DECODE_SLOT:
+        _check_room(jobs)  # the queue may have filled while this upload waited for the slot
+        decoded = [decode_upload(data, what, name, limits) for data, what, name in images]
+        masks = [decode_upload(data, what, name, limits) for data, what, name in mask_files]
+        return prepare_images(config, decoded[0], decoded[1:], masks)
+
+
+@router.post("/api/jobs", status_code=202, summary="Start a stylization job", openapi_extra=job_request_schema(),
+             responses=REFUSALS)
+async def submit(request: Request):
+    _check_origin(request)
+    jobs, limits = request.app.state.jobs, request.app.state.limits
+    _check_room(jobs)  # before the upload is read or decoded
+    try:
+        config, images, mask_files = await _read_job(request)
+    except ClientGone:
+        log.info("an upload was abandoned by its client before it was complete")
+        return Response(status_code=400)  # nobody reads it
+    content, styles, masks, size = await run_in_threadpool(_decode_job, jobs, limits, config, images, mask_files)
+    try:
+        job = jobs.submit(config, content, styles, size, masks=masks)
+    except QueueFull as exc:
+        raise UploadError(503, str(exc)) from None
+    return JSONResponse(jobs.describe(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+
+
+@router.get("/api/jobs/{job_id}", summary="State, queue position, progress, losses and ETA of a job",
+            responses=REFUSALS.subset(404))
+async def job_state(job_id: str, request: Request):
+    return request.app.state.jobs.describe(_job_or_404(request, job_id))
+
+
+@router.delete("/api/jobs/{job_id}", summary="Cancel a job (idempotent: a finished job is left as it is)",
+               responses=REFUSALS.subset(403, 404))
+async def cancel(job_id: str, request: Request):
+    _check_origin(request)
+    job = request.app.state.jobs.cancel(job_id)
+    if job is None:
+        raise HTTPException(404, "no such job")
+    return request.app.state.jobs.describe(job)
+
+
+@router.delete("/api/jobs/{job_id}/result", summary="Discard a finished job and its result",
+               responses=REFUSALS.subset(403, 404, 409))
+async def discard(job_id: str, request: Request):
+    _check_origin(request)
+    job = request.app.state.jobs.discard(job_id)
+    if job is None:
+        raise HTTPException(404, "no such job")
+    if job.state not in FINISHED:
+        raise HTTPException(409, f"the job is {job.state}; cancel it first")
+    return {"detail": "discarded"}
+
+
+async def _job_events(request: Request, job):
+    """Snapshots as server-sent events when the job changes, until it ends or the server stops."""
+    jobs = request.app.state.jobs
+    seen, idle = -1, 0.0
+    while True:
+        if job.version != seen:
+            seen = job.version
+            snapshot = jobs.describe(job)
+            yield f"data: {json.dumps(snapshot)}\n\n"
+            if snapshot["state"] in FINISHED:
+                return
+            idle = 0.0
+        elif idle >= KEEP_ALIVE_SECONDS:
+            yield ": keep-alive\n\n"
+            idle = 0.0
+        if jobs.closing or await request.is_disconnected():
+            return
+        await asyncio.sleep(STREAM_POLL_SECONDS)
+        idle += STREAM_POLL_SECONDS
+
+
+@router.get("/api/jobs/{job_id}/events", summary="Progress as server-sent events until the job ends",
+            responses=REFUSALS.subset(404))
+async def events(job_id: str, request: Request):
+    job = _job_or_404(request, job_id)
+    return StreamingResponse(_job_events(request, job), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _result_bytes(job) -> bytes | None:
+    path = job.result_path
+    if path is None:
+        return None
+    try:
+        return await run_in_threadpool(path.read_bytes)
+    except FileNotFoundError:  # discarded a moment ago
+        return None
+
+
+PNG = {200: {"content": {"image/png": {}}}}
+
+
+@router.get("/api/jobs/{job_id}/preview", summary="The image as it is now (PNG)", response_class=Response,
+            responses={**PNG, **REFUSALS.subset(404)})
+async def preview(job_id: str, request: Request):
+    job = _job_or_404(request, job_id)
+    data = job.preview or await _result_bytes(job)
+    if data is None:
+        raise HTTPException(404, "no preview yet: the job has not started its first iteration")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/jobs/{job_id}/result", summary="The result (PNG with its parameters)", response_class=Response,
+            responses={**PNG, **REFUSALS.subset(404, 409)})
+async def result(job_id: str, request: Request):
+    job = _job_or_404(request, job_id)
+    if job.state not in FINISHED:
+        raise HTTPException(409, f"the job is {job.state}; the result is ready when it is done")
+    data = await _result_bytes(job)
+    if data is None:
+        raise HTTPException(409 if job.state == "failed" else 404,
+                            f"no result: {job.error}" if job.error else "no result for this job")
+    return Response(data, media_type="image/png", headers={
+        "Content-Disposition": f'attachment; filename="vggstyle-{job.number}.png"', "Cache-Control": "no-store"})
+
+
+@router.get("/api/options", summary="Form fields (from StyleConfig's option specs), presets and this server's limits")
+async def get_options(request: Request):
+    return options(request.app.state.limits)
+
+
+@router.get("/api/status", summary="Workers and queue length")
+async def status(request: Request):
+    return request.app.state.jobs.stats()

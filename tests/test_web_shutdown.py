@@ -1,0 +1,141 @@
+"""`vggstyle serve` as a real process on 127.0.0.1: SIGTERM with a job running and a page watching
+it, and Ctrl-C on an idle server, both end quickly and cleanly (issue #10, bugs 5 and 9)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES
+
+pytest.importorskip("fastapi", reason="the web app needs the [web] extra")
+pytest.importorskip("uvicorn", reason="the web app needs uvicorn (the [web] extra)")
+try:
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve() starts `vggstyle serve` with its temporary files under tmp_path and returns (process,
+    base URL); whatever happens in the test, the process is killed at the end."""
+    started = []
+
+    def start():
+        process, url = _serve(tmp_path)
+        started.append(process)
+        return process, url
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _serve(tmp_path):
+    port = free_port()
+    import vggstyle
+
+    source = Path(vggstyle.__file__).resolve().parents[1]  # the vggstyle under test, installed or not
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(source)}
+    process = subprocess.Popen([sys.executable, "-m", "vggstyle", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                "--max-queue", "3", "--log-level", "warning"],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            if httpx.get(url + "/api/status", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail("the server did not answer within 60 s")
+
+
+def results_dirs(tmp_path):
+    return [p for p in tmp_path.iterdir() if p.name.startswith("vggstyle-web-")]
+
+
+def stop(process, sig) -> tuple[float, str]:
+    start = time.monotonic()
+    process.send_signal(sig)
+    try:
+        stderr = process.communicate(timeout=15)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return time.monotonic() - start, stderr
+
+
+def small_job_files():
+    from PIL import Image
+    import io
+
+    def png(path):
+        image = Image.open(EXAMPLES / path).convert("RGB")
+        image.thumbnail((64, 64))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    return [("content", ("c.png", png("content/tubingen.jpg"), "image/png")),
+            ("style", ("s.png", png("style/starry_night.jpg"), "image/png"))]
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_running_job_and_open_streams_exits_0_within_5_s(tmp_path, serve):
+    process, url = serve()
+    assert len(results_dirs(tmp_path)) == 1
+    files = small_job_files()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        data = {"image_size": "64", "num_iterations": "5000"}
+        running = client.post("/api/jobs", files=files, data=data).json()
+        waiting = client.post("/api/jobs", files=files, data=data).json()
+        deadline = time.monotonic() + 120
+        while client.get(f"/api/jobs/{running['id']}").json()["step"] < 1:  # the network is loaded, it runs
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    streams = []
+
+    def watch(job_id):  # a page following the job: its stream must end, not hold the shutdown
+        with httpx.stream("GET", f"{url}/api/jobs/{job_id}/events", timeout=30) as response:
+            streams.append([json.loads(line[5:])["state"] for line in response.iter_lines()
+                            if line.startswith("data:")])
+
+    watchers = [threading.Thread(target=watch, args=(j["id"],)) for j in (running, waiting)]
+    for w in watchers:
+        w.start()
+    time.sleep(0.5)
+    seconds, stderr = stop(process, signal.SIGTERM)
+    for w in watchers:
+        w.join(10)
+    assert process.returncode == 0, stderr
+    assert seconds < 5, f"took {seconds:.1f} s"
+    assert "Traceback" not in stderr and "terminate called" not in stderr, stderr
+    assert results_dirs(tmp_path) == [], "the results directory is removed"
+    assert len(streams) == 2, "both event streams ended"
+
+
+def test_ctrl_c_on_an_idle_server_exits_130_without_a_traceback(tmp_path, serve):
+    process, _ = serve()
+    seconds, stderr = stop(process, signal.SIGINT)
+    assert process.returncode == 130, stderr
+    assert seconds < 5 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert results_dirs(tmp_path) == []
