@@ -341,3 +341,22 @@ def test_ctrl_c_stops_keeps_the_frames_and_the_same_command_continues(tmp_path):
     assert again.returncode == 0 and (tmp_path / "out.mp4").exists(), again.stderr
     assert f"resuming after {kept} finished frames" in again.stderr
     assert f"done: 4 frames ({kept} resumed)" in again.stderr
+
+
+@pytest.mark.parametrize("mode", ["luminance", "histogram"])
+def test_original_colors_match_the_styles_to_the_first_frame_not_to_a_placeholder(mode):
+    from vggstyle.config import StyleConfig
+    from vggstyle.device import resolve_policy
+    from vggstyle.inputs import load_inputs
+    from vggstyle.optimize import style_features
+    from vggstyle.video_frame import FrameStylizer
+    config = StyleConfig(image_size=48, original_colors=mode, precision="fp32")
+    inputs = load_inputs(Image.new("RGB", (64, 48)), STYLE, config)  # the driver's placeholder content
+    stylizer = FrameStylizer(inputs, resolve_policy("cpu", "fp32"), 48)
+    images = stylizer.images(Image.fromarray(panning(17, 1)[0]))
+    image, losses, steps = stylizer.run(images, images.content, 1)
+    assert image is not None and steps == 1
+    expected = style_features(stylizer.net, images)[0]["relu1_1"]
+    placeholder = style_features(stylizer.net, inputs.at(48))[0]["relu1_1"]
+    assert torch.allclose(stylizer.styles[0]["relu1_1"], expected)
+    assert not torch.allclose(placeholder, expected)

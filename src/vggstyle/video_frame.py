@@ -130,7 +130,8 @@ class FrameStep:
 
 
 class FrameStylizer:
-    """What the frames of one video share: the network, the style features (computed once), the inputs.
+    """What the frames of one video share: the network, the style features (computed once, with the
+    first frame stylized: with --original-colors the styles are recoloured to that frame), the inputs.
 
     ``inputs``: load_inputs() with any content (each frame replaces it); side: the working long side.
     """
@@ -138,7 +139,8 @@ class FrameStylizer:
     def __init__(self, inputs: Inputs, policy, side: int):
         self.inputs, self.config, self.policy, self.side = inputs, inputs.config, policy, side
         self.net = network_for(self.config, policy)
-        self.styles = style_features(self.net, inputs.at(side))
+        self.styles = None  # from the first frame stylized: --original-colors matches the styles to it
+        self.first_images: ScaleImages | None = None
 
     def images(self, frame: Image.Image) -> ScaleImages:
         """The frame as the content at the working size (and the styles, already resized)."""
@@ -155,6 +157,9 @@ class FrameStylizer:
             on_step: Callable[[int, dict], bool] | None = None) -> tuple[Image.Image | None, dict, int]:
         """Optimize one frame; returns (finished image or None when stopped, last losses, iterations)."""
         config = self.config
+        if self.styles is None:
+            self.first_images = images
+            self.styles = style_features(self.net, images)
         image = start.to(self.policy.device).contiguous().requires_grad_(True)
         average = IterateAverage(config.ema)
         state = {"done": 0, "stopped": False, "losses": {}}
@@ -191,7 +196,7 @@ class FrameStylizer:
                       "continuing in float32", RuntimeWarning, stacklevel=3)
         self.policy = self.policy.as_float32()
         self.net = network_for(self.config, self.policy)
-        self.styles = style_features(self.net, self.inputs.at(self.side))
+        self.styles = style_features(self.net, self.first_images)
 
 
 def temporal_term(weight: float, guide: Guide) -> TemporalTerm:
