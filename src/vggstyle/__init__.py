@@ -18,10 +18,11 @@ _LAZY = {
     "stylize": "optimize", "Progress": "optimize",
     "load_image": "image", "save_image": "image", "read_parameters": "image",
     "show": "notebook",
+    "stylize_video": "video", "VideoConfig": "video", "show_video": "video_notebook",
 }
 
 __all__ = ["stylize", "StyleConfig", "Progress", "load_image", "save_image", "read_parameters", "show",
-           "VggstyleError", "ConfigError", "ImageError", "OutputError", "WeightsError"]
+           "stylize_video", "VideoConfig", "show_video", "VggstyleError", "ConfigError", "ImageError", "OutputError", "WeightsError"]
 
 
 def __getattr__(name):

@@ -88,14 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--plot", metavar="FILE", help="write a PNG plot of the loss curves (needs matplotlib)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
     out.add_argument("--version", action="version", version=f"vggstyle {__version__}")
+    add_config_options(parser)
+    return parser
 
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per StyleConfig field, in its group (shared with `vggstyle video`)."""
     groups = {}
     for option in config_options():
         if option.group not in groups:
             groups[option.group] = parser.add_argument_group(GROUP_TITLES[option.group])
         flags, kwargs = _argument(option)
         groups[option.group].add_argument(*flags, **kwargs)
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> StyleConfig:
@@ -182,6 +186,9 @@ def write_plot(history: list[dict], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "video":
+        from .video_cli import main as video_main
+        return video_main(argv[1:])
     if argv and argv[0] == "serve":
         from .web.server import main as serve_main
         return serve_main(argv[1:])

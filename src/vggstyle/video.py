@@ -1,0 +1,179 @@
+"""stylize_video(): a clip stylized frame by frame without flicker (Ruder, Dosovitskiy and Brox 2016).
+
+Data flows one way: the input (video_io.open_video) -> each frame's content target at the working
+size -> its guide from the earlier frames of the shot (video_frame.guide: optical flow on the
+content frames, warped earlier outputs, consistency weights) -> the objective of the still images
+plus the temporal term -> the frame store (resumable work dir) -> the video writer.
+
+* The network, its weights and the style features are computed once per video; each frame's
+  content target from its own frame.
+* A frame after the first of its shot starts from the previous output warped along the flow
+  (--init-frame prev-warped) and takes --frame-iterations; the first frame of the clip and of every
+  shot after a cut (flow coverage under flow.CUT_THRESHOLD) start as a still: --first-frame-iterations
+  and no temporal term dragging the last shot in.
+* Every finished frame goes to the work dir atomically; the same call again resumes after the last
+  finished frame (other options: starts over, and says so). The output is written to a temporary
+  file and renamed at the end; a stop or an error leaves no output, the finished frames stay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from PIL import Image
+
+from .config import StyleConfig
+from .errors import ConfigError
+
+INIT_FRAMES = ("prev-warped", "content", "random")
+FLOW_CHOICES = ("dis-fast", "dis-medium", "farneback")  # flow.FLOW_METHODS, without importing OpenCV here
+
+
+def _opt(default, help: str, **extra):
+    meta = {"help": help, **extra}
+    if isinstance(default, list):
+        return field(default_factory=list, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class VideoConfig:
+    """The knobs only a video has; StyleConfig holds the rest (the same as for a still)."""
+
+    temporal_weight: float = _opt(
+        3000.0, "weight of the temporal term: how strongly each frame keeps the previous output, warped "
+              "along the flow, where the flow is consistent; 0: off")
+    first_frame_iterations: int | None = _opt(
+        None, "iterations of the first frame and of the first frame after each shot cut "
+              "(default: --num-iterations, 300)")
+    frame_iterations: int = _opt(60, "iterations of every other frame (they start from the previous output)")
+    init_frame: str = _opt("prev-warped", "how a frame after the first starts: prev-warped (the previous output "
+                           "warped along the flow), content, or random", choices=INIT_FRAMES)
+    long_term: list = _opt([], "long-term consistency: compare with these earlier frames, closest first, e.g. "
+                           "1,2,4 (each pixel counts for the closest frame it is consistent with)",
+                           metavar="LIST")
+    flow: str = _opt("dis-medium", "optical flow method (OpenCV)", choices=FLOW_CHOICES)
+    start: str | None = _opt(None, "first frame: seconds (2.5), minutes:seconds (1:02.5) or frame (f120)",
+                             metavar="TIME")
+    end: str | None = _opt(None, "end (exclusive), as --start", metavar="TIME")
+    max_frames: int | None = _opt(None, "refuse inputs with more selected frames than this", metavar="N")
+    work_dir: str | None = _opt(None, "folder of finished frames, for resuming (default: OUTPUT.frames beside "
+                                "the output, removed when the video is written)", metavar="DIR")
+    fps: float | None = _opt(None, "frame rate of a folder of frames or a pattern (default 25)", metavar="X")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.long_term, str):
+            try:
+                self.long_term = [int(x) for x in self.long_term.replace(" ", "").split(",") if x]
+            except ValueError:
+                raise ConfigError(f"--long-term '{self.long_term}': give frame offsets like 1,2,4") from None
+        self.long_term = list(self.long_term or [])
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """The earlier frames the temporal term compares with (1 = the previous one)."""
+        return tuple(self.long_term) or (1,)
+
+    def replace(self, **changes) -> "VideoConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "VideoConfig":
+        """Raise ConfigError with one line naming the bad option; return self."""
+        if not (isinstance(self.temporal_weight, (int, float)) and math.isfinite(self.temporal_weight)
+                and self.temporal_weight >= 0):
+            raise ConfigError(f"--temporal-weight must be a finite number >= 0, got {self.temporal_weight}")
+        for name in ("first_frame_iterations", "frame_iterations", "max_frames"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value}")
+        if self.init_frame not in INIT_FRAMES:
+            raise ConfigError(f"unknown --init-frame '{self.init_frame}': choose one of {', '.join(INIT_FRAMES)}")
+        if self.flow not in FLOW_CHOICES:
+            raise ConfigError(f"unknown --flow '{self.flow}': choose one of {', '.join(FLOW_CHOICES)}")
+        if self.long_term and (any(o < 1 for o in self.long_term) or self.long_term != sorted(set(self.long_term))):
+            raise ConfigError(f"--long-term must be frame offsets >= 1, rising, closest first (e.g. 1,2,4), "
+                              f"got {','.join(map(str, self.long_term))}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise ConfigError(f"--fps must be a number > 0, got {self.fps}")
+        return self
+
+
+def video_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(VideoConfig))
+
+
+@dataclass
+class FrameDone:
+    """After each finished frame (stylized now, or taken from the work dir when resuming)."""
+
+    index: int
+    frames: int
+    losses: dict[str, float]
+    seconds: float
+    first: bool  # started a shot (the clip's first frame, or after a cut)
+    resumed: bool  # taken from the work dir, not stylized in this run
+    image: Image.Image
+
+
+@dataclass
+class VideoSummary:
+    """What stylize_video did. ``losses``: the weighted terms of each frame's last iteration;
+    ``cuts``: the frames (0-based) where a new shot started; ``seconds``: this run's wall time."""
+
+    output: Path | None  # None when stopped early: no output was written
+    frames: int  # frames finished (the work dir holds them)
+    total_frames: int
+    fps: Fraction
+    size: tuple[int, int]
+    seconds: float
+    losses: list[dict] = field(default_factory=list)
+    frame_seconds: list[float] = field(default_factory=list)
+    cuts: list[int] = field(default_factory=list)
+    resumed: int = 0
+    message: str | None = None  # from the work dir: resuming, or options changed
+    stopped: bool = False
+
+
+def split_overrides(overrides: dict) -> tuple[dict, dict]:
+    """Keyword overrides -> (StyleConfig fields, VideoConfig fields); anything else is an error."""
+    video_names = {f.name for f in video_fields()}
+    style_names = {f.name for f in dataclasses.fields(StyleConfig)}
+    unknown = sorted(set(overrides) - video_names - style_names)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    return ({k: v for k, v in overrides.items() if k in style_names},
+            {k: v for k, v in overrides.items() if k in video_names})
+
+
+def default_work_dir(output) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".frames")
+
+
+def stylize_video(input, styles, output, config: StyleConfig | None = None, *, video: VideoConfig | None = None,
+                  masks=None, on_frame: Callable[[FrameDone], "bool | None"] | None = None,
+                  on_step: Callable | None = None, on_message: Callable[[str], None] | None = None,
+                  **overrides) -> VideoSummary:
+    """Stylize the clip ``input`` in the style of ``styles`` and write it to ``output``.
+
+    input: a video file (mp4, mov, mkv, avi, webm, gif), a folder of frames or a printf pattern.
+    output: .mp4, .webm, .gif, or a folder name (PNG frames). The frame rate and the sound are kept.
+    config: the still-image StyleConfig (the frames are stylized at its --image-size); video: a
+    VideoConfig; keyword overrides set fields of either (``temporal_weight=..., image_size=256``).
+    on_frame(FrameDone) after each frame, on_step(FrameStep) after each iteration: returning
+    False stops; the finished frames stay in the work dir, no output is written, and the same
+    call again resumes. on_message(text): the work dir's news ('resuming after N finished frames',
+    'options changed (...); starting over'), also kept in the summary's ``message``.
+    """
+    from .video_run import VideoRun  # torch, PyAV and OpenCV are imported here
+
+    style_changes, video_changes = split_overrides(overrides)
+    config = (config or StyleConfig()).replace(**style_changes) if style_changes else (config or StyleConfig())
+    video = ((video or VideoConfig()).replace(**video_changes) if video_changes else (video or VideoConfig()))
+    return VideoRun(input, styles, output, config, video.validate(), masks).run(on_frame, on_step, on_message)
+

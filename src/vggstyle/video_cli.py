@@ -1,0 +1,153 @@
+"""`vggstyle video INPUT STYLE [STYLE ...] -o OUTPUT`: the thin adapter from argv to stylize_video().
+
+Every still-image option (generated from StyleConfig by cli.add_config_options) plus the video
+ones (generated from VideoConfig). One progress bar over the frames, with the frame's iteration,
+its losses and an ETA. Ctrl-C stops after the current iteration, keeps the finished frames in the
+work dir and exits 130 (the same command continues); every user error is one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from dataclasses import MISSING, fields
+
+from .cli import EXIT_INTERRUPTED, EXIT_USAGE, _number, _Parser, add_config_options, config_from_args
+from .config import FLOAT, INT
+from .errors import VggstyleError
+from .video import VideoConfig, video_fields
+
+_KINDS = {"float": FLOAT, "float | None": FLOAT, "int": INT, "int | None": INT}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vggstyle video",
+                     description="Stylize a video without flicker (Ruder et al. 2016: optical flow, a temporal "
+                                 "loss, warped starts), keeping its frame rate and sound.")
+    parser.add_argument("input", help="video (mp4, mov, mkv, avi, webm, gif), folder of frames, or a pattern "
+                                      "like frames/%%04d.png")
+    parser.add_argument("styles", nargs="+", metavar="style", help="style image(s)")
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output", required=True,
+                     help=".mp4 (H.264), .webm (VP9), .gif, or a folder name without extension (PNG frames)")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
+    group = parser.add_argument_group("video")
+    for f in video_fields():
+        default = None if f.default is MISSING else f.default
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS,
+                  "help": f.metadata["help"] + (f" (default: {default})" if default not in (None, []) else "")}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        elif f.type in _KINDS:
+            kwargs.update(type=_number(_KINDS[f.type]), metavar="N" if _KINDS[f.type] == INT else "X")
+        if "metavar" in f.metadata:
+            kwargs["metavar"] = f.metadata["metavar"]
+        group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
+    add_config_options(parser)
+    return parser
+
+
+def video_config_from_args(args: argparse.Namespace) -> VideoConfig:
+    names = {f.name for f in fields(VideoConfig)}
+    return VideoConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+_STOP = {"requested": False}
+
+
+def _on_sigint(signum, frame):
+    if _STOP["requested"]:
+        raise KeyboardInterrupt
+    _STOP["requested"] = True
+    print("\nvggstyle video: stopping; the finished frames are kept (Ctrl-C again to abort now)", file=sys.stderr)
+
+
+class _Bar:
+    """tqdm over frames; its postfix shows the frame's iteration and losses."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def _ensure(self, total: int):
+        if self.bar is None and not self.quiet:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
+
+    def step(self, progress) -> bool:
+        self._ensure(progress.frames)
+        if self.bar is not None:
+            text = " ".join(f"{k} {v:.3g}" for k, v in progress.losses.items() if k != "total")
+            kind = "first" if progress.first else "frame"
+            self.bar.set_postfix_str(f"{kind} {progress.index + 1} it {progress.step}/{progress.steps} {text}")
+        return not _STOP["requested"]
+
+    def frame(self, done) -> bool:
+        self._ensure(done.frames)
+        if self.bar is not None:
+            self.bar.update(1)
+        return not _STOP["requested"]
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            print(f"vggstyle video: {text}", file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[2:] if argv is None else list(argv))
+    try:
+        return _run(args)
+    except VggstyleError as exc:
+        print(f"vggstyle video: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vggstyle video: aborted; the finished frames are kept in the work dir", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    config.validate(num_styles=len(args.styles))
+    video = video_config_from_args(args).validate()
+
+    from .device import set_threads
+    from .video import stylize_video  # torch, PyAV and OpenCV are imported after the cheap checks
+
+    set_threads(config.threads)  # the process's thread count is the command's choice, as in `vggstyle`
+
+    bar = _Bar(args.quiet)
+    _STOP["requested"] = False
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    start = time.perf_counter()
+    try:
+        summary = stylize_video(args.input, args.styles, args.output, config, video=video,
+                                on_frame=bar.frame, on_step=bar.step, on_message=bar.message)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    if summary.stopped:
+        print(f"vggstyle video: stopped after {summary.frames} of {summary.total_frames} frames; run the same "
+              "command again to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        print(_done_line(summary, time.perf_counter() - start), file=sys.stderr)
+    return 0
+
+
+def _done_line(summary, seconds: float) -> str:
+    new = summary.frame_seconds[summary.resumed:]
+    first = f"first frame {new[0]:.1f} s" if new and summary.resumed == 0 else ""
+    rest = new[1:] if summary.resumed == 0 else new
+    rest_text = f"the rest {sum(rest) / len(rest):.1f} s/frame" if rest else ""
+    timing = ", ".join(t for t in (first, rest_text) if t)
+    resumed = f" ({summary.resumed} resumed)" if summary.resumed else ""
+    cuts = f"; shot cuts at frames {', '.join(map(str, summary.cuts))}" if summary.cuts else ""
+    width, height = summary.size
+    return (f"done: {summary.frames} frames{resumed} in {seconds:.1f} s ({timing}), {width}x{height} px, "
+            f"{float(summary.fps):g} fps{cuts} -> {summary.output}")

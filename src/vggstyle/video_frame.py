@@ -1,0 +1,204 @@
+"""One frame of a video: its temporal guide (flow, warped earlier outputs, weights) and its optimization.
+
+Why it is split from video.py: video.py walks the clip (decode, resume, write); this module holds
+what one frame needs, so each is small. What is shared by all frames of a video (the network,
+the style features, the decoded style images) is built once in FrameStylizer; each frame adds its
+own content target and, after the first frame of a shot, the temporal term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .color import gray_to_rgb, luminance
+from .flow import Link, consistency_parts, is_cut, link, long_term_weights, optical_flow, warp
+from .image import tensor_to_pil
+from .inputs import Inputs, ScaleImages
+from .loop import NonFiniteLoss, make_optimizer, optimize
+from .optimize import Finish, IterateAverage, build_objective, network_for, style_features
+from .temporal import TemporalTerm
+
+
+def to_array(image: torch.Tensor) -> np.ndarray:
+    """(1,3,H,W) in 0..1 -> HxWx3 float32 in 0..1 (what flow.warp takes)."""
+    return np.ascontiguousarray(image[0].permute(1, 2, 0).float().cpu().numpy())
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """HxWxC (or HxW) float32 -> (1,C,H,W)."""
+    array = array[..., None] if array.ndim == 2 else array
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """A finished frame of the current shot: its content at the working size (for the flow, uint8)
+    and its output as the optimizer saw it (float32 0..1; luminance only with --original-colors luminance)."""
+
+    content: np.ndarray
+    output: np.ndarray
+
+
+class Shot:
+    """The last few finished frames of the current shot, newest first; emptied at a cut."""
+
+    def __init__(self, depth: int):
+        self.frames: deque[Earlier] = deque(maxlen=depth)
+
+    def push(self, content: np.ndarray, output: np.ndarray) -> None:
+        self.frames.appendleft(Earlier(content, output))
+
+    def clear(self) -> None:
+        self.frames.clear()
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclass(frozen=True)
+class Guide:
+    """How frame t follows its shot: ``cut`` (a new shot starts), ``coverage`` of the link to t-1,
+    the earlier outputs warped into t (closest first) with their weights, the t-1 mask for the init."""
+
+    cut: bool
+    coverage: float
+    warped: list[np.ndarray]
+    weights: list[np.ndarray]
+    previous: np.ndarray | None = None  # the output of t-1 warped into t
+    mask: np.ndarray | None = None  # 1 where it can start the frame, 0 where it was disoccluded or outside
+
+
+def guide(shot: Shot, content: np.ndarray, offsets: tuple[int, ...], method: str) -> Guide:
+    """Flow from this frame to each earlier frame of ``offsets`` (1 = the previous one) still in the shot.
+
+    The flow is computed on the content frames (clean, not stylized), both ways, for the mask.
+    With more than one offset the weights are Ruder et al.'s long-term ones.
+    """
+    previous, uncovered = _link_to_previous(shot.frames[0].content, content, method)
+    if previous.cut:
+        return Guide(True, previous.coverage, [], [], None)
+    links = {1: previous}
+    for offset in offsets:
+        if offset not in links and offset <= len(shot):
+            links[offset] = link(shot.frames[offset - 1].content, content, method)
+    warped = {o: warp(shot.frames[o - 1].output, link_.flow) for o, link_ in links.items()}
+    used = [o for o in offsets if o in links]
+    masks = [links[o].mask for o in used]
+    weights = long_term_weights(masks) if len(masks) > 1 else masks
+    return Guide(False, previous.coverage, [warped[o] for o in used], weights, warped[1], 1.0 - uncovered)
+
+
+def _link_to_previous(previous: np.ndarray, content: np.ndarray, method: str):
+    """flow.link, plus the pixels with nothing to warp from (disoccluded or outside the frame):
+    only those start from the content. Motion boundaries keep the warped output as their start,
+    measured: filling them with the content too made them flicker (they are re-stylized from
+    scratch every frame)."""
+    backward = optical_flow(content, previous, method)
+    forward = optical_flow(previous, content, method)
+    disoccluded, boundary, outside = consistency_parts(backward, forward)
+    uncovered = disoccluded | outside
+    coverage = float(1.0 - uncovered.mean())
+    mask = (~(uncovered | boundary)).astype(np.float32)
+    return Link(backward, mask, coverage, is_cut(coverage, previous, content)), uncovered.astype(np.float32)
+
+
+def prev_warped_start(guide: Guide, content: torch.Tensor) -> torch.Tensor:
+    """The previous output warped into this frame; where nothing could be warped from (disoccluded,
+    outside the frame), the content frame (Ruder et al. sec. 3.1)."""
+    mask = to_tensor(guide.mask)
+    return mask * to_tensor(guide.previous) + (1 - mask) * content
+
+
+@dataclass
+class FrameStep:
+    """After each iteration of a frame: the frame (0-based among the selected), the iteration in it."""
+
+    index: int
+    frames: int
+    step: int
+    steps: int
+    losses: dict[str, float]
+    first: bool  # the frame starts a shot: full iterations, no temporal term
+
+
+class FrameStylizer:
+    """What the frames of one video share: the network, the style features (computed once, with the
+    first frame stylized: with --original-colors the styles are recoloured to that frame), the inputs.
+
+    ``inputs``: load_inputs() with any content (each frame replaces it); side: the working long side.
+    """
+
+    def __init__(self, inputs: Inputs, policy, side: int):
+        self.inputs, self.config, self.policy, self.side = inputs, inputs.config, policy, side
+        self.net = network_for(self.config, policy)
+        self.styles = None  # from the first frame stylized: --original-colors matches the styles to it
+        self.first_images: ScaleImages | None = None
+
+    def images(self, frame: Image.Image) -> ScaleImages:
+        """The frame as the content at the working size (and the styles, already resized)."""
+        return dataclasses.replace(self.inputs, content=frame).at(self.side)
+
+    def as_optimized(self, image: Image.Image) -> np.ndarray:
+        """A finished frame as the optimizer saw it: with --original-colors luminance its luminance."""
+        array = np.asarray(image.convert("RGB"), np.float32) / 255.0
+        if self.config.original_colors == "luminance":
+            return to_array(gray_to_rgb(luminance(to_tensor(array))))
+        return array
+
+    def run(self, images: ScaleImages, start: torch.Tensor, iterations: int, terms=(),
+            on_step: Callable[[int, dict], bool] | None = None) -> tuple[Image.Image | None, dict, int]:
+        """Optimize one frame; returns (finished image or None when stopped, last losses, iterations)."""
+        config = self.config
+        if self.styles is None:
+            self.first_images = images
+            self.styles = style_features(self.net, images)
+        image = start.to(self.policy.device).contiguous().requires_grad_(True)
+        average = IterateAverage(config.ema)
+        state = {"done": 0, "stopped": False, "losses": {}}
+
+        def hook(step, current, losses):
+            if config.optimizer == "adam":
+                with torch.no_grad():
+                    current.clamp_(0.0, 1.0)
+            average.update(current)
+            state["losses"] = losses
+            if on_step is not None and on_step(state["done"] + step, losses) is False:
+                state["stopped"] = True
+                return False
+            return True
+
+        while state["done"] < iterations and not state["stopped"]:
+            extra = [t.to(self.policy.device) for t in terms]
+            objective = build_objective(self.net, config, images, extra, styles=self.styles)
+            optimizer = make_optimizer(config.optimizer, image, config.lr)
+            try:
+                state["done"] += optimize(image, objective, iterations - state["done"], optimizer, hook)
+            except NonFiniteLoss as exc:
+                if self.policy.autocast_dtype is None:
+                    raise
+                self._fall_back(exc)
+                state["done"] += exc.step - 1
+        if state["stopped"]:
+            return None, state["losses"], state["done"]
+        finish = Finish(images.photo if config.original_colors == "luminance" else None)
+        return tensor_to_pil(finish(average.current(image)).cpu()), state["losses"], state["done"]
+
+    def _fall_back(self, exc: NonFiniteLoss) -> None:
+        warnings.warn(f"non-finite loss or gradient in {self.policy.precision} at iteration {exc.step}; "
+                      "continuing in float32", RuntimeWarning, stacklevel=3)
+        self.policy = self.policy.as_float32()
+        self.net = network_for(self.config, self.policy)
+        self.styles = style_features(self.net, self.first_images)
+
+
+def temporal_term(weight: float, guide: Guide) -> TemporalTerm:
+    return TemporalTerm(weight, [to_tensor(w) for w in guide.warped], [to_tensor(c) for c in guide.weights])
+

@@ -1,0 +1,362 @@
+"""stylize_video, the temporal term and `vggstyle video`: tiny synthetic clips, few iterations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT
+from vggstyle.temporal import TemporalTerm
+from vggstyle.video import stylize_video
+
+STYLE = ROOT / "examples" / "style" / "starry_night.jpg"
+FAST = {"image_size": 48, "first_frame_iterations": 6, "frame_iterations": 3, "seed": 0, "precision": "fp32",
+        "threads": 1}  # one thread: on a shared 2-core machine two threads thrash (6x slower measured)
+
+
+def texture(seed: int, width: int = 96, height: int = 64) -> np.ndarray:
+    """A smooth random colour texture (blurred noise, upsampled), uint8 HxWx3: flow can follow it."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8))
+    return np.asarray(small.resize((width, height), Image.BICUBIC))
+
+
+def panning(seed: int, count: int, shift: int = 2, width: int = 64, height: int = 48) -> list[np.ndarray]:
+    """``count`` crops of one texture, moving ``shift`` px left per frame (the camera pans right)."""
+    canvas = texture(seed, width + shift * count, height)
+    return [np.ascontiguousarray(canvas[:, i * shift:i * shift + width]) for i in range(count)]
+
+
+def make_clip(path, frames, fps=Fraction(10), tone: bool = False):
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=48000, layout="mono") if tone else None
+        for array in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(video.encode(None))
+        if audio is not None:
+            samples = int(48000 * len(frames) / fps)
+            wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
+            for start in range(0, samples, 1024):
+                chunk = av.AudioFrame.from_ndarray(wave[None, start:start + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, start
+                container.mux(audio.encode(chunk))
+            container.mux(audio.encode(None))
+    return path
+
+
+def folder(path, frames):
+    path.mkdir()
+    for i, array in enumerate(frames):
+        Image.fromarray(array).save(path / f"frame_{i:03d}.png")
+    return path
+
+
+class Recorder:
+    """on_step / on_frame that remember what each frame did."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.steps: dict[int, list] = {}
+        self.done: list = []
+        self.stop_after = stop_after
+
+    def step(self, progress):
+        self.steps.setdefault(progress.index, []).append(progress)
+
+    def frame(self, done):
+        self.done.append(done)
+        return self.stop_after is None or len(self.done) < self.stop_after
+
+
+# ------------------------------------------------------------------------------------------ temporal term
+def test_temporal_gradient_pulls_toward_the_warped_frame_inside_the_mask_only():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 16, 16, generator=generator).requires_grad_(True)
+    warped = torch.rand(1, 3, 16, 16, generator=generator)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :, :8] = 1.0
+    loss = TemporalTerm(1.0, warped, mask)(image, {})
+    loss.backward()
+    inside, outside = mask.expand_as(image).bool(), ~mask.expand_as(image).bool()
+    expected = (mask * (image.detach() - warped) ** 2).sum() / image.numel()
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+    assert torch.all(image.grad[outside] == 0)
+    assert torch.all(image.grad[inside] != 0)
+    # a small step against the gradient moves every consistent pixel toward the warped frame
+    step = image.detach() - 0.1 * image.grad / image.grad.abs().max()
+    assert torch.all((step - warped).abs()[inside] < (image.detach() - warped).abs()[inside])
+    assert torch.equal(step[outside], image.detach()[outside])
+
+
+def test_long_term_term_is_the_sum_over_earlier_frames():
+    image = torch.rand(1, 3, 8, 8, requires_grad=True)
+    frames = [torch.rand(1, 3, 8, 8) for _ in range(3)]
+    masks = [torch.rand(1, 1, 8, 8).round() for _ in range(3)]
+    together = TemporalTerm(2.0, frames, masks)(image, {})
+    apart = sum(TemporalTerm(2.0, f, m)(image, {}) for f, m in zip(frames, masks))
+    assert float(together.detach()) == pytest.approx(float(apart.detach()), rel=1e-6)
+    with pytest.raises(ValueError, match="one weight map per warped frame"):
+        TemporalTerm(1.0, frames, masks[:2])
+
+
+def test_long_term_weights_count_each_pixel_for_the_closest_consistent_frame():
+    from vggstyle.video_frame import Shot, guide
+    frames = panning(1, 4, shift=2)
+    shot = Shot(4)
+    for array in frames[:3]:
+        shot.push(array, array.astype(np.float32) / 255)
+    link = guide(shot, frames[3], (1, 2, 3), "dis-medium")
+    assert len(link.warped) == 3
+    total = sum(link.weights)
+    assert total.max() <= 1.0 and np.all(link.weights[1][link.weights[0] == 1] == 0)
+    assert link.weights[0].mean() > 0.8  # mostly consistent with the closest frame
+
+
+def test_prev_warped_start_follows_the_motion_and_fills_the_uncovered_strip_from_the_content():
+    from vggstyle.video_frame import Shot, guide, prev_warped_start, to_array, to_tensor
+    frames = panning(2, 2, shift=3)
+    previous_output = texture(9)[:48, :64].astype(np.float32) / 255  # any "stylized" picture of frame 0
+    shot = Shot(1)
+    shot.push(frames[0], previous_output)
+    link = guide(shot, frames[1], (1,), "dis-medium")
+    content = to_tensor(frames[1].astype(np.float32) / 255)
+    start = to_array(prev_warped_start(link, content))
+    # the scene moved 3 px left: frame 1 at x shows frame 0 at x + 3
+    truth = previous_output[:, 3:]
+    inside = link.mask[:, :-3] == 1
+    prev_error = np.abs(start[:, :-3] - truth)[inside].mean()
+    content_error = np.abs(to_array(content)[:, :-3] - truth)[inside].mean()
+    assert prev_error < 0.03 < content_error
+    assert link.mask[:, -3:].mean() < 0.2  # the strip that came into view: nothing to warp from
+    np.testing.assert_allclose(start[link.mask == 0], to_array(content)[link.mask == 0], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ the driver
+def test_a_cut_starts_the_new_shot_as_a_first_frame(tmp_path):
+    frames = panning(3, 3) + panning(4, 3)
+    clip = make_clip(tmp_path / "cut.mp4", frames)
+    record = Recorder()
+    summary = stylize_video(clip, STYLE, tmp_path / "out.mp4", on_step=record.step, on_frame=record.frame, **FAST)
+    assert summary.cuts == [3] and summary.frames == 6 and summary.output.exists()
+    for index in range(6):
+        steps = record.steps[index]
+        first = index in (0, 3)
+        assert steps[-1].first is first and len(steps) == (6 if first else 3)
+        assert ("temporal" in steps[-1].losses) is not first
+
+
+def test_a_fade_from_black_stylizes_the_black_frame(tmp_path):
+    from vggstyle.optimize import measure_losses
+    base = texture(5)[:48, :64].astype(np.float32)
+    frames = [(base * gain).astype(np.uint8) for gain in (0.0, 0.3, 0.6, 1.0)]
+    out = tmp_path / "out"
+    stylize_video(make_clip(tmp_path / "fade.mp4", frames), STYLE, out, **FAST)
+    first = Image.open(out / sorted(os.listdir(out))[0]).convert("RGB")
+    black = Image.new("RGB", first.size)
+    options = {"image_size": 48, "single_scale": True, "precision": "fp32"}
+    assert np.asarray(first).std() > 5  # the black frame moved
+    assert measure_losses(black, STYLE, image=first, **options)["style"] < \
+        measure_losses(black, STYLE, image=black, **options)["style"]
+
+
+def test_frame_count_rate_and_sound_are_kept(tmp_path):
+    fps = Fraction(24000, 1001)
+    clip = make_clip(tmp_path / "tone.mp4", panning(6, 8), fps=fps, tone=True)
+    summary = stylize_video(clip, STYLE, tmp_path / "out.mp4", **{**FAST, "first_frame_iterations": 2,
+                                                                  "frame_iterations": 1})
+    with av.open(str(summary.output)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        count = sum(1 for _ in container.decode(video))
+        assert count == 8 and video.average_rate == fps
+        duration = float(audio.duration * audio.time_base)
+    assert abs(duration - 8 / fps) < 1 / fps
+
+
+def test_a_stopped_run_resumes_after_its_finished_frames(tmp_path):
+    clip = make_clip(tmp_path / "in.mp4", panning(7, 5))
+    work = tmp_path / "work"
+    first = Recorder(stop_after=2)
+    stopped = stylize_video(clip, STYLE, tmp_path / "out.mp4", work_dir=work, on_frame=first.frame, **FAST)
+    assert stopped.stopped and stopped.frames == 2 and stopped.output is None
+    assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".out.mp4*"))
+    messages, again = [], Recorder()
+    summary = stylize_video(clip, STYLE, tmp_path / "out.mp4", work_dir=work, on_step=again.step,
+                            on_frame=again.frame, on_message=messages.append, **FAST)
+    assert messages == [f"work dir {work}: resuming after 2 finished frames"]
+    assert summary.resumed == 2 and summary.frames == 5 and sorted(again.steps) == [2, 3, 4]
+    assert [d.resumed for d in again.done] == [True, True, False, False, False]
+    with av.open(str(summary.output)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 5
+
+
+def test_a_changed_option_starts_over_and_says_so(tmp_path):
+    clip = folder(tmp_path / "in", panning(8, 3))
+    work = tmp_path / "work"
+    stylize_video(clip, STYLE, tmp_path / "out.gif", work_dir=work, on_frame=Recorder(stop_after=2).frame, **FAST)
+    messages, record = [], Recorder()
+    summary = stylize_video(clip, STYLE, tmp_path / "out.gif", work_dir=work, on_message=messages.append,
+                            on_step=record.step, **{**FAST, "temporal_weight": 7.0})
+    assert messages == [f"work dir {work}: options changed since the last run (temporal_weight); starting over"]
+    assert summary.resumed == 0 and sorted(record.steps) == [0, 1, 2]
+
+
+def test_kill_9_loses_at_most_the_frame_in_progress(tmp_path):
+    clip = make_clip(tmp_path / "in.mp4", panning(10, 4))
+    work = tmp_path / "work"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from vggstyle.video import stylize_video
+        def step(p):
+            if p.index == 2 and p.step == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        stylize_video({str(clip)!r}, {str(STYLE)!r}, {str(tmp_path / 'out.mp4')!r}, work_dir={str(work)!r},
+                      on_step=step, **{FAST!r})
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=300)
+    assert result.returncode == -9
+    assert not (tmp_path / "out.mp4").exists()
+    record = Recorder()
+    summary = stylize_video(clip, STYLE, tmp_path / "out.mp4", work_dir=work, on_step=record.step, **FAST)
+    assert summary.resumed == 2 and summary.frames == 4 and sorted(record.steps) == [2, 3]
+
+
+def test_the_default_work_dir_goes_once_the_video_is_written(tmp_path):
+    clip = folder(tmp_path / "in", panning(11, 2))
+    summary = stylize_video(clip, STYLE, tmp_path / "out.mp4", **FAST)
+    assert summary.output.exists() and not (tmp_path / "out.mp4.frames").exists()
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+def _cli(argv, capsys):
+    from vggstyle.cli import main
+    code = main(["video", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def test_cli_writes_the_video(tmp_path, capsys):
+    clip = folder(tmp_path / "in", panning(12, 3))
+    code, err = _cli([clip, STYLE, "-o", tmp_path / "out.webm", "--image-size", 48, "--first-frame-iterations", 3,
+                      "--frame-iterations", 2, "--long-term", "1,2", "--precision", "fp32", "--fps", 12, "--threads", 1], capsys)
+    assert code == 0 and (tmp_path / "out.webm").exists()
+    assert err.strip().splitlines()[-1].startswith("done: 3 frames in ")
+
+
+def _bad_inputs(tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    sound = tmp_path / "sound.wav"
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        chunk.sample_rate = 8000
+        container.mux(stream.encode(chunk))
+        container.mux(stream.encode(None))
+    (tmp_path / "empty").mkdir()
+    clip = make_clip(tmp_path / "ok.mp4", panning(13, 4))
+    return {
+        "not a video": ([text], r"not a video FFmpeg can read"),
+        "no video stream": ([sound], r"no video stream \(only audio\)"),
+        "zero frames": ([tmp_path / "empty"], r"no image files in the folder \(zero frames\)"),
+        "too many pixels": ([clip, "--max-input-pixels", 1000], r"over the limit of 1,000 pixels"),
+        "too many frames": ([clip, "--max-frames", 3], r"4 frames selected, over --max-frames 3"),
+        "start past the end": ([clip, "--start", 5], r"--start 5s is past the end"),
+        "bad --long-term": ([clip, "--long-term", "2,1"], r"--long-term must be frame offsets >= 1, rising"),
+        "bad --temporal-weight": ([clip, "--temporal-weight", -1], r"--temporal-weight must be a finite number"),
+        "unknown extension": ([clip, "-o", tmp_path / "out.avi"], r"unknown extension '.avi'"),
+        "unwritable output": ([clip, "-o", tmp_path / "missing" / "out.mp4"], r"folder .*missing does not exist"),
+    }
+
+
+@pytest.mark.parametrize("case", ["not a video", "no video stream", "zero frames", "too many pixels",
+                                  "too many frames", "start past the end", "bad --long-term",
+                                  "bad --temporal-weight", "unknown extension", "unwritable output"])
+def test_cli_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
+    import re
+    argv, pattern = _bad_inputs(tmp_path)[case]
+    source, *options = argv
+    if "-o" not in options:
+        options += ["-o", tmp_path / "out.mp4"]
+    code, err = _cli([source, STYLE, *options, "--image-size", 48], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and re.search(pattern, lines[0]), err
+    assert lines[0].startswith("vggstyle video: error: ")
+    assert not [p for p in tmp_path.rglob("*out*")], "something was written"
+
+
+def test_cli_stream_that_breaks_keeps_the_frames_before_it(tmp_path, capsys):
+    clip = folder(tmp_path / "in", panning(14, 4))
+    (clip / "frame_002.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    work = tmp_path / "work"
+    code, err = _cli([clip, STYLE, "-o", tmp_path / "out.mp4", "--work-dir", work, "--image-size", 48,
+                      "--first-frame-iterations", 2, "--frame-iterations", 1, "--quiet", "--threads", 1], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "the sequence breaks at frame 2" in lines[0]
+    assert sorted(p.name for p in work.glob("frame_*.png")) == ["frame_000000.png", "frame_000001.png"]
+    assert not list(tmp_path.glob("*out.mp4*"))
+
+
+def test_show_video_is_a_figure_of_input_over_output(tmp_path):
+    pytest.importorskip("matplotlib")
+    import vggstyle
+    frames = [Image.fromarray(a) for a in panning(15, 7)]
+    figure = vggstyle.show_video(frames, frames[::-1], frames=3)
+    assert len(figure.axes) == 6
+    assert [ax.get_title() for ax in figure.axes[:3]] == ["frame 0", "frame 3", "frame 6"]
+
+
+def test_ctrl_c_stops_keeps_the_frames_and_the_same_command_continues(tmp_path):
+    import re
+    import signal
+    import time
+    clip = folder(tmp_path / "in", panning(16, 4))
+    work = tmp_path / "work"
+    argv = [sys.executable, "-m", "vggstyle", "video", str(clip), str(STYLE), "-o", str(tmp_path / "out.mp4"),
+            "--work-dir", str(work), "--image-size", "48", "--first-frame-iterations", "2",
+            "--frame-iterations", "40", "--precision", "fp32", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (work / "frame_000000.png").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=120)[1]
+    stopped = re.search(r"stopped after (\d) of 4 frames; run the same command again to continue", err)
+    assert process.returncode == 130 and stopped, err
+    kept = int(stopped.group(1))
+    assert 1 <= kept < 4 and len(list(work.glob("frame_*.png"))) == kept
+    assert not (tmp_path / "out.mp4").exists()
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0 and (tmp_path / "out.mp4").exists(), again.stderr
+    assert f"resuming after {kept} finished frames" in again.stderr
+    assert f"done: 4 frames ({kept} resumed)" in again.stderr
+
+
+@pytest.mark.parametrize("mode", ["luminance", "histogram"])
+def test_original_colors_match_the_styles_to_the_first_frame_not_to_a_placeholder(mode):
+    from vggstyle.config import StyleConfig
+    from vggstyle.device import resolve_policy
+    from vggstyle.inputs import load_inputs
+    from vggstyle.optimize import style_features
+    from vggstyle.video_frame import FrameStylizer
+    config = StyleConfig(image_size=48, original_colors=mode, precision="fp32")
+    inputs = load_inputs(Image.new("RGB", (64, 48)), STYLE, config)  # the driver's placeholder content
+    stylizer = FrameStylizer(inputs, resolve_policy("cpu", "fp32"), 48)
+    images = stylizer.images(Image.fromarray(panning(17, 1)[0]))
+    image, losses, steps = stylizer.run(images, images.content, 1)
+    assert image is not None and steps == 1
+    expected = style_features(stylizer.net, images)[0]["relu1_1"]
+    placeholder = style_features(stylizer.net, inputs.at(48))[0]["relu1_1"]
+    assert torch.allclose(stylizer.styles[0]["relu1_1"], expected)
+    assert not torch.allclose(placeholder, expected)
