@@ -17,11 +17,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "stylize": "optimize", "Progress": "optimize",
     "load_image": "image", "save_image": "image", "read_parameters": "image",
-    "show": "notebook",
+    "show": "notebook", "stylize_batch": "batch",
 }
 
-__all__ = ["stylize", "StyleConfig", "Progress", "load_image", "save_image", "read_parameters", "show",
-           "VggstyleError", "ConfigError", "ImageError", "OutputError", "WeightsError"]
+__all__ = ["stylize", "stylize_batch", "StyleConfig", "Progress", "load_image", "save_image", "read_parameters",
+           "show", "VggstyleError", "ConfigError", "ImageError", "OutputError", "WeightsError"]
 
 
 def __getattr__(name):

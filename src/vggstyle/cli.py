@@ -80,8 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
     out.add_argument("--version", action="version", version=f"vggstyle {__version__}")
 
+    add_config_options(parser)
+    return parser
+
+
+def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One option per StyleConfig field (all but ``skip``), grouped; shared by `vggstyle` and `vggstyle batch`."""
     groups = {}
     for f in config_fields():
+        if f.name in skip:
+            continue
         meta = f.metadata
         group = groups.get(meta["group"])
         if group is None:
@@ -107,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs.update(action="append", metavar="FILE")
             flags.insert(0, flags[0][:-1])
         group.add_argument(*flags, **kwargs)
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> StyleConfig:
@@ -197,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "serve":
         from .web.server import main as serve_main
         return serve_main(argv[1:])
+    if argv and argv[0] == "batch":
+        from .batch_cli import main as batch_main
+        return batch_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
