@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        print(f"vggstyle batch: stopped; {bar.finished if bar else 0} finished job(s) are kept, run the "
-              "same command again to continue", file=sys.stderr)
+        print("vggstyle batch: stopped; finished jobs are kept, run the same command again to continue",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     bar.close()
     failed = [r for r in results if r.status == "failed"]

@@ -33,10 +33,6 @@ class JobBar:
             self.bar.update(1)
         self.bar.set_postfix_str(self._postfix(), refresh=True)
 
-    @property
-    def finished(self) -> int:
-        return self.counts["done"] + self.counts["failed"]
-
     def _postfix(self) -> str:
         parts = [f"{self.counts[s]} {s}" for s in ("skipped", "failed") if self.counts[s]]
         return ", ".join(parts)

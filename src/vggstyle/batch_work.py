@@ -136,7 +136,7 @@ class LocalRunner:
             thread.start()
         try:
             for _ in tasks:
-                yield done.get()
+                yield _next(done)
         finally:
             stop.set()
             for thread in threads:
@@ -155,6 +155,15 @@ class LocalRunner:
             outcome.worker = where
             if outcome.status != "stopped":
                 done.put((task, outcome))
+
+
+def _next(done: queue.Queue):
+    """The next outcome; waits in short slices so that Ctrl-C reaches this (main) thread at once."""
+    while True:
+        try:
+            return done.get(timeout=0.2)
+        except queue.Empty:
+            continue
 
 
 def _device_name(device: str) -> str:
