@@ -260,3 +260,157 @@ def test_jobs_from_pairs_resolves_paths_against_the_csv(tmp_path):
     (tmp_path / "p.csv").write_text("content,style\n a/c.png , b/s.jpg \n")
     (job,) = jobs_from_pairs(tmp_path / "p.csv")
     assert job == Job(tmp_path / "a" / "c.png", tmp_path / "b" / "s.jpg", {}, "c__s.png")
+
+
+# ------------------------------------------------------------------ on a real Dask cluster
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _stop(pids: list[int], timeout: float = 20.0) -> list[int]:
+    """SIGTERM each of our processes by PID, then SIGKILL what is left; return the PIDs still alive."""
+    import psutil
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    _, alive = psutil.wait_procs([p for p in map(_process, pids) if p], timeout=timeout)
+    for process in alive:
+        process.kill()
+    _, alive = psutil.wait_procs(alive, timeout=5)
+    return [p.pid for p in alive]
+
+
+def _process(pid: int):
+    import psutil
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """`dask scheduler` and `dask worker --nworkers 2 --nthreads 1` on 127.0.0.1, stopped by PID at the end."""
+    pytest.importorskip("distributed")
+    from distributed import Client
+
+    folder = tmp_path_factory.mktemp("dask")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
+                                                         if p)}
+    loopback = ["--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+    started: list[subprocess.Popen] = []
+    seen: set[int] = set()
+    client = None
+    try:
+        scheduler_file = folder / "scheduler.json"
+        started.append(subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--port", "0", *loopback,
+                                         "--scheduler-file", str(scheduler_file)], env=env,
+                                        stdout=open(folder / "scheduler.log", "wb"), stderr=subprocess.STDOUT))
+        deadline = time.time() + 60
+        while not scheduler_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        started.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nworkers", "2",
+                                         "--nthreads", "1", *loopback, "--local-directory", str(folder / "work")],
+                                        env=env, stdout=open(folder / "worker.log", "wb"),
+                                        stderr=subprocess.STDOUT))
+        client = Client(address, timeout="30s", set_as_default=False)
+        client.wait_for_workers(2, timeout=120)
+        state = SimpleNamespace(address=address, client=client, env=env, started=started, seen=seen,
+                                pids=lambda: _all_pids(started, seen))
+        yield state
+    finally:
+        if client is not None:
+            client.close()
+        pids = _all_pids(started, seen)
+        assert _stop([p.pid for p in started[::-1]] + sorted(pids - {p.pid for p in started})) == []
+        assert not [pid for pid in pids if _process(pid) and _process(pid).status() != "zombie"]
+
+
+def _all_pids(started: list, seen: set) -> set[int]:
+    for process in started:
+        seen.add(process.pid)
+        seen.update(_descendants(process.pid))
+    return set(seen)
+
+
+def assert_loopback_only(pids: set[int]) -> int:
+    """Every TCP socket of these processes is bound to, and talks to, loopback only (ss -tanp)."""
+    listing = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, check=True).stdout
+    checked = 0
+    for line in listing.splitlines()[1:]:
+        owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
+        if not owners & pids:
+            continue
+        state, _, _, local, peer = line.split()[:5]
+        hosts = [local.rsplit(":", 1)[0].strip("[]")] + ([] if state == "LISTEN" else [peer.rsplit(":", 1)[0].strip("[]")])
+        assert all(host in LOOPBACK_HOSTS for host in hosts), line
+        checked += 1
+    return checked
+
+
+def run_batch(*args, env, wait=True):
+    command = [sys.executable, "-m", "vggstyle", "batch", *map(str, args)]
+    if wait:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_dask_batch_runs_on_the_workers_and_a_rerun_skips(cluster, images, tmp_path):
+    proc = run_batch("--contents", images / "contents" / "tubingen.png", images / "bad.png",
+                     "--styles", images / "styles" / "starry.png", "-o", tmp_path, *FAST,
+                     "--scheduler", cluster.address, env=cluster.env)
+    assert proc.returncode == 1, proc.stderr
+    good, bad = sorted(rows(tmp_path), key=lambda row: row["output"], reverse=True)
+    assert good["status"] == "done" and good["worker"].startswith("tcp://127.0.0.1:")
+    assert vggstyle.read_parameters(tmp_path / good["output"])["iterations_done"] == 2
+    assert bad["status"] == "failed"
+    assert bad["error"] == f"content image {images / 'bad.png'}: not an image Pillow can read (use PNG, JPEG, WebP, ...)"
+    rerun = run_batch("--contents", images / "contents" / "tubingen.png", "--styles", images / "styles" / "starry.png",
+                      "-o", tmp_path, *FAST, env={**cluster.env, "DASK_SCHEDULER_ADDRESS": cluster.address})
+    assert rerun.returncode == 0 and len(rows(tmp_path)) == 2, rerun.stderr
+    assert assert_loopback_only(cluster.pids()) >= 4
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_task_loses_nothing(cluster, images, tmp_path):
+    """SIGKILL the worker process running a job: the scheduler reruns it elsewhere, one row per job."""
+    client = cluster.client
+    proc = run_batch("--contents", images / "contents" / "tubingen.png", "--styles", images / "styles",
+                     "-o", tmp_path, "--image-size", "32", "--num-iterations", "20", "-q", "--scheduler", cluster.address,
+                     env=cluster.env, wait=False)
+    try:
+        deadline, victim = time.time() + 120, None
+        while victim is None and time.time() < deadline and proc.poll() is None:
+            executing = client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing])
+            victim = next(((address, keys[0]) for address, keys in executing.items() if keys), None)
+            time.sleep(0.3)
+        assert victim is not None, "no task ever ran"
+        address, key = victim
+        pid = client.run(os.getpid, workers=[address])[address]
+        sockets = assert_loopback_only(cluster.pids() | {proc.pid})
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    table = rows(tmp_path)
+    assert sorted(row["output"] for row in table) == ["tubingen__shipwreck.png", "tubingen__starry.png"]
+    assert all(row["status"] == "done" for row in table)
+    index = int(key.split("-")[2])  # vggstyle-batch-{index}-{hash}; styles in sorted order
+    killed_output = ["tubingen__shipwreck.png", "tubingen__starry.png"][index]
+    (rerun_row,) = [row for row in table if row["output"] == killed_output]
+    assert rerun_row["worker"] != address  # finished by another (or the restarted) worker process
+    assert _process(pid) is None or _process(pid).status() == "zombie"
+    assert sockets >= 6
