@@ -86,7 +86,7 @@ def is_video(path: Path) -> bool:
 # ------------------------------------------------------------------ expanding the jobs
 def expand_paths(items: Iterable[str], what: str) -> list[Path]:
     """Files, folders (their image and video files) and globs, in the order given, sorted within each."""
-    found: list[Path] = []
+    found: dict[Path, None] = {}  # ordered, without repeats
     for item in items:
         path = Path(item).expanduser()
         if path.is_dir():
@@ -102,8 +102,8 @@ def expand_paths(items: Iterable[str], what: str) -> list[Path]:
                 raise ConfigError(f"{what} {item}: the pattern matches no file")
         else:
             raise ConfigError(f"{what} {item}: file not found")
-        found += [m for m in matches if m not in found]
-    return found
+        found.update(dict.fromkeys(matches))
+    return list(found)
 
 
 def jobs_from_paths(contents: Iterable[str], styles: Iterable[str]) -> list[Job]:
