@@ -352,7 +352,8 @@ def assert_loopback_only(pids: set[int]) -> int:
         if not owners & pids:
             continue
         state, _, _, local, peer = line.split()[:5]
-        hosts = [local.rsplit(":", 1)[0].strip("[]")] + ([] if state == "LISTEN" else [peer.rsplit(":", 1)[0].strip("[]")])
+        ends = [local] if state == "LISTEN" else [local, peer]  # a listening socket's peer is '*'
+        hosts = [end.rsplit(":", 1)[0].strip("[]") for end in ends]
         assert all(host in LOOPBACK_HOSTS for host in hosts), line
         checked += 1
     return checked
@@ -375,9 +376,10 @@ def test_dask_batch_runs_on_the_workers_and_a_rerun_skips(cluster, images, tmp_p
     assert good["status"] == "done" and good["worker"].startswith("tcp://127.0.0.1:")
     assert vggstyle.read_parameters(tmp_path / good["output"])["iterations_done"] == 2
     assert bad["status"] == "failed"
-    assert bad["error"] == f"content image {images / 'bad.png'}: not an image Pillow can read (use PNG, JPEG, WebP, ...)"
-    rerun = run_batch("--contents", images / "contents" / "tubingen.png", "--styles", images / "styles" / "starry.png",
-                      "-o", tmp_path, *FAST, env={**cluster.env, "DASK_SCHEDULER_ADDRESS": cluster.address})
+    assert bad["error"].startswith(f"content image {images / 'bad.png'}: not an image Pillow can read")
+    rerun = run_batch("--contents", images / "contents" / "tubingen.png", "--styles", images / "styles" /
+                      "starry.png", "-o", tmp_path, *FAST,
+                      env={**cluster.env, "DASK_SCHEDULER_ADDRESS": cluster.address})
     assert rerun.returncode == 0 and len(rows(tmp_path)) == 2, rerun.stderr
     assert assert_loopback_only(cluster.pids()) >= 4
 
@@ -386,20 +388,16 @@ def test_dask_batch_runs_on_the_workers_and_a_rerun_skips(cluster, images, tmp_p
 def test_a_worker_killed_mid_task_loses_nothing(cluster, images, tmp_path):
     """SIGKILL the worker process running a job: the scheduler reruns it elsewhere, one row per job."""
     client = cluster.client
+    pids = client.run(os.getpid)  # {worker address: PID}, known before, so that the kill is immediate
     proc = run_batch("--contents", images / "contents" / "tubingen.png", "--styles", images / "styles",
-                     "-o", tmp_path, "--image-size", "32", "--num-iterations", "20", "-q", "--scheduler", cluster.address,
-                     env=cluster.env, wait=False)
+                     "-o", tmp_path, "--image-size", "32", "--num-iterations", "20", "-q",
+                     "--scheduler", cluster.address, env=cluster.env, wait=False)
     try:
-        deadline, victim = time.time() + 120, None
-        while victim is None and time.time() < deadline and proc.poll() is None:
-            executing = client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing])
-            victim = next(((address, keys[0]) for address, keys in executing.items() if keys), None)
-            time.sleep(0.3)
-        assert victim is not None, "no task ever ran"
-        address, key = victim
-        pid = client.run(os.getpid, workers=[address])[address]
-        sockets = assert_loopback_only(cluster.pids() | {proc.pid})
+        executing = _wait_until_executing(client, proc)
+        address, key = next((address, keys[0]) for address, keys in executing.items() if keys)
+        pid = pids[address]
         os.kill(pid, signal.SIGKILL)
+        sockets = assert_loopback_only(cluster.pids() | {proc.pid})
         out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -414,3 +412,44 @@ def test_a_worker_killed_mid_task_loses_nothing(cluster, images, tmp_path):
     assert rerun_row["worker"] != address  # finished by another (or the restarted) worker process
     assert _process(pid) is None or _process(pid).status() == "zombie"
     assert sockets >= 6
+
+
+def _executing(client) -> dict:
+    """{worker address: keys of the tasks running there now}."""
+    return client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing])
+
+
+def _wait_until_executing(client, proc, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        executing = _executing(client)
+        if any(executing.values()):
+            return executing
+        time.sleep(0.3)
+    raise AssertionError("no task ever ran")
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_dask_stops_the_running_tasks_and_a_rerun_continues(cluster, images, tmp_path):
+    """Ctrl-C: exit 130, the tasks are cancelled and their optimizations end (500 iterations would take
+    minutes: the workers are idle long before that); then the batch runs to the end."""
+    args = ["--contents", images / "contents" / "tubingen_small.png", "--styles", images / "styles",
+            "-o", tmp_path, "--image-size", "32", "-q", "--scheduler", cluster.address]
+    proc = run_batch(*args, "--num-iterations", "500", env=cluster.env, wait=False)
+    try:
+        _wait_until_executing(cluster.client, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "stopped; finished jobs are kept" in err, err
+    deadline = time.time() + 120
+    while any(_executing(cluster.client).values()) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_executing(cluster.client).values()) and not any(cluster.client.processing().values())
+    assert not (tmp_path / "results.csv").exists()
+    rerun = run_batch(*args, "--num-iterations", "3", env=cluster.env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(row["output"] for row in rows(tmp_path)) == ["tubingen_small__shipwreck.png",
+                                                               "tubingen_small__starry.png"]

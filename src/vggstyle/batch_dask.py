@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from distributed import Client, as_completed, get_worker
+from distributed.worker import thread_state
 
 from .batch import Task
 from .batch_work import Outcome, describe, run_job
@@ -37,12 +38,25 @@ def remote_job(content_name: str, content_bytes: bytes, style_name: str, style_b
     with tempfile.TemporaryDirectory(prefix="vggstyle-task-") as folder:
         content = _write(Path(folder) / "content", content_name, content_bytes)
         style = _write(Path(folder) / "style", style_name, style_bytes)
-        outcome = run_job(content, style, config, batch_hash, catch_all=False)
+        stop = _Cancelled(worker, getattr(thread_state, "key", None))
+        outcome = run_job(content, style, config, batch_hash, stop=stop, catch_all=False)
         for path, name in ((content, content_name), (style, style_name)):  # messages name the user's files
             outcome.error = outcome.error.replace(str(path), name)
     outcome.timings["worker_total"] = time.perf_counter() - start
     return {"status": outcome.status, "data": outcome.data, "error": outcome.error, "losses": outcome.losses,
             "timings": outcome.timings, "worker": worker.address}
+
+
+class _Cancelled:
+    """Set once the client has cancelled this task (Ctrl-C): Dask cannot stop a running thread,
+    but the optimization checks this after every iteration and ends, freeing the worker."""
+
+    def __init__(self, worker, key):
+        self.worker, self.key = worker, key
+
+    def is_set(self) -> bool:
+        task = self.worker.state.tasks.get(self.key) if self.key is not None else None
+        return self.key is not None and (task is None or task.state == "cancelled")
 
 
 def _write(folder: Path, name: str, data: bytes) -> Path:
@@ -114,6 +128,8 @@ class DaskRunner:
         except Exception as exc:  # noqa: BLE001 - retries spent or worker killed too often: record it, go on
             hint = ENVIRONMENT_HINT if "deserializ" in str(exc).lower() else ""
             return Outcome("failed", error=describe(exc) + hint)
+        if reply["status"] == "stopped":  # cancelled on its worker though this client still wants it
+            return Outcome("failed", error="the task was cancelled on its worker; run the batch again")
         reply["timings"]["client"] = time.perf_counter() - submitted
         return Outcome(reply["status"], reply["data"], reply["error"], reply["losses"], reply["timings"],
                        reply["worker"])
