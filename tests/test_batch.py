@@ -188,6 +188,22 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_continues(images, tmp_path, monkeypatc
     assert len(stub.calls) == 2 + 3  # first job + the interrupted marker, then the three left
 
 
+def test_ctrl_c_while_an_output_is_written_still_writes_its_row(images, tmp_path, monkeypatch, stub):
+    from vggstyle import batch
+    write = batch.write_atomically
+
+    def interrupted_write(path, data):
+        _thread.interrupt_main()  # Ctrl-C arrives between the output and its results.csv row
+        write(path, data)
+
+    monkeypatch.setattr(batch, "write_atomically", interrupted_write)
+    args = ["batch", "--contents", str(images / "contents"), "--styles", str(images / "styles"),
+            "-o", str(tmp_path), *FAST]
+    assert main(args) == 130
+    (row,) = rows(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", row["output"]]
+
+
 def test_one_job_per_device_at_once(images, tmp_path, stub):
     args = ["batch", "--contents", str(images / "contents"), "--styles", str(images / "styles"),
             "-o", str(tmp_path), "--device", "cpu", "--device", "cpu", *FAST]

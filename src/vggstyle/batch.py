@@ -13,13 +13,16 @@ both inputs, stored in the output PNG's 'vggstyle' metadata as ``batch_hash``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import hashlib
 import io
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
@@ -346,12 +349,30 @@ def record(task: Task, outcome, outdir: Path) -> JobResult:
     """Write a finished job's output (atomically) and then its results.csv row."""
     output = outdir / task.job.output
     status, error = outcome.status, outcome.error
-    if status == "done":
-        try:
-            write_atomically(output, outcome.data)
-        except OSError as exc:
-            status, error = "failed", f"output {output}: cannot write ({exc.strerror or exc})"
-    result = JobResult(task.job, status, output, error, outcome.timings.get("total", 0.0),
-                       outcome.losses, outcome.worker, outcome.timings)
-    append_row(outdir / RESULTS_NAME, result.row())
+    with _interrupt_deferred():
+        if status == "done":
+            try:
+                write_atomically(output, outcome.data)
+            except OSError as exc:
+                status, error = "failed", f"output {output}: cannot write ({exc.strerror or exc})"
+        result = JobResult(task.job, status, output, error, outcome.timings.get("total", 0.0),
+                           outcome.losses, outcome.worker, outcome.timings)
+        append_row(outdir / RESULTS_NAME, result.row())
     return result
+
+
+@contextlib.contextmanager
+def _interrupt_deferred():
+    """Ctrl-C between an output and its row waits until both are written (never an output without
+    its row, which a rerun would skip). Only the main thread can handle signals; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt here
