@@ -233,6 +233,7 @@ def test_video_content_needs_stylize_video(images, tmp_path, monkeypatch, stub):
     (lambda d: ["--pairs", d / "badcell.csv"], "line 2: image_size must be a number, got 'big'"),
     (lambda d: ["--pairs", d / "badvalue.csv"], "--style-weight must be a finite number >= 0"),
     (lambda d: ["--pairs", d / "same.csv"], "would both write x.png"),
+    (lambda d: ["--pairs", d / "escape.csv"], "output name '../x.png'"),
     (lambda d: ["--contents", d / "bad.png", "--styles", d / "styles", "--image-size", "8"], "--image-size"),
     (lambda d: ["--contents", d / "bad.png", "--styles", d / "styles", "--worker-resources", "GPU=1"],
      "--worker-resources needs --scheduler"),
@@ -245,6 +246,7 @@ def test_bad_arguments_are_one_line_and_exit_2(images, tmp_path, capsys, stub, m
     (images / "unknown.csv").write_text("content,style,style_wieght\ncontents/tubingen.png,styles/starry.png,1\n")
     (images / "badcell.csv").write_text("content,style,image_size\ncontents/tubingen.png,styles/starry.png,big\n")
     (images / "badvalue.csv").write_text("content,style,style_weight\ncontents/tubingen.png,styles/starry.png,-1\n")
+    (images / "escape.csv").write_text("content,style,output\ncontents/tubingen.png,styles/starry.png,../x.png\n")
     (images / "same.csv").write_text("content,style,output\ncontents/tubingen.png,styles/starry.png,x.png\n"
                                      "contents/tubingen.png,styles/shipwreck.png,x.png\n")
     code = main(["batch", *FAST, *map(str, make_args(images)), "-o", str(tmp_path / "out")])
@@ -256,6 +258,14 @@ def test_bad_arguments_are_one_line_and_exit_2(images, tmp_path, capsys, stub, m
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists() and not stub.calls
+
+
+def test_an_error_found_after_parsing_is_one_line_also_with_the_progress_bar(images, tmp_path, capsys, stub):
+    (tmp_path / "same.csv").write_text(f"content,style,output\n{images}/bad.png,{images}/styles/starry.png,x.png\n"
+                                       f"{images}/bad.png,{images}/styles/shipwreck.png,x.png\n")
+    assert main(["batch", "--pairs", str(tmp_path / "same.csv"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "would both write x.png" in err, err
 
 
 def test_scheduler_without_distributed_says_how_to_install(images, tmp_path, monkeypatch, capsys):

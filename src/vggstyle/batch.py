@@ -203,6 +203,10 @@ def check_jobs(jobs: list[Job], base: StyleConfig) -> None:
             job.config(base).validate(num_styles=1)
         except ConfigError as exc:
             raise ConfigError(f"job {job.content.name} x {job.style.name}: {exc}") from None
+        wanted = ".mp4" if is_video(job.content) else ".png"
+        if Path(job.output).name != job.output or Path(job.output).suffix.lower() != wanted:
+            raise ConfigError(f"output name '{job.output}' for {job.content.name} x {job.style.name}: give a "
+                              f"file name ending in {wanted}, without folders")
         if job.output in seen:
             other = seen[job.output]
             raise ConfigError(f"{other.content} x {other.style} and {job.content} x {job.style} would both "

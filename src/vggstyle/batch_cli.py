@@ -117,12 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, runner = _where(args, config_from_args(args))
         jobs = _jobs(args)
-        from .batch import stylize_batch
+        from .batch import check_jobs, stylize_batch
+        check_jobs(jobs, config)  # stylize_batch checks again; here so that an error comes before the bar
         bar = JobBar(len(jobs), args.quiet)
         results = stylize_batch(jobs, args.outdir, config, force=args.force, on_result=bar, **runner)
     except VggstyleError as exc:
         if bar is not None:
-            bar.close()
+            bar.close(clear=True)
         print(f"vggstyle batch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

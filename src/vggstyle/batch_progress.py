@@ -40,8 +40,10 @@ class JobBar:
     def summary(self) -> str:
         return ", ".join(f"{self.counts[s]} {s}" for s in ("done", "skipped", "failed"))
 
-    def close(self) -> None:
+    def close(self, clear: bool = False) -> None:
+        """clear: take the bar off the screen (before an error line, which then stands alone)."""
         if self.bar is not None:
+            self.bar.leave = not clear
             self.bar.close()
 
 
