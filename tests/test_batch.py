@@ -27,6 +27,15 @@ from conftest import EXAMPLES, ROOT
 FAST = ["--image-size", "32", "--num-iterations", "2", "-q"]
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The batch entry point sets torch's threads for the process; give the next test what it had."""
+    import torch
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Two contents, two styles (48 px) and a file that only pretends to be an image."""
@@ -209,6 +218,9 @@ def test_one_job_per_device_at_once(images, tmp_path, stub):
             "-o", str(tmp_path), "--device", "cpu", "--device", "cpu", *FAST]
     assert main(args) == 0
     assert [row["worker"] for row in rows(tmp_path)] == ["cpu"] * 4
+    import torch
+    from vggstyle.device import physical_cores
+    assert torch.get_num_threads() == max(1, physical_cores() // 2)  # the cores shared by the two jobs
 
 
 def test_video_content_needs_stylize_video(images, tmp_path, monkeypatch, stub):

@@ -123,8 +123,10 @@ class LocalRunner:
     def __call__(self, tasks: list[Task]):
         if not tasks:
             return
-        from .device import set_threads
-        set_threads(tasks[0].config.threads)  # the entry point's job: the library leaves threads alone
+        from .device import physical_cores, set_threads
+        threads = tasks[0].config.threads  # the entry point's job: the library leaves threads alone
+        cpu_jobs = sum(device == "cpu" for device in self.devices)
+        set_threads(threads or (max(1, physical_cores() // cpu_jobs) if cpu_jobs > 1 else None))
         todo: queue.Queue = queue.Queue()
         for task in tasks:
             todo.put(task)
