@@ -17,12 +17,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "stylize": "optimize", "Progress": "optimize",
     "load_image": "image", "save_image": "image", "read_parameters": "image",
-    "show": "notebook",
+    "show": "notebook", "stylize_batch": "batch",
     "stylize_video": "video", "VideoConfig": "video", "show_video": "video_notebook",
 }
 
-__all__ = ["stylize", "StyleConfig", "Progress", "load_image", "save_image", "read_parameters", "show",
-           "stylize_video", "VideoConfig", "show_video", "VggstyleError", "ConfigError", "ImageError", "OutputError", "WeightsError"]
+__all__ = ["stylize", "stylize_batch", "stylize_video", "StyleConfig", "VideoConfig", "Progress", "load_image",
+           "save_image", "read_parameters", "show", "show_video",
+           "VggstyleError", "ConfigError", "ImageError", "OutputError", "WeightsError"]
 
 
 def __getattr__(name):

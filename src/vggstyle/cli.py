@@ -92,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per StyleConfig field, in its group (shared with `vggstyle video`)."""
+def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One option per StyleConfig field (all but ``skip``), in its group (shared with `vggstyle video`
+    and `vggstyle batch`)."""
     groups = {}
     for option in config_options():
+        if option.name in skip:
+            continue
         if option.group not in groups:
             groups[option.group] = parser.add_argument_group(GROUP_TITLES[option.group])
         flags, kwargs = _argument(option)
@@ -192,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "serve":
         from .web.server import main as serve_main
         return serve_main(argv[1:])
+    if argv and argv[0] == "batch":
+        from .batch_cli import main as batch_main
+        return batch_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,178 @@
+"""One batch job turned into an outcome (output bytes, losses, timings), and the local runner.
+
+run_job is what runs wherever the work happens, on this machine or on a Dask worker; it
+never writes into the output folder, it returns the bytes (batch.record writes them).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .batch import Task, is_video
+from .config import StyleConfig
+from .errors import VggstyleError
+
+VIDEO_MISSING = "video needs vggstyle.stylize_video (not in this version)"
+
+
+@dataclass
+class Outcome:
+    """What a runner hands back for one job."""
+
+    status: str  # done, failed or stopped (Ctrl-C: nothing to write)
+    data: bytes | None = None  # the output file's bytes
+    error: str = ""
+    losses: dict = field(default_factory=dict)  # the final weighted terms: content, style, tv, total
+    timings: dict = field(default_factory=dict)  # setup, optimize, encode, total (seconds)
+    worker: str = ""  # the device, or the Dask worker's address
+
+
+def _stylize(content, style, config, on_step):
+    from .optimize import stylize  # torch is imported here, on whichever machine does the work
+    return stylize(content, style, config, on_step=on_step)
+
+
+def run_job(content: Path, style: Path, config: StyleConfig, batch_hash: str, *, stop=None,
+            catch_all: bool = True) -> Outcome:
+    """Stylize one pair; a user-fixable error (bad image, bad option) becomes a failed outcome.
+
+    stop: a threading.Event; when set, the optimization ends after the current iteration and the
+    outcome is 'stopped'. catch_all=False lets unexpected errors (out of memory, bugs) raise, so
+    that Dask's retries= can run them again elsewhere.
+    """
+    start = time.perf_counter()
+    last = {}
+
+    def on_step(progress):
+        last["progress"] = progress
+        return not (stop is not None and stop.is_set())
+
+    try:
+        if is_video(content):
+            return _run_video(content, style, config, start)
+        image = _stylize(content, style, config, on_step)
+        if stop is not None and stop.is_set():
+            return Outcome("stopped")
+        encode_start = time.perf_counter()
+        data = png_bytes(image, {**image.info.get("vggstyle", config.to_dict()), "batch_hash": batch_hash})
+    except VggstyleError as exc:
+        return Outcome("failed", error=str(exc), timings={"total": time.perf_counter() - start})
+    except Exception as exc:  # noqa: BLE001 - one job's crash (out of memory, ...) must not end the batch
+        if not catch_all:
+            raise
+        return Outcome("failed", error=describe(exc), timings={"total": time.perf_counter() - start})
+    end = time.perf_counter()
+    progress = last.get("progress")
+    optimize = progress.elapsed if progress else 0.0
+    timings = {"total": end - start, "encode": end - encode_start, "optimize": optimize,
+               "setup": encode_start - start - optimize}
+    return Outcome("done", data, losses=dict(progress.losses) if progress else {}, timings=timings)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for results.csv: the kind of error and its first line."""
+    text = str(exc).strip().splitlines()
+    kind = "out of memory" if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() \
+        else type(exc).__name__
+    return f"{kind}: {text[0]}" if text else kind
+
+
+def png_bytes(image, parameters: dict) -> bytes:
+    """The result as PNG bytes with the parameters in a 'vggstyle' text chunk (as image.save_image writes)."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "vggstyle")
+    info.add_text("vggstyle", json.dumps(parameters, sort_keys=True, default=str))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _run_video(content: Path, style: Path, config: StyleConfig, start: float) -> Outcome:
+    """A video content goes through vggstyle.stylize_video where this version has it."""
+    import vggstyle
+
+    stylize_video = getattr(vggstyle, "stylize_video", None)
+    if stylize_video is None:
+        return Outcome("failed", error=VIDEO_MISSING)
+    with tempfile.TemporaryDirectory(prefix="vggstyle-video-") as folder:
+        output = Path(folder) / f"{content.stem}__{style.stem}.mp4"
+        stylize_video(content, [style], output, config)
+        data = output.read_bytes()
+    return Outcome("done", data, timings={"total": time.perf_counter() - start})
+
+
+class LocalRunner:
+    """This machine: one worker thread per device, each running one job at a time.
+
+    Outcomes are yielded to the caller's thread as they finish. Closing the generator (Ctrl-C
+    in the caller) stops the running jobs after their current iteration and waits for them.
+    """
+
+    def __init__(self, devices=("auto",)):
+        self.devices = list(devices) or ["auto"]
+
+    def __call__(self, tasks: list[Task]):
+        if not tasks:
+            return
+        from .device import physical_cores, set_threads
+        threads = tasks[0].config.threads  # the entry point's job: the library leaves threads alone
+        cpu_jobs = sum(device == "cpu" for device in self.devices)
+        set_threads(threads or (max(1, physical_cores() // cpu_jobs) if cpu_jobs > 1 else None))
+        todo: queue.Queue = queue.Queue()
+        for task in tasks:
+            todo.put(task)
+        done: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        threads = [threading.Thread(target=self._work, args=(device, todo, done, stop), daemon=True,
+                                    name=f"vggstyle-batch-{device}") for device in self.devices]
+        for thread in threads:
+            thread.start()
+        try:
+            for _ in tasks:
+                yield _next(done)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+
+    @staticmethod
+    def _work(device: str, todo: queue.Queue, done: queue.Queue, stop: threading.Event) -> None:
+        where = _device_name(device)
+        while not stop.is_set():
+            try:
+                task = todo.get_nowait()
+            except queue.Empty:
+                return
+            config = task.config if device == "auto" else task.config.replace(device=device)
+            outcome = run_job(task.job.content, task.job.style, config, task.hash, stop=stop)
+            outcome.worker = where
+            if outcome.status != "stopped":
+                done.put((task, outcome))
+
+
+def _next(done: queue.Queue):
+    """The next outcome; waits in short slices so that Ctrl-C reaches this (main) thread at once."""
+    while True:
+        try:
+            return done.get(timeout=0.2)
+        except queue.Empty:
+            continue
+
+
+def _device_name(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        from .device import resolve_device
+        return str(resolve_device("auto"))
+    except Exception:  # noqa: BLE001 - only a label for results.csv
+        return device
