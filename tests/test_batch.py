@@ -223,15 +223,19 @@ def test_one_job_per_device_at_once(images, tmp_path, stub):
     assert torch.get_num_threads() == max(1, physical_cores() // 2)  # the cores shared by the two jobs
 
 
-def test_video_content_needs_stylize_video(images, tmp_path, monkeypatch, stub):
-    monkeypatch.delattr(vggstyle, "stylize_video", raising=False)
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"\x00" * 64)
+@pytest.mark.slow
+def test_a_video_content_becomes_an_mp4_through_the_video_path(images, tmp_path):
+    import av
+    from test_video import make_clip, panning
+    clip = make_clip(tmp_path / "clip.mp4", panning(0, 3))
     assert main(["batch", "--contents", str(clip), "--styles", str(images / "styles" / "starry.png"),
-                 "-o", str(tmp_path / "out"), *FAST]) == 1
+                 "-o", str(tmp_path / "out"), "-q", "--image-size", "48", "--num-iterations", "3",
+                 "--threads", "1"]) == 0
     (row,) = rows(tmp_path / "out")
-    assert row["output"] == "clip__starry.mp4" and row["status"] == "failed"
-    assert row["error"] == "video needs vggstyle.stylize_video (not in this version)"
+    assert row["output"] == "clip__starry.mp4" and row["status"] == "done", row
+    with av.open(str(tmp_path / "out" / "clip__starry.mp4")) as container:
+        stream = container.streams.video[0]
+        assert sum(1 for _ in container.decode(stream)) == 3 and stream.average_rate == 10
 
 
 @pytest.mark.parametrize("make_args, message", [
