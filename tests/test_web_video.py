@@ -65,11 +65,11 @@ def read_video(data: bytes, tmp_path) -> tuple[int, Fraction, tuple[int, int]]:
 
 class FakeRunner:
     """stylize_video's signature and hooks, no network: each frame is its content inverted after
-    ``steps`` iterations. ``hold_at``: before that frame's (0-based) first iteration, wait for
+    ``steps`` iterations (``pace`` seconds each). ``hold_at``: before that frame's (0-based) first iteration, wait for
     ``release`` (the test looks at the job, or cancels it, meanwhile)."""
 
-    def __init__(self, steps: int = 4, hold_at: int | None = None):
-        self.steps, self.hold_at = steps, hold_at
+    def __init__(self, steps: int = 4, hold_at: int | None = None, pace: float = 0.0):
+        self.steps, self.hold_at, self.pace = steps, hold_at, pace
         self.held, self.release = threading.Event(), threading.Event()
         self.calls = []
 
@@ -83,6 +83,7 @@ class FakeRunner:
                 if frame.index == self.hold_at and step == 1:
                     self.held.set()
                     assert self.release.wait(30)
+                time.sleep(self.pace)
                 losses = {"content": 1.0 / step, "style": 2.0 / step, "tv": 0.1, "total": 3.1 / step}
                 info = FrameStep(frame.index, clip.frame_count, step, self.steps, losses, frame.index == 0,
                                  lambda image=image: image)

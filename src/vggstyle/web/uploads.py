@@ -129,12 +129,14 @@ def page_field(o: Option) -> dict:
 
 def options(limits: Limits) -> dict:
     """Everything the page needs to build its form: fields with defaults and help, presets, limits."""
+    from .video_uploads import takes_video
     presets = {name: {"image_size": min(p["image_size"], limits.max_image_size),
                       "num_iterations": min(p["num_iterations"], limits.max_iterations)}
                for name, p in PRESETS.items()}
     return {"fields": [page_field(o) for o in form_options()], "presets": presets,
             "limits": {**asdict(limits), "max_upload_bytes": limits.max_upload_bytes,
-                       "max_files": limits.max_files, "image_formats": list(IMAGE_FORMATS)}}
+                       "max_files": limits.max_files, "image_formats": list(IMAGE_FORMATS),
+                       "video": takes_video(), "video_formats": VIDEO_FORMATS}}
 
 
 def _refuse_unknown(name: str) -> UploadError:

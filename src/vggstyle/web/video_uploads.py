@@ -14,6 +14,7 @@ only when a video arrives.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import os
@@ -73,7 +74,15 @@ def save_video_upload(data: bytes, label: str, limits: Limits, directory: Path) 
         raise
 
 
+def takes_video() -> bool:
+    """Whether this server can stylize a video: PyAV and OpenCV (the [video] extra) are installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("av", "cv2"))
+
+
 def _check_clip(path: Path, label: str, limits: Limits) -> VideoUpload:
+    if not takes_video():
+        raise UploadError(415, f"{label}: this server takes images only (videos need PyAV and OpenCV: "
+                               "pip install 'vggstyle[video]' where it runs)")
     from ..video_io import open_video  # PyAV, imported when a video arrives
 
     def refuse(status: int, exc: Exception) -> UploadError:
