@@ -203,6 +203,30 @@ def test_cancel_before_the_first_frame_is_done_has_no_result(make_client, tmp_pa
     assert leftovers(client) == []
 
 
+def test_stopping_the_server_mid_clip_keeps_nothing(make_client, tmp_path):
+    runner = FakeRunner(steps=3, hold_at=2)
+    client = make_client(video_runner=runner)
+    job = post(client, clip_bytes(tmp_path))
+    assert runner.held.wait(30)
+    client.app.state.jobs.stop()  # what SIGTERM does first
+    runner.release.set()
+    final = wait(client, job["id"], lambda j: j["state"] == "cancelled")
+    assert not final["has_result"], "nobody will download it: the frames are not encoded"
+    assert leftovers(client) == []
+
+
+def test_a_run_that_fails_says_why_without_server_paths(make_client, tmp_path):
+    from vggstyle.errors import ImageError
+
+    def broken(input, styles, output, config, **hooks):
+        raise ImageError(f"input {input}: the stream breaks at frame 3 (Invalid data); 2 frames before it were read")
+    client = make_client(video_runner=broken)
+    job = post(client, clip_bytes(tmp_path, frames=2))
+    final = wait(client, job["id"], lambda j: j["state"] == "failed")
+    assert final["error"].startswith("the content video: the stream breaks at frame 3")
+    assert str(client.app.state.jobs.directory) not in final["error"] and leftovers(client) == []
+
+
 # ------------------------------------------------------------------ refusals, before the queue
 def test_too_long_a_video_is_refused_413_before_queueing(make_client, tmp_path):
     runner = FakeRunner()
@@ -215,8 +239,9 @@ def test_too_long_a_video_is_refused_413_before_queueing(make_client, tmp_path):
     post(client, clip_bytes(tmp_path, frames=5))  # 0.5 s is within the limit
 
 
-def test_frames_over_the_pixel_limit_are_refused_413(make_client, tmp_path):
+def test_frames_over_the_pixel_limit_are_refused_413_before_decoding(make_client, tmp_path, monkeypatch):
     client = make_client(video_runner=FakeRunner(), max_input_pixels=64 * 48 - 1)
+    monkeypatch.setattr("vggstyle.video_io.open_video", lambda *a, **k: pytest.fail("decoded"))
     assert "64x48 px" in post(client, clip_bytes(tmp_path, frames=2), expect=413)["detail"]
     assert leftovers(client) == []
 

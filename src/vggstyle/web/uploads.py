@@ -52,7 +52,8 @@ class Limits:
     keep_results: int = _limit(50, INT, "finished results kept; the oldest go first")
     keep_minutes: float = _limit(60.0, FLOAT, "minutes a finished result is kept")
     preview_every: int = _limit(5, INT, "iterations between preview images")
-    max_video_seconds: float = _limit(10.0, FLOAT, "seconds of video a job may send as its content (413 beyond)")
+    max_video_seconds: float = _limit(10.0, FLOAT, "seconds of video a job may send as its content, at "
+                                  "most 120 frames a second (413 beyond)")
 
     @property
     def max_upload_bytes(self) -> int:

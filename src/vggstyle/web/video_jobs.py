@@ -144,7 +144,8 @@ class VideoRunner:
             path = self._result(summary, output, kept)
         except VggstyleError as exc:  # say "the content video", never the server's file name
             kept.drop()
-            raise type(exc)(str(exc).replace(str(job.input_path), "the content video")) from None
+            text = str(exc).replace(f"input {job.input_path}", "the content video")
+            raise type(exc)(text.replace(str(job.input_path), "the content video")) from None
         except BaseException:
             kept.drop()
             raise

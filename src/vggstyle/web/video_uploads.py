@@ -28,6 +28,8 @@ from PIL import Image
 from ..errors import VggstyleError
 from .uploads import VIDEO_FORMATS, Limits, UploadError
 
+MAX_FPS = 120  # frames a second: more is no real clip, and the frames are the work
+
 def is_video(data: bytes) -> bool:
     """Whether the bytes start like a video container (mp4/mov, mkv/webm, avi) or are an animated
     GIF; anything else goes to the still-image decoder, which says what is wrong with it."""
@@ -85,6 +87,8 @@ def _check_clip(path: Path, label: str, limits: Limits) -> VideoUpload:
                                "pip install 'vggstyle[video]' where it runs)")
     from ..video_io import open_video  # PyAV, imported when a video arrives
 
+    _check_header(path, label, limits)  # before open_video decodes the first frame
+
     def refuse(status: int, exc: Exception) -> UploadError:
         text = str(exc).replace(f"input {path}", label).replace(str(path), label)
         return UploadError(status, text.replace("; give a video file", f"; send {VIDEO_FORMATS}"))
@@ -97,6 +101,9 @@ def _check_clip(path: Path, label: str, limits: Limits) -> VideoUpload:
     if width * height > limits.max_input_pixels:
         raise UploadError(413, f"{label}: frames of {width}x{height} px are over this server's limit of "
                                f"{limits.max_input_pixels:,} pixels; shrink the video first")
+    if clip.fps > MAX_FPS:
+        raise UploadError(422, f"{label}: {float(clip.fps):g} frames a second; this server takes at most "
+                               f"{MAX_FPS}; re-encode it at a normal frame rate")
     most = math.floor(limits.max_video_seconds * clip.fps)  # frames allowed
     _too_long(label, clip.frame_count, clip.fps, limits, most)
     first, count = None, 0
@@ -110,6 +117,21 @@ def _check_clip(path: Path, label: str, limits: Limits) -> VideoUpload:
     if first is None:
         raise UploadError(422, f"{label}: the video has no frames; send a video with at least one")
     return VideoUpload(path, count, clip.fps, clip.info.size, first)
+
+
+def _check_header(path: Path, label: str, limits: Limits) -> None:
+    """The frame size as the container declares it, checked before any frame is decoded (a
+    bomb: a tiny file declaring huge frames); open_video checks the decoded size again."""
+    import av
+    try:
+        with av.open(str(path), "r") as container:
+            streams = container.streams.video
+            width, height = (streams[0].codec_context.width, streams[0].codec_context.height) if streams else (0, 0)
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+        return  # open_video says what is wrong, in its words
+    if width * height > limits.max_input_pixels:
+        raise UploadError(413, f"{label}: frames of {width}x{height} px are over this server's limit of "
+                               f"{limits.max_input_pixels:,} pixels; shrink the video first")
 
 
 def _too_long(label: str, frames: int, fps: Fraction, limits: Limits, most: int) -> None:
