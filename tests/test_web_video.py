@@ -32,8 +32,9 @@ from vggstyle.web.video_jobs import _default_video_runner  # noqa: E402
 FPS = 10
 
 
-def clip_bytes(tmp_path, frames: int = 6, size=(64, 48), fps=FPS, name="clip.mp4") -> bytes:
-    """An H.264 clip of a smooth colour texture panning 2 px a frame (optical flow can follow it)."""
+def clip_bytes(tmp_path, frames: int = 6, size=(64, 48), fps=FPS, name="clip.mp4", tone=False) -> bytes:
+    """An H.264 clip of a smooth colour texture panning 2 px a frame (optical flow can follow it);
+    with ``tone``, an AAC sine as long as the frames."""
     width, height = size
     path = tmp_path / name
     noise = np.random.default_rng(0).integers(0, 256, (height // 8, (width + 2 * frames) // 8 + 1, 3), np.uint8)
@@ -41,10 +42,18 @@ def clip_bytes(tmp_path, frames: int = 6, size=(64, 48), fps=FPS, name="clip.mp4
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=48000, layout="mono") if tone else None
         for i in range(frames):
             array = np.ascontiguousarray(canvas[:, 2 * i:2 * i + width])
             container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         container.mux(stream.encode(None))
+        if audio is not None:
+            wave = (0.3 * np.sin(np.arange(48000 * frames // fps) / 10)).astype(np.float32)
+            for start in range(0, len(wave), 1024):
+                chunk = av.AudioFrame.from_ndarray(wave[None, start:start + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, start
+                container.mux(audio.encode(chunk))
+            container.mux(audio.encode(None))
     return path.read_bytes()
 
 
@@ -177,7 +186,7 @@ def test_video_job_reports_frames_iterations_preview_and_gives_an_mp4(make_clien
 def test_cancel_mid_clip_keeps_the_frames_done(make_client, tmp_path):
     runner = FakeRunner(steps=3, hold_at=3)
     client = make_client(video_runner=runner)
-    job = post(client, clip_bytes(tmp_path))
+    job = post(client, clip_bytes(tmp_path, tone=True))
     assert runner.held.wait(30)
     assert client.delete(f"/api/jobs/{job['id']}").json()["cancel_requested"]
     runner.release.set()
@@ -186,6 +195,10 @@ def test_cancel_mid_clip_keeps_the_frames_done(make_client, tmp_path):
     result = client.get(f"/api/jobs/{job['id']}/result")
     assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
     assert read_video(result.content, tmp_path) == (3, Fraction(FPS), (48, 36))
+    with av.open(io.BytesIO(result.content)) as kept:
+        [sound] = kept.streams.audio
+        seconds = float(sound.duration * sound.time_base)
+    assert abs(seconds - 0.3) < 0.05, f"the sound of the 3 frames kept: {seconds} s"
     assert leftovers(client) == []
     # The still API is unchanged beside it: a still job's snapshot says so.
     assert client.delete(f"/api/jobs/{job['id']}/result").status_code == 200

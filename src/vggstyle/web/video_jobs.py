@@ -103,13 +103,13 @@ def _default_video_runner(input, styles, output, config, *, video, masks=None, o
 class FramesKept:
     """Each finished frame appended to a video beside the result: what a cancelled job keeps."""
 
-    def __init__(self, path: Path, fps: Fraction):
-        self.path, self.fps, self.writer = path, fps, None
+    def __init__(self, path: Path, fps: Fraction, source: Path):
+        self.path, self.fps, self.source, self.writer = path, fps, source, None
 
     def add(self, image) -> None:
-        if self.writer is None:
-            from ..video_io import VideoWriter
-            self.writer = VideoWriter(self.path, self.fps)
+        if self.writer is None:  # the sound too, trimmed to the frames written when it is closed
+            from ..video_io import VideoWriter, open_video
+            self.writer = VideoWriter(self.path, self.fps, audio=open_video(self.source).audio())
         self.writer.write(image)
 
     def close(self) -> Path | None:
@@ -135,7 +135,7 @@ class VideoRunner:
         job = self.job
         output = directory / f"result-{job.number:06d}.mp4"
         work = directory / f"frames-{job.number:06d}"
-        kept = FramesKept(output, job.fps)  # the same name: only one of the two is ever completed
+        kept = FramesKept(output, job.fps, job.input_path)  # the same name: only one of the two is ever completed
         video = job.video.replace(work_dir=str(work))
         extra = {"masks": job.masks} if job.masks else {}
         try:
