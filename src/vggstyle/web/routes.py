@@ -16,10 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from .body import ClientGone, read_form, split_form
 from .jobs import FINISHED, QueueFull, png_bytes
 from .openapi import REFUSALS, job_request_schema
-from .video_jobs import VideoJob
-from .video_uploads import is_video, save_video_upload
 from .uploads import (VIDEO_FORMATS, UploadError, config_from_form, decode_upload, options, prepare_images,
                       upload_label, video_config_from_form)
+from .video_jobs import VideoJob
+from .video_uploads import is_video, save_video_upload
 
 log = logging.getLogger("vggstyle.web")
 router = APIRouter()
@@ -198,8 +198,7 @@ PNG_OR_MP4 = {200: {"description": "PNG for an image content (its parameters in 
 
 
 @router.get("/api/jobs/{job_id}/preview", summary="The image as it is now (PNG); for a video, the current frame",
-            response_class=Response,
-            responses={**PNG, **REFUSALS.subset(404)})
+            response_class=Response, responses={**PNG, **REFUSALS.subset(404)})
 async def preview(job_id: str, request: Request):
     job = _job_or_404(request, job_id)
     data = job.preview or job.poster or (await _result_bytes(job) if job.kind == "image" else None)
