@@ -339,3 +339,14 @@ def test_real_video_job_end_to_end(make_client, tmp_path):
     assert result.headers["content-type"] == "video/mp4"
     assert read_video(result.content, tmp_path) == (3, Fraction(FPS), (48, 36))
     assert leftovers(client) == []
+
+    # Cancelled in the second frame (its iterations are many): the real run stops after the current
+    # iteration and the first frame is the result.
+    job = post(client, clip_bytes(tmp_path, frames=3), num_iterations=2, frame_iterations=2000, seed=0)
+    wait(client, job["id"], lambda j: j["frame"] == 2 and j["step"] >= 1)
+    client.delete(f"/api/jobs/{job['id']}")
+    final = wait(client, job["id"], lambda j: j["state"] == "cancelled")
+    assert final["frames_done"] == 1 and final["step"] < 2000
+    result = client.get(f"/api/jobs/{job['id']}/result")
+    assert read_video(result.content, tmp_path) == (1, Fraction(FPS), (48, 36))
+    assert leftovers(client) == []
