@@ -22,6 +22,7 @@ av = pytest.importorskip("av", reason="video needs PyAV")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import EXAMPLES  # noqa: E402
+from test_web_shutdown import httpx, results_dirs, serve, stop  # noqa: E402,F401 (serve: a fixture)
 from vggstyle.video import FrameDone, VideoSummary  # noqa: E402
 from vggstyle.video_frame import FrameStep  # noqa: E402
 from vggstyle.video_io import VideoWriter, open_video  # noqa: E402
@@ -238,6 +239,27 @@ def test_a_run_that_fails_says_why_without_server_paths(make_client, tmp_path):
     final = wait(client, job["id"], lambda j: j["state"] == "failed")
     assert final["error"].startswith("the content video: the stream breaks at frame 3")
     assert str(client.app.state.jobs.directory) not in final["error"] and leftovers(client) == []
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_video_job_running_exits_0_and_removes_the_clip(tmp_path, serve):
+    import signal
+
+    process, url = serve()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        data = {"image_size": "48", "num_iterations": "5000"}
+        files = [("content", ("c.mp4", clip_bytes(tmp_path, frames=3), "video/mp4")),
+                 ("style", ("s.png", style_png(), "image/png"))]
+        job = client.post("/api/jobs", files=files, data=data).json()
+        assert job["kind"] == "video", job
+        deadline = time.monotonic() + 120
+        while client.get(f"/api/jobs/{job['id']}").json()["step"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    seconds, stderr = stop(process, signal.SIGTERM)
+    assert process.returncode == 0 and seconds < 5, (seconds, stderr)
+    assert "Traceback" not in stderr and "terminate called" not in stderr, stderr
+    assert results_dirs(tmp_path) == [], "the clip and the results directory are removed"
 
 
 # ------------------------------------------------------------------ refusals, before the queue
