@@ -103,7 +103,7 @@ def _decode_content(data: bytes, what: str, name, limits):
         raise
 
 
-@router.post("/api/jobs", status_code=202, summary="Start a stylization job", openapi_extra=job_request_schema(),
+@router.post("/api/jobs", status_code=202, summary="Start a stylization job (the content: an image or a short video)", openapi_extra=job_request_schema(),
              responses=REFUSALS)
 async def submit(request: Request):
     _check_origin(request)

@@ -304,7 +304,9 @@ function showRun(job) {
   $("losses").textContent = "";
   const video = $("result-video");
   video.hidden = true;
+  video.pause();
   video.removeAttribute("src");
+  video.load(); // lets go of the last result
   const preview = $("preview");
   preview.hidden = false;
   preview.removeAttribute("src");
@@ -531,6 +533,7 @@ async function cancel() {
 
 function again() {
   if (page.events) page.events.close();
+  $("result-video").pause();
   page.job = null;
   $("run").hidden = true;
   $("setup").hidden = false;
