@@ -30,6 +30,7 @@ from .uploads import VIDEO_FORMATS, Limits, UploadError
 
 MAX_FPS = 120  # frames a second: more is no real clip, and the frames are the work
 
+
 def is_video(data: bytes) -> bool:
     """Whether the bytes start like a video container (mp4/mov, mkv/webm, avi) or are an animated
     GIF; anything else goes to the still-image decoder, which says what is wrong with it."""
@@ -57,10 +58,6 @@ class VideoUpload:
     fps: Fraction
     size: tuple[int, int]  # of the frames, upright
     first_frame: Image.Image
-
-    @property
-    def seconds(self) -> float:
-        return float(self.frames / self.fps)
 
 
 def save_video_upload(data: bytes, label: str, limits: Limits, directory: Path) -> VideoUpload:
@@ -102,7 +99,7 @@ def _check_clip(path: Path, label: str, limits: Limits) -> VideoUpload:
         raise UploadError(413, f"{label}: frames of {width}x{height} px are over this server's limit of "
                                f"{limits.max_input_pixels:,} pixels; shrink the video first")
     if clip.fps > MAX_FPS:
-        raise UploadError(422, f"{label}: {float(clip.fps):g} frames a second; this server takes at most "
+        raise UploadError(413, f"{label}: {float(clip.fps):g} frames a second; this server takes at most "
                                f"{MAX_FPS}; re-encode it at a normal frame rate")
     most = math.floor(limits.max_video_seconds * clip.fps)  # frames allowed
     _too_long(label, clip.frame_count, clip.fps, limits, most)
@@ -111,7 +108,8 @@ def _check_clip(path: Path, label: str, limits: Limits) -> VideoUpload:
         for frame in clip.frames():
             count += 1
             _too_long(label, count, clip.fps, limits, most)
-            first = first or frame.image
+            if first is None:
+                first = frame.image
     except VggstyleError as exc:
         raise refuse(422, exc) from None
     if first is None:
