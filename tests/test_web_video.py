@@ -272,6 +272,8 @@ def test_too_long_a_video_is_refused_413_before_queueing(make_client, tmp_path):
     assert client.get("/api/status").json()["queued"] == 0 and not runner.calls
     assert leftovers(client) == [], "the refused upload is deleted"
     post(client, clip_bytes(tmp_path, frames=5))  # 0.5 s is within the limit
+    fast = post(client, clip_bytes(tmp_path, frames=3, fps=240, name="fast.mp4"), expect=413)["detail"]
+    assert "240 frames a second" in fast and "at most 120" in fast
 
 
 def test_frames_over_the_pixel_limit_are_refused_413_before_decoding(make_client, tmp_path, monkeypatch):
