@@ -258,3 +258,45 @@ def test_the_page_recovers_when_its_job_disappears(browser, tmp_path):
         figures = page.locator("#compare figcaption").all_inner_texts()
         assert figures == ["content", "style", "result"], "before and after, side by side"
         page.close()
+
+
+def test_a_video_content_shows_frames_and_plays_the_mp4_result(browser, tmp_path):
+    pytest.importorskip("av", reason="video needs PyAV")
+    from test_web_video import FakeRunner, clip_bytes  # a clip made with PyAV; stylize_video's hooks, no network
+
+    clip = tmp_path / "walk.mp4"
+    clip.write_bytes(clip_bytes(tmp_path, frames=6, name="source.mp4"))
+    style, _ = tiny(tmp_path, "style/starry_night.jpg", 48, "starry.png")
+    runner = FakeRunner(steps=5, pace=0.03)
+    app = create_app(Limits(preview_every=2), video_runner=runner, allowed_hosts=LOOPBACK_NAMES)
+    with background_server(app) as url:
+        page = browser.new_page(accept_downloads=True)
+        page.set_default_timeout(60_000)
+        console_errors = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        assert "10 s at most" in page.inner_text("#content-drop")
+        page.set_input_files("#content-file", str(clip))
+        page.set_input_files("#style-files", str(style))
+        page.wait_for_selector("#content-thumb >> text=walk.mp4")
+        page.wait_for_selector("#style-list li")
+        page.fill("#f-image_size", "48")
+        page.click("#start")
+        page.wait_for_selector("#status >> text=/Frame \\d of 6, iteration \\d of 5/")
+        page.wait_for_selector("#result-video:not([hidden])")
+        assert page.inner_text("#status").startswith("Done: 6 frames")
+        assert page.is_hidden("#preview")
+        page.wait_for_function("document.getElementById('result-video').readyState >= 1", timeout=20_000)
+        assert page.evaluate("[document.getElementById('result-video').videoWidth, "
+                             "document.getElementById('result-video').error]") == [48, None], "it plays"
+        assert int(page.get_attribute("#preview", "data-loads")) >= 2, "the frames were previewed as they formed"
+        figures = page.locator("#compare figcaption").all_inner_texts()
+        assert figures == ["content (first frame)", "style", "result (last frame done)"]
+        page.wait_for_function("document.querySelector('#compare img').naturalWidth === 48")
+        assert page.inner_text("#download") == "Download MP4"
+        with page.expect_download() as download_info:
+            page.click("#download")
+        assert download_info.value.suggested_filename.endswith(".mp4")
+        assert console_errors == []
+        page.close()

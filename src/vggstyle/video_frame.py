@@ -9,10 +9,11 @@ own content target and, after the first frame of a shot, the temporal term.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from .flow import Link, consistency_parts, is_cut, link, long_term_weights, opti
 from .image import tensor_to_pil
 from .inputs import Inputs, ScaleImages
 from .loop import NonFiniteLoss, make_optimizer, optimize
-from .optimize import Finish, IterateAverage, build_objective, network_for, style_features
+from .optimize import Finish, IterateAverage, _render, build_objective, network_for, style_features
 from .temporal import TemporalTerm
 
 
@@ -127,6 +128,11 @@ class FrameStep:
     steps: int
     losses: dict[str, float]
     first: bool  # the frame starts a shot: full iterations, no temporal term
+    _render: Callable[[], Image.Image] | None = field(default=None, repr=False)
+
+    def image(self) -> Image.Image | None:
+        """The frame as it is now (what it would be if stopped here): for a live preview."""
+        return None if self._render is None else self._render()
 
 
 class FrameStylizer:
@@ -154,8 +160,9 @@ class FrameStylizer:
         return array
 
     def run(self, images: ScaleImages, start: torch.Tensor, iterations: int, terms=(),
-            on_step: Callable[[int, dict], bool] | None = None) -> tuple[Image.Image | None, dict, int]:
-        """Optimize one frame; returns (finished image or None when stopped, last losses, iterations)."""
+            on_step: Callable[[int, dict, Callable], bool] | None = None) -> tuple[Image.Image | None, dict, int]:
+        """Optimize one frame; returns (finished image or None when stopped, last losses, iterations).
+        on_step(iteration, losses, render): render() is the frame as it is now, as a PIL image."""
         config = self.config
         if self.styles is None:
             self.first_images = images
@@ -163,6 +170,7 @@ class FrameStylizer:
         image = start.to(self.policy.device).contiguous().requires_grad_(True)
         average = IterateAverage(config.ema)
         state = {"done": 0, "stopped": False, "losses": {}}
+        finish = Finish(images.photo if config.original_colors == "luminance" else None)
 
         def hook(step, current, losses):
             if config.optimizer == "adam":
@@ -170,7 +178,8 @@ class FrameStylizer:
                     current.clamp_(0.0, 1.0)
             average.update(current)
             state["losses"] = losses
-            if on_step is not None and on_step(state["done"] + step, losses) is False:
+            render = functools.partial(_render, average.current(current), finish)
+            if on_step is not None and on_step(state["done"] + step, losses, render) is False:
                 state["stopped"] = True
                 return False
             return True
@@ -188,7 +197,6 @@ class FrameStylizer:
                 state["done"] += exc.step - 1
         if state["stopped"]:
             return None, state["losses"], state["done"]
-        finish = Finish(images.photo if config.original_colors == "luminance" else None)
         return tensor_to_pil(finish(average.current(image)).cpu()), state["losses"], state["done"]
 
     def _fall_back(self, exc: NonFiniteLoss) -> None:

@@ -122,10 +122,11 @@ class VideoRun:
             iterations = video.frame_iterations
             terms = (temporal_term(video.temporal_weight, link),) if video.temporal_weight > 0 else ()
 
-        def hook(step: int, losses: dict) -> bool:
+        def hook(step: int, losses: dict, render=None) -> bool:
             if on_step is None:
                 return True
-            return on_step(FrameStep(frame.index, self.clip.frame_count, step, iterations, losses, first)) is not False
+            return on_step(FrameStep(frame.index, self.clip.frame_count, step, iterations, losses, first,
+                                     render)) is not False
 
         image, losses, done = stylizer.run(images, start, iterations, terms, hook)
         record = {"source_index": frame.source_index, "first": first, "cut": bool(link is not None and link.cut),

@@ -86,9 +86,29 @@ class Job:
     version: int = 0  # bumped on every change; the event stream sends when it moves
     cancel: threading.Event = field(default_factory=threading.Event)
 
+    kind = "image"  # what the content and the result are (video_jobs.VideoJob: "video")
+    media_type = "image/png"
+    suffix = ".png"
+    poster = None  # a video job's last finished frame
+
     @property
     def total(self) -> int:
         return self.config.iterations
+
+    def units_done(self) -> float:
+        return self.work_done(self.step)
+
+    def seconds_left(self) -> float:
+        """At the speed shown so far (per pixel, so that the finer scales still to come count for
+        what they cost)."""
+        return (self.cost - self.units_done()) * self.elapsed / self.units_done()
+
+    def release(self) -> None:
+        """Drop what the job held to run (images, a clip on disk) once it has ended."""
+        self.content = self.styles = self.masks = None
+
+    def extra_snapshot(self) -> dict:
+        return {}
 
     @property
     def cost(self) -> float:
@@ -118,7 +138,7 @@ def snapshot(job: Job, position: int | None, eta: float | None) -> dict:
         "eta_seconds": eta, "cancel_requested": job.cancel.is_set(), "error": job.error,
         "preview_version": job.preview_version, "has_result": job.result_path is not None,
         "created": job.created, "started": job.started, "finished": job.finished, "device": job.device,
-        "parameters": job.parameters or job.config.to_dict(),
+        "parameters": job.parameters or job.config.to_dict(), "kind": job.kind, **job.extra_snapshot(),
     }
 
 
@@ -153,19 +173,18 @@ class Estimator:
         self.setup_seconds = 0.0  # network, targets, result encoding
 
     def learn(self, job: Job) -> None:
-        if not (job.step and job.elapsed > 0):
+        if not (job.units_done() and job.elapsed > 0):
             return
-        measured = job.elapsed / job.work_done(job.step)
+        measured = job.elapsed / job.units_done()
         old = self.seconds_per_unit
         self.seconds_per_unit = measured if old is None else 0.5 * (old + measured)
         overhead = max(0.0, job.finished - job.started - job.elapsed)
         self.setup_seconds = 0.5 * (self.setup_seconds + overhead) if self.setup_seconds else overhead
 
     def left(self, job: Job) -> float | None:
-        """Seconds a running job still needs, at the speed it has shown so far (per pixel, so that
-        the finer scales still to come count for what they cost)."""
-        if job.step and job.elapsed > 0:
-            return (job.cost - job.work_done(job.step)) * job.elapsed / job.work_done(job.step)
+        """Seconds a running job still needs, at the speed it has shown so far."""
+        if job.units_done() and job.elapsed > 0:
+            return job.seconds_left()
         if self.seconds_per_unit is None:
             return None
         return self.setup_seconds + job.cost * self.seconds_per_unit
@@ -235,17 +254,23 @@ class JobBook:
         with self._lock:
             return not self.closing and len(self._pending) < self.max_queued
 
+    @property
+    def lock(self) -> threading.Condition:
+        """The lock every change to a job is made under (a video job's hooks take it too)."""
+        return self._lock
+
     def submit(self, config: StyleConfig, content: Image.Image, styles: list[Image.Image],
-               size: tuple[int, int], masks: list[Image.Image] | None = None) -> Job:
-        """Queue a job (config validated, images decoded and shrunk) or raise QueueFull."""
+               size: tuple[int, int], masks: list[Image.Image] | None = None, *, job_type=Job, **extra) -> Job:
+        """Queue a job (config validated, images decoded and shrunk) or raise QueueFull.
+        job_type/extra: a Job subclass and its own fields (video_jobs.VideoJob: the clip)."""
         with self._lock:
             if self.closing:
                 raise QueueFull("the server is shutting down")
             self._purge()
             if len(self._pending) >= self.max_queued:
                 raise QueueFull(f"the queue is full ({len(self._pending)} jobs waiting); try again in a few minutes")
-            job = Job(secrets.token_urlsafe(16), next(self._numbers), config, content, list(styles), size,
-                      masks=list(masks) if masks else None)
+            job = job_type(secrets.token_urlsafe(16), next(self._numbers), config, content, list(styles), size,
+                           masks=list(masks) if masks else None, **extra)
             self._jobs[job.id] = job
             self._pending.append(job)
             self._lock.notify()
@@ -306,7 +331,7 @@ class JobBook:
     def _finish(self, job: Job, state: str) -> None:
         job.state = state
         job.finished = time.time()
-        job.content = job.styles = job.masks = None
+        job.release()
         job.preview = None
         job.version += 1
 
@@ -330,13 +355,15 @@ class JobQueue(JobBook):
     """Runs stylizations one at a time per device, in submission order: one worker thread each."""
 
     def __init__(self, devices=("auto",), *, max_queued: int = 16, keep_results: int = 50,
-                 keep_seconds: float = 3600.0, preview_every: int = 5, runner: Runner | None = None):
+                 keep_seconds: float = 3600.0, preview_every: int = 5, runner: Runner | None = None,
+                 video_runner=None):
         if not devices:
             raise ValueError("give at least one device")
         super().__init__(max_queued=max_queued, keep_results=keep_results, keep_seconds=keep_seconds,
                          workers=len(devices))
         self.preview_every = max(1, preview_every)
         self._runner = runner or _default_runner
+        self._video_runner = video_runner  # stylize_video's signature; None: vggstyle.stylize_video
         self._store = ResultStore()
         self.directory = self._store.directory
         self.devices = tuple(devices)
@@ -386,8 +413,7 @@ class JobQueue(JobBook):
             config = job.config.replace(device=resolved)
             with self._lock:
                 job.config, job.device = config, resolved
-            data, parameters = run_one(self._runner, job, config, lambda p: self._on_step(job, p))
-            path = self._store.write(job.number, data)
+            path, parameters = self._execute(job, config)
             state = CANCELLED if job.cancel.is_set() else DONE
         except Exception as exc:  # noqa: BLE001 - one bad job must not take the worker down
             state, error, path = FAILED, _error_message(exc), None
@@ -401,6 +427,14 @@ class JobQueue(JobBook):
                 path.unlink(missing_ok=True)
             self._purge()
         return resolved
+
+    def _execute(self, job: Job, config: StyleConfig) -> tuple[Path | None, dict]:
+        """Run the job; returns its result file (None: a video cancelled before its first frame)."""
+        if job.kind == "video":
+            from .video_jobs import VideoRunner
+            return VideoRunner(self, job, self._video_runner).run(config, self._store.directory)
+        data, parameters = run_one(self._runner, job, config, lambda p: self._on_step(job, p))
+        return self._store.write(job.number, data), parameters
 
     def _on_step(self, job: Job, progress) -> bool:
         # This step is done (and in the image stylize returns) whatever we answer: record it first.

@@ -25,9 +25,9 @@ REFUSALS = Refusals({code: {"description": text, "content": _DETAIL} for code, t
     403: "cross-origin request: use the page this server serves",
     404: "no such job (finished results are kept for a limited time)",
     409: "the job has no result yet, or is still queued or running",
-    413: "the upload, or an image's pixel count, is over this server's limit",
-    415: "not multipart/form-data, or a file that is not an image this server reads",
-    422: "a bad image (empty, damaged, too small) or parameter, one line saying which",
+    413: "the upload, an image's or a video frame's pixel count, or a video's length is over this server's limit",
+    415: "not multipart/form-data, or a file that is not an image (or, as the content, a video) this server reads",
+    422: "a bad image or video (empty, damaged, too small) or parameter, one line saying which",
     503: "the queue is full or the server is shutting down; see Retry-After",
 }.items()})
 
@@ -35,7 +35,10 @@ REFUSALS = Refusals({code: {"description": text, "content": _DETAIL} for code, t
 def job_request_schema() -> dict:
     """The multipart body of POST /api/jobs: the files, then every option a client may set."""
     properties = {
-        "content": {"type": "string", "format": "binary", "description": "the content image"},
+        "content": {"type": "string", "format": "binary",
+                    "description": "the content image, or a video (mp4, mov, mkv, webm, avi, animated GIF; at most "
+                                   "the server's --max-video-seconds, 10 s by default): the result is then an "
+                                   "MP4 with the input's frame rate"},
         "style": {"type": "array", "items": {"type": "string", "format": "binary"},
                   "description": "one or more style images (repeat the field)"},
         "style_mask": {"type": "array", "items": {"type": "string", "format": "binary"},

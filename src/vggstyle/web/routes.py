@@ -14,9 +14,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .body import ClientGone, read_form, split_form
-from .jobs import FINISHED, QueueFull
+from .jobs import FINISHED, QueueFull, png_bytes
 from .openapi import REFUSALS, job_request_schema
-from .uploads import UploadError, config_from_form, decode_upload, options, prepare_images
+from .uploads import (VIDEO_FORMATS, UploadError, config_from_form, decode_upload, options, prepare_images,
+                      upload_label, video_config_from_form)
+from .video_jobs import VideoJob
+from .video_uploads import is_video, save_video_upload
 
 log = logging.getLogger("vggstyle.web")
 router = APIRouter()
@@ -55,38 +58,68 @@ async def _read_job(request: Request):
     try:
         content, styles, masks, values = split_form(form, limits)
         config = config_from_form(values, len(styles), limits)
+        video = video_config_from_form(values, limits)
         images = [(await f.read(), "content image" if i == 0 else f"style image {i}", f.filename)
                   for i, f in enumerate([content, *styles])]
         mask_files = [(await f.read(), f"style mask {i}", f.filename) for i, f in enumerate(masks, 1)]
     finally:
         await form.close()
-    return config, images, mask_files
+    return config, video, images, mask_files
 
 
-def _decode_job(jobs, limits, config, images, mask_files):
-    """In a worker thread, one job at a time: decode, check and shrink the images."""
+def _decode_job(jobs, limits, config, video, images, mask_files) -> dict:
+    """In a worker thread, one job at a time: decode, check and shrink the images; a video content
+    is written to the queue's directory and checked frame by frame. Returns JobQueue.submit's
+    arguments."""
     with DECODE_SLOT:
         _check_room(jobs)  # the queue may have filled while this upload waited for the slot
-        decoded = [decode_upload(data, what, name, limits) for data, what, name in images]
-        masks = [decode_upload(data, what, name, limits) for data, what, name in mask_files]
-        return prepare_images(config, decoded[0], decoded[1:], masks)
+        (data, what, name), upload = images[0], None
+        if is_video(data):
+            upload = save_video_upload(data, upload_label("content video", name), limits, jobs.directory)
+            first = upload.first_frame
+        else:
+            first = _decode_content(data, what, name, limits)
+        try:
+            styles = [decode_upload(data, what, name, limits) for data, what, name in images[1:]]
+            masks = [decode_upload(data, what, name, limits) for data, what, name in mask_files]
+            content, styles, masks, size = prepare_images(config, first, styles, masks)
+        except BaseException:
+            if upload is not None:
+                upload.path.unlink(missing_ok=True)
+            raise
+    job = {"content": content, "styles": styles, "masks": masks, "size": size}
+    if upload is None:
+        return job
+    return {**job, "content": None, "job_type": VideoJob, "input_path": upload.path, "video": video,
+            "frames": upload.frames, "fps": upload.fps, "first_frame": png_bytes(content)}
 
 
-@router.post("/api/jobs", status_code=202, summary="Start a stylization job", openapi_extra=job_request_schema(),
+def _decode_content(data: bytes, what: str, name, limits):
+    try:
+        return decode_upload(data, what, name, limits)
+    except UploadError as exc:
+        if exc.status == 415:  # say that a video would do too
+            raise UploadError(415, f"{exc}; or send a video ({VIDEO_FORMATS})") from None
+        raise
+
+
+@router.post("/api/jobs", status_code=202, summary="Start a stylization job (the content: an image or a short video)", openapi_extra=job_request_schema(),
              responses=REFUSALS)
 async def submit(request: Request):
     _check_origin(request)
     jobs, limits = request.app.state.jobs, request.app.state.limits
     _check_room(jobs)  # before the upload is read or decoded
     try:
-        config, images, mask_files = await _read_job(request)
+        config, video, images, mask_files = await _read_job(request)
     except ClientGone:
         log.info("an upload was abandoned by its client before it was complete")
         return Response(status_code=400)  # nobody reads it
-    content, styles, masks, size = await run_in_threadpool(_decode_job, jobs, limits, config, images, mask_files)
+    prepared = await run_in_threadpool(_decode_job, jobs, limits, config, video, images, mask_files)
     try:
-        job = jobs.submit(config, content, styles, size, masks=masks)
+        job = jobs.submit(config, **prepared)
     except QueueFull as exc:
+        if prepared.get("input_path") is not None:
+            prepared["input_path"].unlink(missing_ok=True)
         raise UploadError(503, str(exc)) from None
     return JSONResponse(jobs.describe(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
@@ -159,20 +192,24 @@ async def _result_bytes(job) -> bytes | None:
 
 
 PNG = {200: {"content": {"image/png": {}}}}
+PNG_OR_MP4 = {200: {"description": "PNG for an image content (its parameters in a 'vggstyle' text chunk), "
+                                   "MP4 (H.264) for a video content",
+                    "content": {"image/png": {}, "video/mp4": {}}}}
 
 
-@router.get("/api/jobs/{job_id}/preview", summary="The image as it is now (PNG)", response_class=Response,
-            responses={**PNG, **REFUSALS.subset(404)})
+@router.get("/api/jobs/{job_id}/preview", summary="The image as it is now (PNG); for a video, the current frame",
+            response_class=Response, responses={**PNG, **REFUSALS.subset(404)})
 async def preview(job_id: str, request: Request):
     job = _job_or_404(request, job_id)
-    data = job.preview or await _result_bytes(job)
+    data = job.preview or job.poster or (await _result_bytes(job) if job.kind == "image" else None)
     if data is None:
         raise HTTPException(404, "no preview yet: the job has not started its first iteration")
     return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-@router.get("/api/jobs/{job_id}/result", summary="The result (PNG with its parameters)", response_class=Response,
-            responses={**PNG, **REFUSALS.subset(404, 409)})
+@router.get("/api/jobs/{job_id}/result", summary="The result: PNG with its parameters, or MP4 for a video "
+            "(a cancelled video: the frames done)", response_class=Response,
+            responses={**PNG_OR_MP4, **REFUSALS.subset(404, 409)})
 async def result(job_id: str, request: Request):
     job = _job_or_404(request, job_id)
     if job.state not in FINISHED:
@@ -181,8 +218,19 @@ async def result(job_id: str, request: Request):
     if data is None:
         raise HTTPException(409 if job.state == "failed" else 404,
                             f"no result: {job.error}" if job.error else "no result for this job")
-    return Response(data, media_type="image/png", headers={
-        "Content-Disposition": f'attachment; filename="vggstyle-{job.number}.png"', "Cache-Control": "no-store"})
+    return Response(data, media_type=job.media_type, headers={
+        "Content-Disposition": f'attachment; filename="vggstyle-{job.number}{job.suffix}"',
+        "Cache-Control": "no-store"})
+
+
+@router.get("/api/jobs/{job_id}/content", summary="A video job's first content frame at the job's size (PNG)",
+            response_class=Response, responses={**PNG, **REFUSALS.subset(404)})
+async def first_frame(job_id: str, request: Request):
+    job = _job_or_404(request, job_id)
+    data = getattr(job, "first_frame", None)
+    if data is None:
+        raise HTTPException(404, "only a video job has a content frame to show")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/api/options", summary="Form fields (from StyleConfig's option specs), presets and this server's limits")

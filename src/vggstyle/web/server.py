@@ -1,10 +1,12 @@
 """`vggstyle serve`: the web page and its HTTP API (FastAPI; OpenAPI at /docs).
 
-    POST   /api/jobs               multipart: file `content`, file(s) `style`, StyleConfig fields -> 202 job
-    GET    /api/jobs/{id}          state, queue position, step, losses, ETA
+    POST   /api/jobs               multipart: file `content` (an image, or a video up to --max-video-seconds),
+                                   file(s) `style`, StyleConfig fields -> 202 job
+    GET    /api/jobs/{id}          state, queue position, step, losses, ETA (a video: frame k of n too)
     GET    /api/jobs/{id}/events   the same, as server-sent events, until the job ends
-    GET    /api/jobs/{id}/preview  PNG of the image as it is now (the result once finished)
-    GET    /api/jobs/{id}/result   PNG with the parameters in a 'vggstyle' text chunk
+    GET    /api/jobs/{id}/preview  PNG of the image (a video: the current frame) as it is now
+    GET    /api/jobs/{id}/result   PNG with the parameters in a 'vggstyle' text chunk; MP4 for a video
+    GET    /api/jobs/{id}/content  a video job's first content frame (PNG)
     DELETE /api/jobs/{id}          cancel; idempotent (a finished job is left as it is)
     DELETE /api/jobs/{id}/result   discard a finished job and its result
     GET    /api/options            form fields with defaults and help, presets, limits
@@ -12,7 +14,7 @@
 
 The routes are in routes.py, the refusals they document in openapi.py. Every refusal is JSON
 ``{"detail": "one line"}``: 400 malformed, 403 cross-origin, 404, 409, 413 too large, 415 not
-an image, 422 bad image or parameter, 503 queue full or shutting down. FastAPI is imported by
+an image or a video, 422 bad image, video or parameter, 503 queue full or shutting down. FastAPI is imported by
 create_app, so `import vggstyle.web.server` and `vggstyle serve --help` work without the
 [web] extra; torch is imported with the first job.
 """
@@ -48,11 +50,13 @@ _PAGE_HEADERS = [(b"content-security-policy", _PAGE_CSP)]
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
-def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, allowed_hosts=None):
+def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, video_runner=None,
+               allowed_hosts=None):
     """The FastAPI app with its own JobQueue (``app.state.jobs``), closed when the app shuts down.
 
     devices: one worker thread per entry ("auto", "cpu", "cuda:0", ...); runner replaces
-    vggstyle.stylize (same signature), for tests and embedding; allowed_hosts: the Host header
+    vggstyle.stylize (same signature) and video_runner vggstyle.stylize_video (the keywords the
+    worker passes: video, masks, on_step, on_frame), for tests and embedding; allowed_hosts: the Host header
     values to answer (`vggstyle serve` on a loopback address passes LOOPBACK_NAMES, so a web page
     elsewhere cannot reach the server by pointing its own name at 127.0.0.1: DNS rebinding).
     """
@@ -68,7 +72,8 @@ def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, 
 
     limits = (limits or Limits()).check()
     jobs = JobQueue(devices, max_queued=limits.max_queue, keep_results=limits.keep_results,
-                    keep_seconds=limits.keep_minutes * 60, preview_every=limits.preview_every, runner=runner)
+                    keep_seconds=limits.keep_minutes * 60, preview_every=limits.preview_every, runner=runner,
+                    video_runner=video_runner)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

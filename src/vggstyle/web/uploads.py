@@ -19,6 +19,7 @@ from ..config import (BOOL, CHOICE, CHOICE_OR_PATH, DEFAULT_ITERATIONS, FLOAT, I
 from ..errors import DamagedImage, ImageTooLarge, NotAnImage, VggstyleError
 from ..image import decode_image, long_side_size, resize_long_side
 from ..layers import deepest, min_side
+from ..video import VideoConfig, video_fields
 
 # The knobs the page shows up front; the rest sit under "more options".
 MAIN_FIELDS = ("content_weight", "style_weight", "image_size", "num_iterations", "original_colors")
@@ -26,6 +27,7 @@ FILE_FIELDS = ("content", "style", "style_mask")  # multipart file fields; the r
 # Pillow decoders a client may reach: the common photo formats, not every format Pillow knows
 # (JPEG includes the MPO files some cameras write).
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+VIDEO_FORMATS = "mp4, mov, mkv, webm, avi or an animated GIF"
 PRESETS = {
     "fast": {"image_size": 256, "num_iterations": 100},
     "balanced": {"image_size": 512, "num_iterations": DEFAULT_ITERATIONS},  # StyleConfig's defaults
@@ -50,6 +52,8 @@ class Limits:
     keep_results: int = _limit(50, INT, "finished results kept; the oldest go first")
     keep_minutes: float = _limit(60.0, FLOAT, "minutes a finished result is kept")
     preview_every: int = _limit(5, INT, "iterations between preview images")
+    max_video_seconds: float = _limit(10.0, FLOAT, "seconds of video a job may send as its content, at "
+                                  "most 120 frames a second (413 beyond)")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -77,8 +81,41 @@ class UploadError(VggstyleError):
 
 # ---------------------------------------------------------------------------- form fields
 def form_options() -> list[Option]:
-    """The options a client may set (their spec says web=True), in declaration order."""
-    return [o for o in config_options() if o.web]
+    """The options a client may set (their spec says web=True), in declaration order; then the
+    few video ones."""
+    return [o for o in config_options() if o.web] + video_form_options()
+
+
+# The video options a client may set, in the page's "more options": kept few on purpose.
+VIDEO_FORM_FIELDS = {"frame_iterations": INT, "temporal_weight": FLOAT}
+
+
+def video_form_options() -> list[Option]:
+    """The VideoConfig fields a web client may set, as Option specs like StyleConfig's."""
+    return [Option(name=f.name, default=f.default, kind=VIDEO_FORM_FIELDS[f.name], group="video",
+                   help=f.metadata["help"] + " (a video content only)", web=True)
+            for f in video_fields() if f.name in VIDEO_FORM_FIELDS]
+
+
+def video_config_from_form(values: dict[str, str], limits: Limits) -> VideoConfig:
+    """The video fields of a form (empty: default) -> a validated VideoConfig within the limits."""
+    changes = {}
+    for name, kind in VIDEO_FORM_FIELDS.items():
+        text = values.get(name, "").strip()
+        if text:
+            try:
+                changes[name] = parse_text(kind, text)
+            except ValueError as exc:
+                raise UploadError(422, f"{name} must be {exc}, got '{text[:40]}'") from None
+    try:
+        video = VideoConfig(**changes).validate()
+    except VggstyleError as exc:
+        raise UploadError(422, str(exc).replace("--frame-iterations", "frame_iterations")
+                          .replace("--temporal-weight", "temporal_weight")) from None
+    if video.frame_iterations > limits.max_iterations:
+        raise UploadError(422, f"frame_iterations {video.frame_iterations} is over this server's limit of "
+                               f"{limits.max_iterations}")
+    return video
 
 
 def page_field(o: Option) -> dict:
@@ -93,12 +130,14 @@ def page_field(o: Option) -> dict:
 
 def options(limits: Limits) -> dict:
     """Everything the page needs to build its form: fields with defaults and help, presets, limits."""
+    from .video_uploads import takes_video
     presets = {name: {"image_size": min(p["image_size"], limits.max_image_size),
                       "num_iterations": min(p["num_iterations"], limits.max_iterations)}
                for name, p in PRESETS.items()}
     return {"fields": [page_field(o) for o in form_options()], "presets": presets,
             "limits": {**asdict(limits), "max_upload_bytes": limits.max_upload_bytes,
-                       "max_files": limits.max_files, "image_formats": list(IMAGE_FORMATS)}}
+                       "max_files": limits.max_files, "image_formats": list(IMAGE_FORMATS),
+                       "video": takes_video(), "video_formats": VIDEO_FORMATS}}
 
 
 def _refuse_unknown(name: str) -> UploadError:
@@ -133,7 +172,8 @@ def config_from_form(values: dict[str, str], num_styles: int, limits: Limits) ->
     for name in values:
         if name not in allowed:
             raise _refuse_unknown(name)
-    kwargs = {name: _convert(allowed[name], text.strip()) for name, text in values.items() if text.strip() != ""}
+    kwargs = {name: _convert(allowed[name], text.strip()) for name, text in values.items()
+              if text.strip() != "" and name not in VIDEO_FORM_FIELDS}
     try:
         config = StyleConfig(**kwargs, max_input_pixels=limits.max_input_pixels).validate(num_styles=num_styles)
     except VggstyleError as exc:
@@ -153,7 +193,7 @@ def config_from_form(values: dict[str, str], num_styles: int, limits: Limits) ->
 
 
 # ---------------------------------------------------------------------------- images
-def _label(what: str, filename: str | None) -> str:
+def upload_label(what: str, filename: str | None) -> str:
     name = "".join(c for c in (filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1] if c.isprintable())
     return f"{what} '{name[:60]}'" if name else what
 
@@ -161,7 +201,7 @@ def _label(what: str, filename: str | None) -> str:
 def decode_upload(data: bytes, what: str, filename: str | None, limits: Limits) -> Image.Image:
     """Bytes from a client -> 8-bit RGB through the library's decoder; its error kinds become
     413 (too many pixels), 415 (not an image) and 422 (empty, damaged, too small)."""
-    label = _label(what, filename)
+    label = upload_label(what, filename)
     try:
         return decode_image(data, label, limits.max_input_pixels, IMAGE_FORMATS)
     except ImageTooLarge as exc:

@@ -114,6 +114,12 @@ function thumbnail(file) {
   return img;
 }
 
+// A video for the content: the server checks it (length, frame size, whether it decodes).
+const VIDEO_NAME = /\.(mp4|m4v|mov|mkv|webm|avi)$/i;
+function isVideo(file) {
+  return (file.type.startsWith("video/") || VIDEO_NAME.test(file.name)) && page.options.limits.video;
+}
+
 // A picked file is decoded here first: a non-image (even one named .jpg) is said at once, by name.
 async function isImage(file) {
   if (file.type !== "" && !file.type.startsWith("image/")) return false;
@@ -125,20 +131,31 @@ async function isImage(file) {
   }
 }
 
-async function images(files) {
+async function images(files, videoToo) {
   const good = [];
   const bad = [];
-  for (const file of Array.from(files)) ((await isImage(file)) ? good : bad).push(file);
+  for (const file of Array.from(files)) {
+    ((videoToo && isVideo(file)) || (await isImage(file)) ? good : bad).push(file);
+  }
+  const also = videoToo && page.options.limits.video ? `, or a video (${page.options.limits.video_formats})` : "";
   $("form-error").textContent = bad.length
-    ? `Not an image this page can read: ${bad.map((f) => f.name).join(", ")}. Pick a PNG, JPEG, WebP, GIF or BMP file.`
+    ? `Not an image this page can read: ${bad.map((f) => f.name).join(", ")}. Pick a PNG, JPEG, WebP, GIF or BMP file${also}.`
     : "";
   return good;
+}
+
+// A video is shown by its name: the page plays only what this server sends (its CSP).
+function videoLabel(file) {
+  const label = document.createElement("div");
+  label.className = "video-name";
+  label.textContent = `🎞 ${file.name} (video, ${(file.size / 1048576).toFixed(1)} MB)`;
+  return label;
 }
 
 function setContent(file) {
   if (!file) return;
   page.content = file;
-  $("content-thumb").replaceChildren(thumbnail(file));
+  $("content-thumb").replaceChildren(isVideo(file) ? videoLabel(file) : thumbnail(file));
   updateStart();
 }
 
@@ -223,13 +240,13 @@ function updateStart() {
   $("start").disabled = !(page.content && page.styles.length);
 }
 
-function dropZone(zone, onFiles) {
+function dropZone(zone, onFiles, videoToo) {
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
   zone.addEventListener("drop", async (e) => {
     e.preventDefault();
     zone.classList.remove("over");
-    const files = await images(e.dataTransfer.files);
+    const files = await images(e.dataTransfer.files, videoToo);
     if (files.length) onFiles(files);
   });
 }
@@ -285,7 +302,13 @@ function showRun(job) {
   $("cancel").disabled = false;
   $("bar").value = 0;
   $("losses").textContent = "";
+  const video = $("result-video");
+  video.hidden = true;
+  video.pause();
+  video.removeAttribute("src");
+  video.load(); // lets go of the last result
   const preview = $("preview");
+  preview.hidden = false;
   preview.removeAttribute("src");
   preview.dataset.loads = "0";
   page.previewWanted = page.previewShown = 0;
@@ -374,13 +397,10 @@ function update(job) {
   if (job.state === "queued") {
     status.textContent = `Waiting: number ${job.queue_position} in the queue${eta}`;
   } else if (job.state === "running") {
-    const scale = job.scale ? ` (scale ${job.scale[0]} of ${job.scale[1]})` : "";
-    status.textContent = job.step
-      ? `Iteration ${job.step} of ${job.total}${scale} · ${job.iterations_per_second.toFixed(1)} it/s${eta}`
-      : "Starting (loading the network)…";
+    status.textContent = job.kind === "video" ? videoStatus(job, eta) : imageStatus(job, eta);
     if (job.cancel_requested) status.textContent = "Cancelling…";
   }
-  $("bar").value = job.total ? job.step / job.total : 0;
+  $("bar").value = fractionDone(job);
   const l = job.losses;
   if (l && l.total !== undefined) {
     $("losses").textContent = `loss ${l.total.toPrecision(4)} = content ${l.content.toPrecision(3)}` +
@@ -391,6 +411,25 @@ function update(job) {
     loadPreview();
   }
   if (FINISHED.has(job.state)) finish(job);
+}
+
+function imageStatus(job, eta) {
+  const scale = job.scale ? ` (scale ${job.scale[0]} of ${job.scale[1]})` : "";
+  return job.step
+    ? `Iteration ${job.step} of ${job.total}${scale} · ${job.iterations_per_second.toFixed(1)} it/s${eta}`
+    : "Starting (loading the network)…";
+}
+
+function videoStatus(job, eta) {
+  if (!job.frame) return "Starting (loading the network, reading the video)…";
+  const pace = job.seconds_per_frame ? ` · ${job.seconds_per_frame.toFixed(1)} s per frame` : "";
+  return `Frame ${job.frame} of ${job.frames}, iteration ${job.step} of ${job.total}${pace}${eta}`;
+}
+
+function fractionDone(job) {
+  if (job.kind !== "video") return job.total ? job.step / job.total : 0;
+  const current = job.frame > job.frames_done && job.total ? job.step / job.total : 0;
+  return job.frames ? (job.frames_done + current) / job.frames : 0;
 }
 
 function loadPreview(final) {
@@ -424,23 +463,38 @@ function finish(job) {
   $("cancel").hidden = true;
   $("again").hidden = false;
   const status = $("status");
+  const video = job.kind === "video";
   if (job.state === "done") {
-    status.textContent = `Done: ${job.step} iterations in ${duration(job.elapsed)}, ${job.size[0]}×${job.size[1]} px`;
+    status.textContent = video
+      ? `Done: ${job.frames_done} frames in ${duration(job.elapsed)}, ${job.size[0]}×${job.size[1]} px`
+      : `Done: ${job.step} iterations in ${duration(job.elapsed)}, ${job.size[0]}×${job.size[1]} px`;
   } else if (job.state === "cancelled") {
-    status.textContent = job.has_result ? `Cancelled after ${job.step} iterations` : "Cancelled before it started";
+    if (!job.has_result) status.textContent = "Cancelled before a result was ready";
+    else status.textContent = video ? `Cancelled: the ${job.frames_done} of ${job.frames} frames done are kept`
+      : `Cancelled after ${job.step} iterations`;
   } else {
     status.textContent = "Failed";
     $("run-error").textContent = job.error || "the job failed";
   }
   if (job.has_result) {
-    if (page.previewBusy) page.finalPending = true;
+    if (video) showVideo(job);
+    else if (page.previewBusy) page.finalPending = true;
     else loadPreview(true);
     showComparison(job);
     const link = $("download");
     link.href = `/api/jobs/${job.id}/result`;
-    link.download = `vggstyle-${job.size[0]}x${job.size[1]}.png`;
+    link.download = `vggstyle-${job.size[0]}x${job.size[1]}` + (video ? ".mp4" : ".png");
+    link.textContent = video ? "Download MP4" : "Download PNG";
     link.hidden = false;
   }
+}
+
+// A video's result plays where its preview was.
+function showVideo(job) {
+  const player = $("result-video");
+  player.src = `/api/jobs/${job.id}/result`;
+  player.hidden = false;
+  $("preview").hidden = true;
 }
 
 // Before and after, side by side: the content, the style(s) and the result.
@@ -453,12 +507,19 @@ function showComparison(job) {
     f.append(img, c);
     return f;
   };
+  const video = job.kind === "video";
   const result = document.createElement("img");
   result.src = `/api/jobs/${job.id}/preview?v=final`;
   result.alt = "result";
-  const items = [figure(thumbnail(page.content), "content")];
+  let content = thumbnail(page.content);
+  if (video) { // the first frame, as the server read it
+    content = document.createElement("img");
+    content.src = `/api/jobs/${job.id}/content`;
+    content.alt = "first frame of " + page.content.name;
+  }
+  const items = [figure(content, video ? "content (first frame)" : "content")];
   page.styles.forEach((s, i) => items.push(figure(thumbnail(s.file), page.styles.length > 1 ? `style ${i + 1}` : "style")));
-  items.push(figure(result, "result"));
+  items.push(figure(result, video ? "result (last frame done)" : "result"));
   row.replaceChildren(...items);
   $("compare").hidden = false;
 }
@@ -472,6 +533,7 @@ async function cancel() {
 
 function again() {
   if (page.events) page.events.close();
+  $("result-video").pause();
   page.job = null;
   $("run").hidden = true;
   $("setup").hidden = false;
@@ -488,15 +550,18 @@ async function init() {
     return;
   }
   buildForm();
+  const limits = page.options.limits;
+  $("video-limit").textContent = String(limits.max_video_seconds);
+  $("video-hint").hidden = !limits.video;
   $("content-file").addEventListener("change", async (e) => {
-    setContent((await images(e.target.files))[0]);
+    setContent((await images(e.target.files, true))[0]);
     e.target.value = "";
   });
   $("style-files").addEventListener("change", async (e) => {
     addStyles(await images(e.target.files));
     e.target.value = "";
   });
-  dropZone($("content-drop"), (files) => setContent(files[0]));
+  dropZone($("content-drop"), (files) => setContent(files[0]), true);
   dropZone($("style-drop"), addStyles);
   $("setup").addEventListener("submit", start);
   $("cancel").addEventListener("click", cancel);

@@ -1,0 +1,197 @@
+"""A video job in the web queue: what it holds while it waits, how a worker runs it, what it reports.
+
+Why it is built this way:
+- The clip waits on disk (the queue's private directory, a name the server made), never decoded
+  in memory; it is deleted when the job ends, is cancelled while waiting, or the server stops.
+- The worker calls ``vggstyle.stylize_video`` (or a runner with its signature) through its
+  public hooks only: on_step(FrameStep) for the iteration, the losses and the live preview,
+  on_frame(FrameDone) for each finished frame. Each finished frame is also appended to a video
+  kept beside the result, so a cancel, which stops after the current iteration, still ends with
+  an MP4 of every frame done (the library writes no output when stopped). When the run
+  completes, the library's own output is the result and that copy is dropped.
+- Progress: the frame (k of n), the iteration within it (i of m), the losses; the ETA from the
+  measured seconds per frame (frames after the first, which take fewer iterations).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from ..config import StyleConfig
+from ..errors import VggstyleError
+from ..video import VideoConfig
+from .jobs import Job, png_bytes
+
+
+@dataclass(eq=False)
+class VideoJob(Job):
+    """A Job whose content is a clip on disk; ``step``/``total`` count the iterations of the
+    current frame, ``frame`` (1-based) of ``frames`` says which."""
+
+    input_path: Path | None = None
+    video: VideoConfig = field(default_factory=VideoConfig)
+    frames: int = 1
+    fps: Fraction = Fraction(25)
+    frame: int = 0  # the frame being optimized, 1-based; 0 before the first iteration
+    frames_done: int = 0
+    frame_total: int = 0  # iterations of the current frame
+    iterations_done: int = 0  # in the finished frames
+    frame_seconds: list = field(default_factory=list)
+    poster: bytes | None = None  # the last finished frame (PNG): the preview once the job has ended
+    first_frame: bytes | None = None  # the content's first frame at the job's size (PNG): "before"
+
+    kind = "video"
+    media_type = "video/mp4"
+    suffix = ".mp4"
+
+    @property
+    def total(self) -> int:
+        return self.frame_total or self.config.iterations
+
+    @property
+    def first_iterations(self) -> int:
+        return self.video.first_frame_iterations or self.config.iterations
+
+    @property
+    def cost(self) -> float:
+        """Work units (pixels x iterations) of the whole clip; frames run at one scale."""
+        iterations = self.first_iterations + (self.frames - 1) * self.video.frame_iterations
+        return self.size[0] * self.size[1] * iterations
+
+    @property
+    def iterations(self) -> int:
+        """Iterations run so far: the finished frames' and those of the frame in progress."""
+        return self.iterations_done + (self.step if self.frame > self.frames_done else 0)
+
+    def units_done(self) -> float:
+        return self.size[0] * self.size[1] * self.iterations
+
+    def seconds_left(self) -> float:
+        """From the measured seconds per frame (frames after the first: they are the most), and
+        for the frame in progress its iterations left at the speed shown so far."""
+        per_iteration = self.elapsed / max(1, self.iterations)
+        later = self.frame_seconds[1:]
+        per_frame = sum(later) / len(later) if later else per_iteration * self.video.frame_iterations
+        current = (self.total - self.step) * per_iteration if self.frame > self.frames_done else 0.0
+        return current + max(0, self.frames - max(self.frame, self.frames_done, 1)) * per_frame
+
+    def release(self) -> None:
+        super().release()
+        if self.input_path is not None:
+            self.input_path.unlink(missing_ok=True)
+            self.input_path = None
+
+    def extra_snapshot(self) -> dict:
+        later = self.frame_seconds[1:] or self.frame_seconds
+        return {"frame": self.frame, "frames": self.frames, "frames_done": self.frames_done,
+                "fps": float(self.fps), "iterations_total": self.iterations,
+                "seconds_per_frame": round(sum(later) / len(later), 3) if later else None}
+
+
+def _default_video_runner(input, styles, output, config, *, video, masks=None, on_step, on_frame):
+    from ..device import set_threads
+    from ..video import stylize_video  # torch, PyAV and OpenCV come with the first video job
+    set_threads(config.threads)  # the server's process-wide choice, as for still jobs
+    return stylize_video(input, styles, output, config, video=video, masks=masks, on_step=on_step,
+                         on_frame=on_frame)
+
+
+class FramesKept:
+    """Each finished frame appended to a video beside the result: what a cancelled job keeps."""
+
+    def __init__(self, path: Path, fps: Fraction, source: Path):
+        self.path, self.fps, self.source, self.writer = path, fps, source, None
+
+    def add(self, image) -> None:
+        if self.writer is None:  # the sound too, trimmed to the frames written when it is closed
+            from ..video_io import VideoWriter, open_video
+            self.writer = VideoWriter(self.path, self.fps, audio=open_video(self.source).audio())
+        self.writer.write(image)
+
+    def close(self) -> Path | None:
+        """The video of the frames added, or None if there were none."""
+        return None if self.writer is None else self.writer.close()
+
+    def drop(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+class VideoRunner:
+    """Runs one VideoJob in a worker: the hooks that record its progress, the result file.
+    ``queue``: the JobQueue (its lock, its preview cadence, whether it is closing)."""
+
+    def __init__(self, queue, job: VideoJob, runner=None):
+        self.queue, self.job = queue, job
+        self.runner = runner or _default_video_runner
+        self.started = time.time()
+
+    def run(self, config: StyleConfig, directory: Path) -> tuple[Path | None, dict]:
+        """Returns (the MP4, or None when cancelled before a frame was done; the parameters)."""
+        job = self.job
+        output = directory / f"result-{job.number:06d}.mp4"
+        work = directory / f"frames-{job.number:06d}"
+        kept = FramesKept(output, job.fps, job.input_path)  # the same name: only one of the two is ever completed
+        video = job.video.replace(work_dir=str(work))
+        extra = {"masks": job.masks} if job.masks else {}
+        try:
+            summary = self.runner(job.input_path, job.styles, output, config, video=video,
+                                  on_step=self.on_step, on_frame=lambda done: self.on_frame(done, kept), **extra)
+            path = self._result(summary, output, kept)
+        except VggstyleError as exc:  # say "the content video", never the server's file name
+            kept.drop()
+            text = str(exc).replace(f"input {job.input_path}", "the content video")
+            raise type(exc)(text.replace(str(job.input_path), "the content video")) from None
+        except BaseException:
+            kept.drop()
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        parameters = {**config.to_dict(), "temporal_weight": job.video.temporal_weight,
+                      "frame_iterations": job.video.frame_iterations, "frames_done": job.frames_done,
+                      "frames": job.frames, "fps": str(job.fps)}
+        return path, parameters
+
+    def _result(self, summary, output: Path, kept: FramesKept) -> Path | None:
+        if summary.output is not None:
+            kept.drop()
+            return Path(summary.output)
+        if self.queue.closing:  # shutting down: nobody will download it
+            kept.drop()
+            return None
+        return kept.close()
+
+    def on_step(self, step) -> bool:
+        job, queue = self.job, self.queue
+        stop = job.cancel.is_set() or queue.closing
+        preview = None
+        if not stop and (step.step == 1 or (step.step % queue.preview_every == 0 and step.step < step.steps)):
+            image = step.image() if hasattr(step, "image") else None
+            preview = None if image is None else png_bytes(image)
+        with queue.lock:
+            job.frame, job.frames, job.step, job.frame_total = step.index + 1, step.frames, step.step, step.steps
+            job.losses = dict(step.losses)
+            job.elapsed = time.time() - self.started
+            job.iterations_per_second = job.iterations / job.elapsed if job.elapsed > 0 else 0.0
+            if preview is not None:
+                job.preview = preview
+                job.preview_version += 1
+            job.version += 1
+        return not stop
+
+    def on_frame(self, done, kept: FramesKept) -> bool:
+        job, queue = self.job, self.queue
+        kept.add(done.image)
+        poster = png_bytes(done.image)
+        with queue.lock:
+            job.frames_done = done.index + 1
+            job.frame_seconds.append(done.seconds)
+            job.iterations_done += job.step if job.frame == done.index + 1 else 0
+            job.poster = poster
+            job.elapsed = time.time() - self.started
+            job.version += 1
+        return True

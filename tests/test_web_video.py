@@ -1,0 +1,376 @@
+"""A video as the web app's content: checked before it is queued, progress per frame and iteration,
+a live preview, an MP4 result, a cancel that keeps the frames done. Tiny clips made here with PyAV;
+a fake runner (stylize_video's signature and hooks) where the network would add nothing, and one
+real job end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the web app needs the [web] extra (fastapi, uvicorn, python-multipart)")
+pytest.importorskip("multipart", reason="the web app needs python-multipart (the [web] extra)")
+av = pytest.importorskip("av", reason="video needs PyAV")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import EXAMPLES  # noqa: E402
+from test_web_shutdown import httpx, results_dirs, serve, stop  # noqa: E402,F401 (serve: a fixture)
+from vggstyle.video import FrameDone, VideoSummary  # noqa: E402
+from vggstyle.video_frame import FrameStep  # noqa: E402
+from vggstyle.video_io import VideoWriter, open_video  # noqa: E402
+from vggstyle.web.server import build_parser, create_app  # noqa: E402
+from vggstyle.web.uploads import Limits  # noqa: E402
+from vggstyle.web.video_jobs import _default_video_runner  # noqa: E402
+
+FPS = 10
+
+
+def clip_bytes(tmp_path, frames: int = 6, size=(64, 48), fps=FPS, name="clip.mp4", tone=False) -> bytes:
+    """An H.264 clip of a smooth colour texture panning 2 px a frame (optical flow can follow it);
+    with ``tone``, an AAC sine as long as the frames."""
+    width, height = size
+    path = tmp_path / name
+    noise = np.random.default_rng(0).integers(0, 256, (height // 8, (width + 2 * frames) // 8 + 1, 3), np.uint8)
+    canvas = np.asarray(Image.fromarray(noise).resize((width + 2 * frames + 8, height), Image.BICUBIC))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=48000, layout="mono") if tone else None
+        for i in range(frames):
+            array = np.ascontiguousarray(canvas[:, 2 * i:2 * i + width])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(stream.encode(None))
+        if audio is not None:
+            wave = (0.3 * np.sin(np.arange(48000 * frames // fps) / 10)).astype(np.float32)
+            for start in range(0, len(wave), 1024):
+                chunk = av.AudioFrame.from_ndarray(wave[None, start:start + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, start
+                container.mux(audio.encode(chunk))
+            container.mux(audio.encode(None))
+    return path.read_bytes()
+
+
+def style_png() -> bytes:
+    image = Image.open(EXAMPLES / "style" / "starry_night.jpg").convert("RGB")
+    image.thumbnail((40, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def read_video(data: bytes, tmp_path) -> tuple[int, Fraction, tuple[int, int]]:
+    path = tmp_path / "result.mp4"
+    path.write_bytes(data)
+    clip = open_video(path)
+    return sum(1 for _ in clip.frames()), clip.fps, clip.info.size
+
+
+class FakeRunner:
+    """stylize_video's signature and hooks, no network: each frame is its content inverted after
+    ``steps`` iterations (``pace`` seconds each). ``hold_at``: before that frame's (0-based) first iteration, wait for
+    ``release`` (the test looks at the job, or cancels it, meanwhile)."""
+
+    def __init__(self, steps: int = 4, hold_at: int | None = None, pace: float = 0.0):
+        self.steps, self.hold_at, self.pace = steps, hold_at, pace
+        self.held, self.release = threading.Event(), threading.Event()
+        self.calls = []
+
+    def __call__(self, input, styles, output, config, *, video, masks=None, on_step, on_frame):
+        self.calls.append({"config": config, "video": video, "input": input})
+        clip = open_video(input)
+        done = []
+        for frame in clip.frames():
+            image = Image.fromarray(255 - np.asarray(frame.image.resize((48, 36))))
+            for step in range(1, self.steps + 1):
+                if frame.index == self.hold_at and step == 1:
+                    self.held.set()
+                    assert self.release.wait(30)
+                time.sleep(self.pace)
+                losses = {"content": 1.0 / step, "style": 2.0 / step, "tv": 0.1, "total": 3.1 / step}
+                info = FrameStep(frame.index, clip.frame_count, step, self.steps, losses, frame.index == 0,
+                                 lambda image=image: image)
+                if on_step(info) is False:
+                    return VideoSummary(None, len(done), clip.frame_count, clip.fps, (48, 36), 0.0, stopped=True)
+            done.append(image)
+            on_frame(FrameDone(frame.index, clip.frame_count, losses, 0.01, frame.index == 0, False, image))
+        with VideoWriter(output, clip.fps) as writer:
+            for image in done:
+                writer.write(image)
+        return VideoSummary(output, len(done), clip.frame_count, clip.fps, (48, 36), 0.0)
+
+
+@pytest.fixture
+def make_client():
+    stack = []
+
+    def make(video_runner=None, **limits):
+        client = TestClient(create_app(Limits(**limits), video_runner=video_runner))
+        client.__enter__()
+        stack.append(client)
+        return client
+
+    yield make
+    for client in reversed(stack):
+        client.__exit__(None, None, None)
+
+
+def post(client, content: bytes, name="clip.mp4", expect=202, **params):
+    data = {k: str(v) for k, v in {"image_size": 48, "num_iterations": 4, **params}.items()}
+    response = client.post("/api/jobs", data=data, files=[("content", (name, content, "video/mp4")),
+                                                           ("style", ("s.png", style_png(), "image/png"))])
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def events(client, job_id):
+    with client.stream("GET", f"/api/jobs/{job_id}/events") as response:
+        return [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+
+
+def wait(client, job_id, predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if predicate(job):
+            return job
+        assert time.monotonic() < deadline, f"timed out; last state {job}"
+        time.sleep(0.02)
+
+
+def leftovers(client) -> list[str]:
+    """Uploads and work folders still in the queue's private directory."""
+    return sorted(p.name for p in client.app.state.jobs.directory.iterdir() if not p.name.startswith("result-"))
+
+
+# ------------------------------------------------------------------ a job, start to end (fake runner)
+def test_video_job_reports_frames_iterations_preview_and_gives_an_mp4(make_client, tmp_path):
+    runner = FakeRunner(steps=4, hold_at=2)
+    client = make_client(video_runner=runner, preview_every=2)
+    job = post(client, clip_bytes(tmp_path), frame_iterations=4, temporal_weight=50)
+    assert job["kind"] == "video" and job["frames"] == 6 and job["fps"] == FPS and job["size"] == [48, 36]
+
+    assert runner.held.wait(30)  # before frame 3's first iteration: frames 1 and 2 are done
+    now = client.get(f"/api/jobs/{job['id']}").json()
+    assert (now["frame"], now["frames"], now["frames_done"], now["step"], now["total"]) == (2, 6, 2, 4, 4)
+    assert now["iterations_total"] == 8 and now["eta_seconds"] is not None and now["eta_seconds"] >= 0
+    preview = client.get(f"/api/jobs/{job['id']}/preview")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(preview.content)).size == (48, 36)
+    first = client.get(f"/api/jobs/{job['id']}/content")
+    assert first.status_code == 200 and Image.open(io.BytesIO(first.content)).size == (48, 36)
+    runner.release.set()
+
+    seen = events(client, job["id"])
+    assert seen[-1]["state"] == "done" and seen[-1]["frames_done"] == 6 and seen[-1]["has_result"]
+    frames_seen = [e["frame"] for e in seen if e["state"] == "running" and e["frame"]]
+    assert frames_seen and frames_seen == sorted(frames_seen) and seen[-1]["frame"] == 6
+    assert seen[-1]["preview_version"] >= 12, "step 1 and 4 of each of 6 frames... at least 2 a frame"
+    assert runner.calls[0]["video"].frame_iterations == 4 and runner.calls[0]["video"].temporal_weight == 50
+    assert runner.calls[0]["config"].image_size == 48
+
+    result = client.get(f"/api/jobs/{job['id']}/result")
+    assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    assert result.headers["content-disposition"].endswith('.mp4"')
+    assert read_video(result.content, tmp_path) == (6, Fraction(FPS), (48, 36))
+    assert client.get(f"/api/jobs/{job['id']}/preview").status_code == 200, "the last frame, once done"
+    assert leftovers(client) == [], "the upload and the work folder are deleted with the run"
+
+
+def test_cancel_mid_clip_keeps_the_frames_done(make_client, tmp_path):
+    runner = FakeRunner(steps=3, hold_at=3)
+    client = make_client(video_runner=runner)
+    job = post(client, clip_bytes(tmp_path, tone=True))
+    assert runner.held.wait(30)
+    assert client.delete(f"/api/jobs/{job['id']}").json()["cancel_requested"]
+    runner.release.set()
+    final = wait(client, job["id"], lambda j: j["state"] not in ("queued", "running"))
+    assert final["state"] == "cancelled" and final["has_result"] and final["frames_done"] == 3
+    result = client.get(f"/api/jobs/{job['id']}/result")
+    assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    assert read_video(result.content, tmp_path) == (3, Fraction(FPS), (48, 36))
+    with av.open(io.BytesIO(result.content)) as kept:
+        [sound] = kept.streams.audio
+        seconds = float(sound.duration * sound.time_base)
+    assert abs(seconds - 0.3) < 0.05, f"the sound of the 3 frames kept: {seconds} s"
+    assert leftovers(client) == []
+    # The still API is unchanged beside it: a still job's snapshot says so.
+    assert client.delete(f"/api/jobs/{job['id']}/result").status_code == 200
+
+
+def test_cancel_before_the_first_frame_is_done_has_no_result(make_client, tmp_path):
+    runner = FakeRunner(steps=3, hold_at=0)
+    client = make_client(video_runner=runner)
+    job = post(client, clip_bytes(tmp_path, frames=2))
+    assert runner.held.wait(30)
+    client.delete(f"/api/jobs/{job['id']}")
+    runner.release.set()
+    final = wait(client, job["id"], lambda j: j["state"] == "cancelled")
+    assert not final["has_result"] and client.get(f"/api/jobs/{job['id']}/result").status_code == 404
+    assert leftovers(client) == []
+
+
+def test_stopping_the_server_mid_clip_keeps_nothing(make_client, tmp_path):
+    runner = FakeRunner(steps=3, hold_at=2)
+    client = make_client(video_runner=runner)
+    job = post(client, clip_bytes(tmp_path))
+    assert runner.held.wait(30)
+    client.app.state.jobs.stop()  # what SIGTERM does first
+    runner.release.set()
+    final = wait(client, job["id"], lambda j: j["state"] == "cancelled")
+    assert not final["has_result"], "nobody will download it: the frames are not encoded"
+    assert leftovers(client) == []
+
+
+def test_a_run_that_fails_says_why_without_server_paths(make_client, tmp_path):
+    from vggstyle.errors import ImageError
+
+    def broken(input, styles, output, config, **hooks):
+        raise ImageError(f"input {input}: the stream breaks at frame 3 (Invalid data); 2 frames before it were read")
+    client = make_client(video_runner=broken)
+    job = post(client, clip_bytes(tmp_path, frames=2))
+    final = wait(client, job["id"], lambda j: j["state"] == "failed")
+    assert final["error"].startswith("the content video: the stream breaks at frame 3")
+    assert str(client.app.state.jobs.directory) not in final["error"] and leftovers(client) == []
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_video_job_running_exits_0_and_removes_the_clip(tmp_path, serve):
+    import signal
+
+    process, url = serve()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        data = {"image_size": "48", "num_iterations": "5000"}
+        files = [("content", ("c.mp4", clip_bytes(tmp_path, frames=3), "video/mp4")),
+                 ("style", ("s.png", style_png(), "image/png"))]
+        job = client.post("/api/jobs", files=files, data=data).json()
+        assert job["kind"] == "video", job
+        deadline = time.monotonic() + 120
+        while client.get(f"/api/jobs/{job['id']}").json()["step"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    seconds, stderr = stop(process, signal.SIGTERM)
+    assert process.returncode == 0 and seconds < 5, (seconds, stderr)
+    assert "Traceback" not in stderr and "terminate called" not in stderr, stderr
+    assert results_dirs(tmp_path) == [], "the clip and the results directory are removed"
+
+
+# ------------------------------------------------------------------ refusals, before the queue
+def test_too_long_a_video_is_refused_413_before_queueing(make_client, tmp_path):
+    runner = FakeRunner()
+    client = make_client(video_runner=runner, max_video_seconds=0.5)
+    response = post(client, clip_bytes(tmp_path, frames=6), expect=413)  # 0.6 s
+    assert "0.6 s" in response["detail"] and "limit of 0.5 s" in response["detail"]
+    assert "clip.mp4" in response["detail"] and "/tmp" not in response["detail"]
+    assert client.get("/api/status").json()["queued"] == 0 and not runner.calls
+    assert leftovers(client) == [], "the refused upload is deleted"
+    post(client, clip_bytes(tmp_path, frames=5))  # 0.5 s is within the limit
+    fast = post(client, clip_bytes(tmp_path, frames=3, fps=240, name="fast.mp4"), expect=413)["detail"]
+    assert "240 frames a second" in fast and "at most 120" in fast
+
+
+def test_frames_over_the_pixel_limit_are_refused_413_before_decoding(make_client, tmp_path, monkeypatch):
+    client = make_client(video_runner=FakeRunner(), max_input_pixels=64 * 48 - 1)
+    monkeypatch.setattr("vggstyle.video_io.open_video", lambda *a, **k: pytest.fail("decoded"))
+    assert "64x48 px" in post(client, clip_bytes(tmp_path, frames=2), expect=413)["detail"]
+    assert leftovers(client) == []
+
+
+def test_not_a_video_and_damaged_videos_are_refused(make_client, tmp_path):
+    client = make_client(video_runner=FakeRunner())
+    text = post(client, b"this is not a video, whatever its name says\n" * 20, expect=415)["detail"]
+    assert "clip.mp4" in text and "video" in text
+    whole = clip_bytes(tmp_path)
+    damaged = post(client, whole[: len(whole) // 2], expect=422)["detail"]  # no index: cut before it
+    assert "clip.mp4" in damaged and "/tmp" not in damaged
+    header_only = post(client, whole[:40], expect=422)["detail"]
+    assert "clip.mp4" in header_only
+    assert client.get("/api/status").json()["queued"] == 0 and leftovers(client) == []
+
+
+def test_bad_video_options_are_422(make_client, tmp_path):
+    client = make_client(video_runner=FakeRunner(), max_iterations=50)
+    assert "frame_iterations" in post(client, clip_bytes(tmp_path, 2), frame_iterations=0, expect=422)["detail"]
+    assert "limit of 50" in post(client, clip_bytes(tmp_path, 2), frame_iterations=51, expect=422)["detail"]
+    assert "temporal_weight" in post(client, clip_bytes(tmp_path, 2), temporal_weight="x", expect=422)["detail"]
+
+
+def test_a_full_queue_answers_503_before_the_video_is_decoded(make_client, tmp_path, monkeypatch):
+    runner = FakeRunner(steps=2, hold_at=0)
+    client = make_client(video_runner=runner, max_queue=1)
+    clip = clip_bytes(tmp_path, frames=2)
+    running = post(client, clip)
+    assert runner.held.wait(30)
+    post(client, clip)  # waits: the queue is full now
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the upload was decoded although the queue is full")
+    monkeypatch.setattr("vggstyle.web.routes.save_video_upload", must_not_run)
+    response = client.post("/api/jobs", data={"image_size": "48"},
+                           files=[("content", ("c.mp4", clip, "video/mp4")), ("style", ("s.png", style_png()))])
+    assert response.status_code == 503 and "queue is full" in response.json()["detail"]
+    assert response.headers["retry-after"]
+    runner.release.set()
+    wait(client, running["id"], lambda j: j["state"] == "done")
+
+
+# ------------------------------------------------------------------ the page's and the docs' view
+def test_options_openapi_and_serve_document_video(make_client):
+    client = make_client()
+    options = client.get("/api/options").json()
+    fields = {f["name"]: f for f in options["fields"]}
+    assert fields["frame_iterations"]["default"] == 60 and fields["frame_iterations"]["group"] == "video"
+    assert fields["temporal_weight"]["kind"] == "float" and not fields["temporal_weight"]["main"]
+    assert options["limits"]["max_video_seconds"] == 10
+    schema = client.get("/openapi.json").json()
+    result = schema["paths"]["/api/jobs/{job_id}/result"]["get"]["responses"]["200"]["content"]
+    assert set(result) == {"image/png", "video/mp4"}
+    upload = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert "video" in upload["properties"]["content"]["description"]
+    assert "frame_iterations" in upload["properties"]
+    assert build_parser().parse_args(["--max-video-seconds", "4"]).max_video_seconds == 4.0
+    # A still that is no image says a video would do too.
+    response = client.post("/api/jobs", files=[("content", ("c.png", b"not an image" * 10)),
+                                               ("style", ("s.png", style_png()))])
+    assert response.status_code == 415 and "video" in response.json()["detail"]
+
+
+# ------------------------------------------------------------------ one real job
+def one_thread(input, styles, output, config, **hooks):
+    """The server's runner with one thread (on a shared 2-core machine two threads thrash), in fp32."""
+    return _default_video_runner(input, styles, output, config.replace(threads=1, precision="fp32"), **hooks)
+
+
+def test_real_video_job_end_to_end(make_client, tmp_path):
+    client = make_client(video_runner=one_thread, preview_every=1)
+    job = post(client, clip_bytes(tmp_path, frames=3), num_iterations=3, frame_iterations=2, seed=0)
+    seen = events(client, job["id"])
+    final = seen[-1]
+    assert final["state"] == "done", final["error"]
+    steps = {(e["frame"], e["step"]) for e in seen if e["state"] == "running" and e["step"]}
+    assert {f for f, _ in steps} <= {1, 2, 3} and max(s for _, s in steps) <= 3
+    assert final["frames_done"] == 3 and final["iterations_total"] == 3 + 2 + 2
+    assert set(final["losses"]) >= {"content", "style", "total"}
+    assert final["parameters"]["frame_iterations"] == 2 and final["parameters"]["frames_done"] == 3
+    result = client.get(f"/api/jobs/{job['id']}/result")
+    assert result.headers["content-type"] == "video/mp4"
+    assert read_video(result.content, tmp_path) == (3, Fraction(FPS), (48, 36))
+    assert leftovers(client) == []
+
+    # Cancelled in the second frame (its iterations are many): the real run stops after the current
+    # iteration and the first frame is the result.
+    job = post(client, clip_bytes(tmp_path, frames=3), num_iterations=2, frame_iterations=2000, seed=0)
+    wait(client, job["id"], lambda j: j["frame"] == 2 and j["step"] >= 1)
+    client.delete(f"/api/jobs/{job['id']}")
+    final = wait(client, job["id"], lambda j: j["state"] == "cancelled")
+    assert final["frames_done"] == 1 and final["step"] < 2000
+    result = client.get(f"/api/jobs/{job['id']}/result")
+    assert read_video(result.content, tmp_path) == (1, Fraction(FPS), (48, 36))
+    assert leftovers(client) == []
