@@ -307,3 +307,42 @@ def test_parameters_report_the_resolved_device(app_client):
     assert done["parameters"]["iterations_done"] == 3, "what the run reported, once it has ended"
     result = Image.open(io.BytesIO(client.get(f"/api/jobs/{job['id']}/result").content))
     assert json.loads(result.info["vggstyle"])["device"] == "cpu"
+
+
+def test_jobs_the_server_stops_say_so_and_keep_no_result():
+    """Shutting down cancels the running and the waiting jobs with a reason the page shows (and offers a
+    re-run for), not as if the user had cancelled them."""
+    import threading
+
+    from PIL import Image
+
+    from vggstyle.config import StyleConfig
+    from vggstyle.web.jobs import STOPPED_BY_SHUTDOWN, JobQueue
+
+    started = threading.Event()
+
+    def waiting(content, styles, config, *, on_step, masks=None):
+        started.set()
+        while on_step(_FakeProgress()) is not False:
+            started.wait(0.01)
+        return Image.new("RGB", (16, 16))
+
+    queue = JobQueue(["cpu"], runner=waiting)
+    image = Image.new("RGB", (32, 32))
+    running = queue.submit(StyleConfig(image_size=32), image, [image], (32, 32))
+    waiting_job = queue.submit(StyleConfig(image_size=32), image, [image], (32, 32))
+    assert started.wait(10)
+    assert queue.close(10)
+    for job in (running, waiting_job):
+        state = queue.describe(job)
+        assert state["state"] == "cancelled" and state["error"] == STOPPED_BY_SHUTDOWN, state
+        assert not state["has_result"], state
+
+
+class _FakeProgress:
+    step, total, losses, size, elapsed, iterations_per_second = 1, 100, {"total": 1.0}, (16, 16), 0.1, 10.0
+    scale, num_scales = 1, 1
+
+    def image(self):
+        from PIL import Image
+        return Image.new("RGB", (16, 16))

@@ -37,6 +37,8 @@ from ..errors import VggstyleError
 log = logging.getLogger("vggstyle.web")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+# The error of a job the server cancelled because it is stopping (the page offers to run it again).
+STOPPED_BY_SHUTDOWN = "the server is shutting down: it stopped this job and keeps no result; run it again when it is back"
 FINISHED = frozenset({DONE, FAILED, CANCELLED})
 
 Runner = Callable[..., Image.Image]  # stylize's signature: (content, styles, config, *, on_step, masks=None)
@@ -321,8 +323,11 @@ class JobBook:
         with self._lock:
             self.closing = True
             while self._pending:
-                self._finish(self._pending.popleft(), CANCELLED)
+                job = self._pending.popleft()
+                job.error = STOPPED_BY_SHUTDOWN
+                self._finish(job, CANCELLED)
             for job in self._running.values():
+                job.error = STOPPED_BY_SHUTDOWN
                 job.cancel.set()
                 job.version += 1
             self._lock.notify_all()
@@ -420,7 +425,10 @@ class JobQueue(JobBook):
             log_failure(job, exc)
         with self._lock:
             self._running.pop(job.id, None)
-            job.result_path, job.error, job.parameters = path, error, parameters
+            if self.closing and path is not None:  # the results directory goes with the server
+                path.unlink(missing_ok=True)
+                path = None
+            job.result_path, job.error, job.parameters = path, error or job.error, parameters
             self._finish(job, state)
             self._speed.learn(job)
             if job.id not in self._jobs and path is not None:  # discarded while it ran

@@ -468,6 +468,11 @@ function finish(job) {
     status.textContent = video
       ? `Done: ${job.frames_done} frames in ${duration(job.elapsed)}, ${job.size[0]}×${job.size[1]} px`
       : `Done: ${job.step} iterations in ${duration(job.elapsed)}, ${job.size[0]}×${job.size[1]} px`;
+  } else if (job.state === "cancelled" && job.error) {  // the server stopped it (shutting down)
+    status.textContent = "Stopped by the server";
+    $("run-error").textContent = `The ${job.error}. Your images and settings are kept.`;
+    $("rerun").hidden = false;
+    return;
   } else if (job.state === "cancelled") {
     if (!job.has_result) status.textContent = "Cancelled before a result was ready";
     else status.textContent = video ? `Cancelled: the ${job.frames_done} of ${job.frames} frames done are kept`
