@@ -8,10 +8,9 @@ the loss barely moves for the first ~9 iterations, and on a flat gray or near-bl
 input: the network sees the same image, the curvature pair is zero, no scale is ever learned
 and the run never starts (docs/measurements.md). Here, until a curvature pair exists, each
 step is steepest descent that moves the most-changed pixel by ``first_step`` (in image units,
-0..1): a size that means something for images whatever their size or content. After that the
-steps are torch's (the same inverse-Hessian approximation, initial scale s'y / y'y of the newest
-pair, pairs with s'y <= 1e-10 skipped), computed in the compact form below, one closure call
-per step.
+0..1): a size that means something for images whatever their size or content. After that it
+is the textbook two-loop recursion (Nocedal & Wright, alg. 7.4) with the initial Hessian
+scaled by s'y / y'y, exactly as torch's, one closure call per step.
 """
 
 from __future__ import annotations
@@ -20,64 +19,6 @@ import torch
 
 # Steps of torch.optim.LBFGS's curvature test: pairs with s'y below this are skipped.
 CURVATURE_EPS = 1e-10
-
-
-class CurvatureHistory:
-    """The newest curvature pairs (s, y) as the rows of two matrices, and H g in compact form.
-
-    Why not the two-loop recursion: it makes 400 vector passes per step at history 100 (a dot
-    and an axpy per pair and loop), each streaming image-sized vectors: about 63 ms per
-    iteration at 512 px, a quarter of an iteration. The compact representation of Byrd, Nocedal
-    & Schnabel (1994, eq. 3.1) gives the same H g from matrix-vector products that read each
-    matrix twice per step, plus m x m algebra (in float64):
-
-        H = g I + [S  gY] [[R^-T (D + g Y'Y) R^-1, -R^-T], [-R^-1, 0]] [S'; gY']
-
-    with g = s'y / y'y of the newest pair, R = triu(S'Y), D = diag(S'Y). Rows are slots of a
-    ring; ``order`` lists them oldest first.
-    """
-
-    def __init__(self, size: int, numel: int, dtype: torch.dtype, device: torch.device):
-        self.size = size
-        # torch.empty commits memory only as rows are written: a short run uses a few rows' worth.
-        self.s = torch.empty(size, numel, dtype=dtype, device=device)
-        self.y = torch.empty(size, numel, dtype=dtype, device=device)
-        self.sy = torch.zeros(size, size, dtype=torch.float64)  # s_i . y_j by slot
-        self.yy = torch.zeros(size, size, dtype=torch.float64)
-        self.order: list[int] = []
-        self.scale = 1.0
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def add(self, s: torch.Tensor, y: torch.Tensor, ys: float) -> None:
-        slot = len(self.order) if len(self.order) < self.size else self.order.pop(0)
-        self.s[slot], self.y[slot] = s, y
-        self.order.append(slot)
-        used = len(self.order) if len(self.order) < self.size else self.size
-        s_dot = (self.s[:used] @ y).double()  # s_i . y_new
-        y_dot = (self.y[:used] @ torch.stack([s, y], 1)).double()  # y_i . s_new, y_i . y_new
-        self.sy[:used, slot], self.sy[slot, :used] = s_dot, y_dot[:, 0]
-        self.yy[:used, slot], self.yy[slot, :used] = y_dot[:, 1], y_dot[:, 1]
-        self.scale = ys / float(y_dot[slot, 1])
-
-    def apply(self, grad: torch.Tensor) -> torch.Tensor:
-        """H grad for the inverse-Hessian approximation of the stored pairs."""
-        used = len(self.order) if len(self.order) < self.size else self.size
-        s, y, scale = self.s[:used], self.y[:used], self.scale
-        index = torch.tensor(self.order)
-        a = (s @ grad).double()[index]
-        b = scale * (y @ grad).double()[index]
-        sy = self.sy[index][:, index]
-        r = torch.triu(sy)
-        u = torch.linalg.solve_triangular(r, a[:, None], upper=True)
-        inner = sy.diagonal()[:, None] * u + scale * (self.yy[index][:, index] @ u) - b[:, None]
-        top = torch.linalg.solve_triangular(r.T, inner, upper=False)
-        coeff_s = torch.zeros(used, dtype=torch.float64).index_copy_(0, index, top[:, 0])
-        coeff_y = torch.zeros(used, dtype=torch.float64).index_copy_(0, index, -scale * u[:, 0])
-        result = grad * scale
-        result.addmv_(s.T, coeff_s.to(grad.dtype)).addmv_(y.T, coeff_y.to(grad.dtype))
-        return result
 
 
 class LBFGS(torch.optim.Optimizer):
@@ -92,7 +33,8 @@ class LBFGS(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, first_step=first_step, history_size=history_size))
         if len(self.param_groups) != 1 or len(self.param_groups[0]["params"]) != 1:
             raise ValueError("this L-BFGS optimizes exactly one tensor (the image)")
-        self.history: CurvatureHistory | None = None  # made with the first pair
+        self.history: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / s'y)
+        self.scale = 1.0  # of the initial inverse Hessian, s'y / y'y of the newest pair
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (gradient, step) of the last call
 
     @property
@@ -108,7 +50,7 @@ class LBFGS(torch.optim.Optimizer):
         self._remember(grad)
         group = self.param_groups[0]
         if self.history:
-            direction = self.history.apply(grad).neg_().mul_(group["lr"])
+            direction = self._two_loop(grad).mul_(group["lr"])
         else:
             largest = grad.abs().max()
             direction = grad.neg() * (group["first_step"] / largest) if largest > 0 else grad.neg()
@@ -125,7 +67,21 @@ class LBFGS(torch.optim.Optimizer):
         ys = float(y.dot(s))
         if ys <= CURVATURE_EPS:
             return
-        if self.history is None:
-            self.history = CurvatureHistory(self.param_groups[0]["history_size"], grad.numel(), grad.dtype,
-                                            grad.device)
-        self.history.add(s, y, ys)
+        if len(self.history) == self.param_groups[0]["history_size"]:
+            self.history.pop(0)
+        self.history.append((s, y, 1.0 / ys))
+        self.scale = ys / float(y.dot(y))
+
+    def _two_loop(self, grad: torch.Tensor) -> torch.Tensor:
+        """-H g for the inverse-Hessian approximation H of the stored pairs."""
+        q = grad.neg()
+        alphas = []
+        for s, y, rho in reversed(self.history):
+            alpha = float(s.dot(q)) * rho
+            q.add_(y, alpha=-alpha)
+            alphas.append(alpha)
+        q.mul_(self.scale)
+        for (s, y, rho), alpha in zip(self.history, reversed(alphas)):
+            beta = float(y.dot(q)) * rho
+            q.add_(s, alpha=alpha - beta)
+        return q

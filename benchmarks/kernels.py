@@ -1,0 +1,65 @@
+"""The VGG pass with convolution + ReLU fused, against separate layers, interleaved in one run.
+
+    .venv/bin/python benchmarks/kernels.py [--image-size 512] [--rounds 15]
+
+A VGG19 pass to relu5_1 with the default losses' layers, forward + backward to the image, in the
+default precision: convolution + ReLU fused in one oneDNN primitive (vgg.conv_relu) vs separate
+convolution and ReLU. Prints median milliseconds; the load average before and after.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from vggstyle.config import StyleConfig
+from vggstyle.device import resolve_policy
+from vggstyle.optimize import _weights
+from vggstyle.vgg import VGG19Features
+
+
+def _median_ms(fn, rounds: int, others) -> list[float]:
+    """Median of each of several callables, run in turn round after round (drift hits all alike)."""
+    times = [[] for _ in others]
+    for _ in range(rounds):
+        for i, f in enumerate(others):
+            start = time.perf_counter()
+            f()
+            times[i].append(1000 * (time.perf_counter() - start))
+    return [statistics.median(t[2:]) for t in times]
+
+
+def vgg_pass(net: VGG19Features, image: torch.Tensor):
+    def run():
+        x = image.clone().requires_grad_(True)
+        features = net(x)
+        sum(f.float().square().mean() for f in features.values()).backward()
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}; {torch.get_num_threads()} threads")
+    config = StyleConfig()
+    policy = resolve_policy("auto", "auto")
+    weights = _weights(config.weights_source, config.weights, config.weights_preprocessing)
+    layers = [*config.content_layers, *config.style_layers]
+    width, height = args.image_size, args.image_size * 3 // 4
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    fused = VGG19Features(weights, layers, policy=policy)
+    plain = VGG19Features(weights, layers, policy=policy, fused=False)
+    ms = _median_ms(None, args.rounds, [vgg_pass(fused, image), vgg_pass(plain, image)])
+    print(f"\n| VGG pass, {width}x{height}, {policy.precision} | ms |\n| --- | --- |")
+    print(f"| fused conv+ReLU ({'on' if fused.fused else 'not available here'}) | {ms[0]:.0f} |")
+    print(f"| separate | {ms[1]:.0f} |")
+
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
