@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .config import StyleConfig
 from .errors import ConfigError, OutputError
+from .image import unwritable
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
@@ -258,12 +259,12 @@ def prepare_outdir(outdir) -> Path:
         raise OutputError(f"output folder {outdir}: is a file; give a folder")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=outdir)
-        os.close(fd)
-        os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"output folder {outdir}: cannot write there ({exc.strerror or exc}); "
+        raise OutputError(f"output folder {outdir}: cannot create it ({exc.strerror or exc}); "
                           "choose another folder") from None
+    reason = unwritable(outdir)
+    if reason:
+        raise OutputError(f"output folder {outdir}: cannot write there ({reason}); choose another folder")
     return outdir
 
 

@@ -199,14 +199,19 @@ def main(argv: list[str] | None = None) -> int:
         from .batch_cli import main as batch_main
         return batch_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_reporting_errors("vggstyle", _run, parser.parse_args(argv), "aborted; nothing saved")
+
+
+def run_reporting_errors(prog: str, run, args, aborted: str) -> int:
+    """Every command's contract: a user error is one line on stderr and exit 2; a second Ctrl-C
+    (the first stops cleanly inside ``run``) says what was kept and exits 130."""
     try:
-        return _run(args)
+        return run(args)
     except VggstyleError as exc:
-        print(f"vggstyle: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("vggstyle: aborted; nothing saved", file=sys.stderr)
+        print(f"{prog}: {aborted}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -182,14 +182,22 @@ def check_output_path(path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output {path}: folder {parent} does not exist; create it first")
-    try:  # a real probe: os.access says yes to root even on read-only or virtual filesystems
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    reason = unwritable(parent)
+    if reason:
+        raise OutputError(f"output {path}: folder {parent} is not writable ({reason}); choose another path")
+    return path
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why a file cannot be created in ``folder``, or None. A real probe: os.access says yes to root
+    even on read-only or virtual filesystems."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vggstyle.", suffix=".probe", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"output {path}: folder {parent} is not writable ({exc.strerror or exc}); "
-                          "choose another path") from None
-    return path
+        return str(exc.strerror or exc)
+    return None
 
 
 def save_image(image: Image.Image, path, parameters: dict | None = None, quality: int = 95) -> Path:

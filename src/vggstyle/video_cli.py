@@ -14,9 +14,8 @@ import sys
 import time
 from dataclasses import MISSING, fields
 
-from .cli import EXIT_INTERRUPTED, EXIT_USAGE, _number, _Parser, add_config_options, config_from_args
+from .cli import EXIT_INTERRUPTED, _number, _Parser, add_config_options, config_from_args, run_reporting_errors
 from .config import FLOAT, INT
-from .errors import VggstyleError
 from .video import VideoConfig, video_fields
 
 _KINDS = {"float": FLOAT, "float | None": FLOAT, "int": INT, "int | None": INT}
@@ -101,14 +100,7 @@ class _Bar:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[2:] if argv is None else list(argv))
-    try:
-        return _run(args)
-    except VggstyleError as exc:
-        print(f"vggstyle video: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("vggstyle video: aborted; the finished frames are kept in the work dir", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_reporting_errors("vggstyle video", _run, args, "aborted; the finished frames are kept in the work dir")
 
 
 def _run(args: argparse.Namespace) -> int:

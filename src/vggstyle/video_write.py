@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import OutputError
+from .image import unwritable
 from .optional import require
 
 OUTPUT_KINDS = {".mp4": "mp4", ".webm": "webm", ".gif": "gif", "": "folder"}
@@ -67,13 +68,9 @@ def check_video_output(path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output {path}: folder {parent} does not exist; create it first")
-    try:  # a real probe: os.access says yes to root even on read-only filesystems
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(f"output {path}: folder {parent} is not writable ({exc.strerror or exc}); "
-                          "choose another path") from None
+    reason = unwritable(parent)
+    if reason:
+        raise OutputError(f"output {path}: folder {parent} is not writable ({reason}); choose another path")
     return path
 
 
