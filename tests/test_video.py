@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
+from test_video_io import make_clip as video_io_clip
 from vggstyle.temporal import TemporalTerm
 from vggstyle.video import stylize_video
 
@@ -37,23 +38,8 @@ def panning(seed: int, count: int, shift: int = 2, width: int = 64, height: int 
 
 
 def make_clip(path, frames, fps=Fraction(10), tone: bool = False):
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.height, video.width = frames[0].shape[:2]
-        video.pix_fmt = "yuv420p"
-        audio = container.add_stream("aac", rate=48000, layout="mono") if tone else None
-        for array in frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-        container.mux(video.encode(None))
-        if audio is not None:
-            samples = int(48000 * len(frames) / fps)
-            wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
-            for start in range(0, samples, 1024):
-                chunk = av.AudioFrame.from_ndarray(wave[None, start:start + 1024], format="fltp", layout="mono")
-                chunk.sample_rate, chunk.pts = 48000, start
-                container.mux(audio.encode(chunk))
-            container.mux(audio.encode(None))
-    return path
+    """A clip written with PyAV (test_video_io's maker, at 10 fps by default)."""
+    return video_io_clip(path, frames, fps, tone=tone)
 
 
 def folder(path, frames):

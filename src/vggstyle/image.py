@@ -179,6 +179,11 @@ def check_output_path(path) -> Path:
         raise OutputError(f"output {path}: unknown extension '{path.suffix}'; use .png, .jpg or .webp")
     if path.is_dir():
         raise OutputError(f"output {path}: is a directory; give a file name like {path / 'out.png'}")
+    return check_parent_folder(path)
+
+
+def check_parent_folder(path: Path) -> Path:
+    """The folder ``path`` would be written in exists and takes new files (still and video outputs)."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output {path}: folder {parent} does not exist; create it first")

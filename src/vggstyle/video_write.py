@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import OutputError
-from .image import unwritable
+from .image import check_parent_folder
 from .optional import require
 
 OUTPUT_KINDS = {".mp4": "mp4", ".webm": "webm", ".gif": "gif", "": "folder"}
@@ -65,13 +65,7 @@ def check_video_output(path) -> Path:
         raise OutputError(f"output {path}: exists and is not an empty folder; choose a new folder name")
     if kind != "folder" and path.is_dir():
         raise OutputError(f"output {path}: is a directory; give a file name like {path / ('out' + path.suffix)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"output {path}: folder {parent} does not exist; create it first")
-    reason = unwritable(parent)
-    if reason:
-        raise OutputError(f"output {path}: folder {parent} is not writable ({reason}); choose another path")
-    return path
+    return check_parent_folder(path)
 
 
 class VideoWriter:
