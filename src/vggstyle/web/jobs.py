@@ -109,6 +109,20 @@ class Job:
         """Drop what the job held to run (images, a clip on disk) once it has ended."""
         self.content = self.styles = self.masks = None
 
+    def finish(self, state: str) -> None:
+        """End in ``state`` (done, failed, cancelled): the inputs and the preview go."""
+        self.state = state
+        self.finished = time.time()
+        self.release()
+        self.preview = None
+        self.version += 1
+
+    def drop_result(self) -> None:
+        if self.result_path is not None:
+            self.result_path.unlink(missing_ok=True)
+            self.result_path = None
+        self.version += 1
+
     def extra_snapshot(self) -> dict:
         return {}
 
@@ -292,7 +306,7 @@ class JobBook:
                 return None
             if job.state == QUEUED:
                 self._pending.remove(job)
-                self._finish(job, CANCELLED)
+                job.finish(CANCELLED)
             elif job.state == RUNNING and not job.cancel.is_set():
                 job.cancel.set()
                 job.version += 1
@@ -325,7 +339,7 @@ class JobBook:
             while self._pending:
                 job = self._pending.popleft()
                 job.error = STOPPED_BY_SHUTDOWN
-                self._finish(job, CANCELLED)
+                job.finish(CANCELLED)
             for job in self._running.values():
                 job.error = STOPPED_BY_SHUTDOWN
                 job.cancel.set()
@@ -333,19 +347,9 @@ class JobBook:
             self._lock.notify_all()
 
     # ------------------------------------------------------------------ bookkeeping (lock held)
-    def _finish(self, job: Job, state: str) -> None:
-        job.state = state
-        job.finished = time.time()
-        job.release()
-        job.preview = None
-        job.version += 1
-
     def _discard(self, job: Job) -> None:
         self._jobs.pop(job.id, None)
-        if job.result_path is not None:
-            job.result_path.unlink(missing_ok=True)
-            job.result_path = None
-        job.version += 1
+        job.drop_result()
 
     def _purge(self) -> None:
         finished = sorted((j for j in self._jobs.values() if j.state in FINISHED), key=lambda j: j.finished)
@@ -429,7 +433,7 @@ class JobQueue(JobBook):
                 path.unlink(missing_ok=True)
                 path = None
             job.result_path, job.error, job.parameters = path, error or job.error, parameters
-            self._finish(job, state)
+            job.finish(state)
             self._speed.learn(job)
             if job.id not in self._jobs and path is not None:  # discarded while it ran
                 path.unlink(missing_ok=True)
