@@ -33,3 +33,24 @@ def small_images(tmp_path_factory):
         "style": _small(EXAMPLES / "style" / "starry_night.jpg", folder / "style.png", 96),
         "style2": _small(EXAMPLES / "style" / "shipwreck.jpg", folder / "style2.png", 96),
     }
+
+
+@pytest.fixture
+def make_client():
+    """make_client(runner=None, video_runner=None, **limits) -> a TestClient of a fresh web app; each
+    is shut down (and its queue closed) after the test."""
+    from fastapi.testclient import TestClient
+
+    from vggstyle.web.server import create_app
+    from vggstyle.web.uploads import Limits
+    stack = []
+
+    def make(runner=None, video_runner=None, **limits):
+        client = TestClient(create_app(Limits(**limits), runner=runner, video_runner=video_runner))
+        client.__enter__()
+        stack.append(client)
+        return client
+
+    yield make
+    for client in reversed(stack):
+        client.__exit__(None, None, None)

@@ -46,22 +46,6 @@ def style2():
     return png("style/shipwreck.jpg", 40)
 
 
-@pytest.fixture
-def make_client():
-    """make_client(**limits) -> TestClient of a fresh app; each is shut down (and its queue closed) after."""
-    stack = []
-
-    def make(runner=None, **limits):
-        client = TestClient(create_app(Limits(**limits), runner=runner))
-        client.__enter__()
-        stack.append(client)
-        return client
-
-    yield make
-    for client in reversed(stack):
-        client.__exit__(None, None, None)
-
-
 def files(content, *styles, content_name="c.png"):
     out = [("content", (content_name, content, "image/png"))]
     out += [("style", (f"s{i}.png", s, "image/png")) for i, s in enumerate(styles)]

@@ -19,15 +19,12 @@ pytest.importorskip("fastapi", reason="the web app needs the [web] extra (fastap
 pytest.importorskip("multipart", reason="the web app needs python-multipart (the [web] extra)")
 av = pytest.importorskip("av", reason="video needs PyAV")
 
-from fastapi.testclient import TestClient  # noqa: E402
-
 from conftest import EXAMPLES  # noqa: E402
 from test_web_shutdown import httpx, results_dirs, serve, stop  # noqa: E402,F401 (serve: a fixture)
 from vggstyle.video import FrameDone, VideoSummary  # noqa: E402
 from vggstyle.video_frame import FrameStep  # noqa: E402
 from vggstyle.video_io import VideoWriter, open_video  # noqa: E402
-from vggstyle.web.server import build_parser, create_app  # noqa: E402
-from vggstyle.web.uploads import Limits  # noqa: E402
+from vggstyle.web.server import build_parser  # noqa: E402
 from vggstyle.web.video_jobs import _default_video_runner  # noqa: E402
 
 FPS = 10
@@ -105,21 +102,6 @@ class FakeRunner:
             for image in done:
                 writer.write(image)
         return VideoSummary(output, len(done), clip.frame_count, clip.fps, (48, 36), 0.0)
-
-
-@pytest.fixture
-def make_client():
-    stack = []
-
-    def make(video_runner=None, **limits):
-        client = TestClient(create_app(Limits(**limits), video_runner=video_runner))
-        client.__enter__()
-        stack.append(client)
-        return client
-
-    yield make
-    for client in reversed(stack):
-        client.__exit__(None, None, None)
 
 
 def post(client, content: bytes, name="clip.mp4", expect=202, **params):
