@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU build of torch first (a bare `torch` would pull a multi-GB CUDA build).
+	# torch pinned, and first: on this project's machines and CI the pin resolves to a CPU build; on
+	# plain PyPI on Linux it is the CUDA build (README, Quick start: how to get the CPU-only one).
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
