@@ -346,3 +346,33 @@ def test_original_colors_match_the_styles_to_the_first_frame_not_to_a_placeholde
     placeholder = style_features(stylizer.net, inputs.at(48))[0]["relu1_1"]
     assert torch.allclose(stylizer.styles[0]["relu1_1"], expected)
     assert not torch.allclose(placeholder, expected)
+
+
+def test_a_frame_falls_back_to_float32_with_its_network_and_style_features(monkeypatch):
+    from vggstyle.config import StyleConfig
+    from vggstyle.device import resolve_policy
+    from vggstyle.inputs import load_inputs
+    from vggstyle.objective import Objective
+    from vggstyle.video_frame import FrameStylizer
+    calls = {"n": 0}
+    original = Objective.unweighted
+
+    def poisoned(self, image):
+        terms = original(self, image)
+        calls["n"] += 1
+        if self.net.policy.autocast_dtype is not None and calls["n"] == 2:
+            terms["style"] = terms["style"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(Objective, "unweighted", poisoned)
+    config = StyleConfig(image_size=48, precision="bf16")
+    inputs = load_inputs(Image.new("RGB", (64, 48)), STYLE, config)
+    stylizer = FrameStylizer(inputs, resolve_policy("cpu", "bf16"), 48)
+    images = stylizer.images(Image.fromarray(panning(17, 1)[0]))
+    seen = []
+    with pytest.warns(RuntimeWarning, match="at iteration 2; continuing in float32"):
+        image, losses, steps = stylizer.run(images, images.content, 4, on_step=lambda i, l, r: seen.append(i))
+    assert image is not None and steps == 4 and seen == [1, 2, 3, 4]
+    assert stylizer.policy.precision == "fp32" and stylizer.net.policy.precision == "fp32"
+    assert next(iter(stylizer.styles[0].values())).dtype == torch.float32  # recomputed in float32
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())

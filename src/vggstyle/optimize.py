@@ -77,6 +77,10 @@ class Finish:
 
     luminance_of: torch.Tensor | None = None  # the content photo, when its colours go back
 
+    @classmethod
+    def for_images(cls, config: StyleConfig, images: ScaleImages) -> "Finish":
+        return cls(images.photo if config.original_colors == "luminance" else None)
+
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         image = image.detach()
         if self.luminance_of is None:
@@ -162,9 +166,61 @@ class IterateAverage:
         return image.detach() if self.value is None else self.value
 
 
+@dataclass
+class Steps:
+    """What run_steps did: the image to show (the EMA when on), steps taken, whether on_step stopped
+    it, the precision it ended in and the last losses."""
+
+    image: torch.Tensor
+    done: int
+    stopped: bool
+    policy: ComputePolicy
+    losses: dict
+
+
+def run_steps(start: torch.Tensor, steps: int, config: StyleConfig, policy: ComputePolicy,
+              make_objective: Callable[[ComputePolicy], Objective],
+              on_step: Callable[[int, torch.Tensor, dict], bool] | None = None, step_offset: int = 0) -> Steps:
+    """The loop with what every driver (a still's scale, a video's frame) adds to it: Adam's clamp to
+    0..1 (L-BFGS is left unclamped: clamping breaks its curvature pairs), the EMA of the iterates, and
+    the float32 fallback: a non-finite loss in reduced precision asks make_objective for a float32
+    objective and goes on from the last good image.
+
+    on_step(step, shown image, losses) after each step (step counted within this call); False stops.
+    step_offset: steps done before this call, for the warning's iteration number.
+    """
+    image = start.to(policy.device).contiguous().requires_grad_(True)
+    average = IterateAverage(config.ema)
+    state = {"done": 0, "stopped": False, "losses": {}}
+
+    def hook(step: int, current: torch.Tensor, losses: dict) -> bool:
+        if config.optimizer == "adam":
+            with torch.no_grad():
+                current.clamp_(0.0, 1.0)
+        average.update(current)
+        state["losses"] = losses
+        if on_step is not None and on_step(state["done"] + step, average.current(current), losses) is False:
+            state["stopped"] = True
+        return not state["stopped"]
+
+    while state["done"] < steps and not state["stopped"]:
+        optimizer = make_optimizer(config.optimizer, image, config.lr)
+        try:
+            state["done"] += optimize(image, make_objective(policy), steps - state["done"], optimizer, hook)
+        except NonFiniteLoss as exc:
+            if policy.autocast_dtype is None:
+                raise
+            warnings.warn(f"non-finite loss or gradient in {policy.precision} at iteration "
+                          f"{step_offset + state['done'] + exc.step}; continuing in float32", RuntimeWarning,
+                          stacklevel=3)
+            policy = policy.as_float32()
+            state["done"] += exc.step - 1
+    return Steps(average.current(image), state["done"], state["stopped"], policy, state["losses"])
+
+
 class _Run:
-    """One stylization: the coarse-to-fine schedule over the loop, with the float32 fallback and
-    the per-step hooks. State that outlives a scale: the step count, the clock, the precision."""
+    """One stylization: the coarse-to-fine schedule over run_steps, and the Progress records.
+    State that outlives a scale: the step count, the clock, the precision."""
 
     def __init__(self, inputs: Inputs, policy: ComputePolicy, extra_terms=(), on_step: OnStep | None = None):
         self.inputs, self.config = inputs, inputs.config
@@ -175,7 +231,6 @@ class _Run:
         self.total = sum(count for _, count in self.schedule)
         self.seed = self.config.seed if self.config.seed is not None else torch.Generator().seed()
         self.steps = 0
-        self.stopped = False
         self.started = time.perf_counter()
 
     def run(self) -> torch.Tensor:
@@ -189,47 +244,27 @@ class _Run:
                 start = F.interpolate(image, size=images.content.shape[-2:], mode="bicubic",
                                       align_corners=False).clamp(0.0, 1.0)
             image = None  # the previous scale's image and optimizer go before the next is built
-            finish = Finish(images.photo if self.config.original_colors == "luminance" else None)
-            image = self._scale(start, images, count, index, finish)
-            if self.stopped:
+            finish = Finish.for_images(self.config, images)
+            result = run_steps(start, count, self.config, self.policy, functools.partial(self._objective, images),
+                               functools.partial(self._after_step, finish=finish, scale=index), self.steps)
+            image = result.image
+            if result.stopped:
                 break
         return finish(image).cpu()
 
-    def _scale(self, start, images: ScaleImages, count: int, index: int, finish: Finish) -> torch.Tensor:
-        config = self.config
-        image = start.to(self.policy.device).contiguous().requires_grad_(True)
-        average = IterateAverage(config.ema)
-        hook = functools.partial(self._after_step, average=average, finish=finish, scale=index)
-        done = 0
-        while done < count and not self.stopped:
-            objective = build_objective(network_for(config, self.policy), config, images, self.extra_terms)
-            optimizer = make_optimizer(config.optimizer, image, config.lr)
-            try:
-                done += optimize(image, objective, count - done, optimizer, hook)
-            except NonFiniteLoss as exc:
-                if self.policy.autocast_dtype is None:
-                    raise
-                warnings.warn(f"non-finite loss or gradient in {self.policy.precision} at iteration "
-                              f"{self.steps + 1}; continuing in float32", RuntimeWarning, stacklevel=4)
-                self.policy = self.policy.as_float32()
-                done += exc.step - 1
-        return average.current(image)
+    def _objective(self, images: ScaleImages, policy: ComputePolicy) -> Objective:
+        self.policy = policy  # the precision the run is in now (float32 after a fallback)
+        return build_objective(network_for(self.config, policy), self.config, images, self.extra_terms)
 
-    def _after_step(self, step: int, image: torch.Tensor, losses: dict, *, average: IterateAverage,
-                    finish: Finish, scale: int) -> bool:
-        if self.config.optimizer == "adam":  # L-BFGS is left unclamped: clamping breaks its curvature pairs
-            with torch.no_grad():
-                image.clamp_(0.0, 1.0)
-        average.update(image)
+    def _after_step(self, step: int, shown: torch.Tensor, losses: dict, *, finish: Finish, scale: int) -> bool:
         self.steps += 1
         if self.on_step is None:
             return True
         epoch = (self.steps - 1) // self.config.steps_per_epoch + 1 if self.config.epochs is not None else None
-        progress = Progress(self.steps, self.total, losses, (image.shape[-1], image.shape[-2]),
+        progress = Progress(self.steps, self.total, losses, (shown.shape[-1], shown.shape[-2]),
                             time.perf_counter() - self.started, epoch, self.policy.precision, scale,
-                            len(self.schedule), functools.partial(_render, average.current(image), finish))
-        self.stopped = self.on_step(progress) is False
-        return not self.stopped
+                            len(self.schedule), functools.partial(_render, shown, finish))
+        return self.on_step(progress) is not False
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ from .color import gray_to_rgb, luminance
 from .flow import Link, consistency_parts, is_cut, link, long_term_weights, optical_flow, warp
 from .image import tensor_to_pil
 from .inputs import Inputs, ScaleImages
-from .loop import NonFiniteLoss, make_optimizer, optimize
-from .optimize import Finish, IterateAverage, _render, build_objective, network_for, style_features
+from .objective import Objective
+from .optimize import Finish, _render, build_objective, network_for, run_steps, style_features
 from .temporal import TemporalTerm
 
 
@@ -163,48 +162,28 @@ class FrameStylizer:
             on_step: Callable[[int, dict, Callable], bool] | None = None) -> tuple[Image.Image | None, dict, int]:
         """Optimize one frame; returns (finished image or None when stopped, last losses, iterations).
         on_step(iteration, losses, render): render() is the frame as it is now, as a PIL image."""
-        config = self.config
         if self.styles is None:
             self.first_images = images
             self.styles = style_features(self.net, images)
-        image = start.to(self.policy.device).contiguous().requires_grad_(True)
-        average = IterateAverage(config.ema)
-        state = {"done": 0, "stopped": False, "losses": {}}
-        finish = Finish(images.photo if config.original_colors == "luminance" else None)
+        finish = Finish.for_images(self.config, images)
+        terms = tuple(terms)
 
-        def hook(step, current, losses):
-            if config.optimizer == "adam":
-                with torch.no_grad():
-                    current.clamp_(0.0, 1.0)
-            average.update(current)
-            state["losses"] = losses
-            render = functools.partial(_render, average.current(current), finish)
-            if on_step is not None and on_step(state["done"] + step, losses, render) is False:
-                state["stopped"] = True
-                return False
-            return True
+        def hook(step, shown, losses):
+            return on_step is None or on_step(step, losses, functools.partial(_render, shown, finish)) is not False
 
-        while state["done"] < iterations and not state["stopped"]:
-            extra = [t.to(self.policy.device) for t in terms]
-            objective = build_objective(self.net, config, images, extra, styles=self.styles)
-            optimizer = make_optimizer(config.optimizer, image, config.lr)
-            try:
-                state["done"] += optimize(image, objective, iterations - state["done"], optimizer, hook)
-            except NonFiniteLoss as exc:
-                if self.policy.autocast_dtype is None:
-                    raise
-                self._fall_back(exc)
-                state["done"] += exc.step - 1
-        if state["stopped"]:
-            return None, state["losses"], state["done"]
-        return tensor_to_pil(finish(average.current(image)).cpu()), state["losses"], state["done"]
+        result = run_steps(start, iterations, self.config, self.policy,
+                           functools.partial(self._objective, images, terms), hook)
+        if result.stopped:
+            return None, result.losses, result.done
+        return tensor_to_pil(finish(result.image).cpu()), result.losses, result.done
 
-    def _fall_back(self, exc: NonFiniteLoss) -> None:
-        warnings.warn(f"non-finite loss or gradient in {self.policy.precision} at iteration {exc.step}; "
-                      "continuing in float32", RuntimeWarning, stacklevel=3)
-        self.policy = self.policy.as_float32()
-        self.net = network_for(self.config, self.policy)
-        self.styles = style_features(self.net, self.first_images)
+    def _objective(self, images: ScaleImages, terms: tuple, policy) -> Objective:
+        if policy is not self.policy:  # run_steps fell back to float32: network and style features again
+            self.policy = policy
+            self.net = network_for(self.config, policy)
+            self.styles = style_features(self.net, self.first_images)
+        extra = [t.to(policy.device) for t in terms]
+        return build_objective(self.net, self.config, images, extra, styles=self.styles)
 
 
 def temporal_term(weight: float, guide: Guide) -> TemporalTerm:
