@@ -54,3 +54,15 @@ def make_client():
     yield make
     for client in reversed(stack):
         client.__exit__(None, None, None)
+
+
+def wait_for_job(client, job_id, predicate, timeout):
+    """Poll a web job (through a TestClient) until predicate(state) holds; fail after ``timeout`` s."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if predicate(job):
+            return job
+        assert time.monotonic() < deadline, f"timed out waiting; last state {job}"
+        time.sleep(0.02)

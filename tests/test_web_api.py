@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import functools
 import os
 import stat
 import time
@@ -15,6 +16,7 @@ pytest.importorskip("multipart", reason="the web app needs python-multipart (the
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import wait_for_job  # noqa: E402
 from vggstyle import ConfigError, StyleConfig  # noqa: E402
 from vggstyle.web.server import create_app, main  # noqa: E402
 from vggstyle.web.uploads import Limits  # noqa: E402
@@ -59,14 +61,7 @@ def submit(client, content, styles, expect=202, **params):
     return response.json()
 
 
-def wait(client, job_id, predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if predicate(job):
-            return job
-        assert time.monotonic() < deadline, f"timed out waiting; last state {job}"
-        time.sleep(0.02)
+wait = functools.partial(wait_for_job, timeout=60.0)
 
 
 def events(client, job_id):
@@ -216,7 +211,12 @@ def test_queue_runs_in_order_with_positions_eta_and_cancel(make_client, content,
     states = [client.get(f"/api/jobs/{j['id']}").json() for j in queued]
     assert [s["state"] for s in states] == ["queued"] * 3
     assert [s["queue_position"] for s in states] == [1, 2, 3]
-    etas = [s["eta_seconds"] for s in states]
+    assert all(s["eta_seconds"] is not None and s["eta_seconds"] > 0 for s in states)
+    # Ordered at any one moment: read all three under the queue's lock (the running job's own estimate
+    # moves between separate requests as it measures itself, which made this test flaky).
+    jobs = client.app.state.jobs
+    with jobs.lock:
+        etas = [jobs.describe(jobs.get(j["id"]))["eta_seconds"] for j in queued]
     assert all(e is not None and e > 0 for e in etas) and etas[0] < etas[1] < etas[2]
 
     cancelled = client.delete(f"/api/jobs/{queued[1]['id']}").json()

@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import threading
+import functools
 import time
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ pytest.importorskip("multipart", reason="the web app needs python-multipart (the
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import EXAMPLES  # noqa: E402
+from conftest import EXAMPLES, wait_for_job  # noqa: E402
 from vggstyle.web.server import LOOPBACK_NAMES, background_server, create_app  # noqa: E402
 from vggstyle.web.uploads import Limits  # noqa: E402
 
@@ -78,14 +79,7 @@ def post_job(client, content=CONTENT, styles=(STYLE,), masks=(), **params):
     return client.post("/api/jobs", files=parts, data=data)
 
 
-def wait_for(client, job_id, predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if predicate(job):
-            return job
-        assert time.monotonic() < deadline, f"timed out; last {job}"
-        time.sleep(0.02)
+wait_for = functools.partial(wait_for_job, timeout=20.0)
 
 
 @pytest.fixture

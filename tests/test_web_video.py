@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import functools
 import time
 from fractions import Fraction
 
@@ -19,7 +20,7 @@ pytest.importorskip("fastapi", reason="the web app needs the [web] extra (fastap
 pytest.importorskip("multipart", reason="the web app needs python-multipart (the [web] extra)")
 av = pytest.importorskip("av", reason="video needs PyAV")
 
-from conftest import EXAMPLES  # noqa: E402
+from conftest import EXAMPLES, wait_for_job  # noqa: E402
 from test_web_shutdown import httpx, results_dirs, serve, stop  # noqa: E402,F401 (serve: a fixture)
 from vggstyle.video import FrameDone, VideoSummary  # noqa: E402
 from vggstyle.video_frame import FrameStep  # noqa: E402
@@ -117,14 +118,7 @@ def events(client, job_id):
         return [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
 
 
-def wait(client, job_id, predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if predicate(job):
-            return job
-        assert time.monotonic() < deadline, f"timed out; last state {job}"
-        time.sleep(0.02)
+wait = functools.partial(wait_for_job, timeout=30.0)
 
 
 def leftovers(client) -> list[str]:
