@@ -49,6 +49,16 @@ def tiny(tmp_path, source, side, name):
     return path, image.size
 
 
+def wait_until(page, expression, timeout):
+    """Poll a page expression from Python. Not page.wait_for_function: when its first try is false it
+    polls with eval inside the page, which the app's Content-Security-Policy (no 'unsafe-eval')
+    rightly refuses; page.evaluate runs through the debugging protocol, outside the page's policy."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"the page never showed {expression} in {timeout} s"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
@@ -290,13 +300,13 @@ def test_a_video_content_shows_frames_and_plays_the_mp4_result(browser, tmp_path
         page.wait_for_selector("#result-video:not([hidden])")
         assert page.inner_text("#status").startswith("Done: 6 frames")
         assert page.is_hidden("#preview")
-        page.wait_for_function("document.getElementById('result-video').readyState >= 1", timeout=20_000)
+        wait_until(page, "document.getElementById('result-video').readyState >= 1", timeout=20)
         assert page.evaluate("[document.getElementById('result-video').videoWidth, "
                              "document.getElementById('result-video').error]") == [48, None], "it plays"
         assert int(page.get_attribute("#preview", "data-loads")) >= 2, "the frames were previewed as they formed"
         figures = page.locator("#compare figcaption").all_inner_texts()
         assert figures == ["content (first frame)", "style", "result (last frame done)"]
-        page.wait_for_function("document.querySelector('#compare img').naturalWidth === 48")
+        wait_until(page, "document.querySelector('#compare img').naturalWidth === 48", timeout=60)
         assert page.inner_text("#download") == "Download MP4"
         with page.expect_download() as download_info:
             page.click("#download")
