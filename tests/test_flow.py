@@ -83,6 +83,18 @@ def test_consistency_follows_the_papers_inequalities():
     forward = -backward
     mask = F.consistency(backward, forward)
     assert mask[:, 3:5].max() == 0 and mask[:, :3].min() == 1 and mask[:-1, 5:].min() == 1
+    assert F.consistency(backward, forward, boundary_weight=0.25)[:, 3:5].max() == 0.25  # the video's knob
+
+
+def test_flow_noise_at_the_frame_edge_is_not_leaving_the_frame():
+    """A still camera: the flow's noise points a hundredth of a pixel outside. Within half a pixel the
+    replicated edge is an exact bilinear sample, so the border keeps its weight; beyond it, it does not."""
+    backward = np.zeros((6, 8, 2), np.float32)
+    backward[:, 0, 0], backward[:, -1, 0] = -0.02, 0.02
+    assert F.consistency(backward, -backward).min() == 1
+    backward[:, 0, 0] = -0.6
+    mask = F.consistency(backward, -backward)
+    assert mask[:, 0].max() == 0 and mask[:, -1].min() == 1
 
 
 def test_long_term_weights_count_each_pixel_once():

@@ -302,7 +302,7 @@ def test_options_openapi_and_serve_document_video(make_client):
     client = make_client()
     options = client.get("/api/options").json()
     fields = {f["name"]: f for f in options["fields"]}
-    assert fields["frame_iterations"]["default"] == 60 and fields["frame_iterations"]["group"] == "video"
+    assert fields["frame_iterations"]["default"] == 30 and fields["frame_iterations"]["group"] == "video"
     assert fields["temporal_weight"]["kind"] == "float" and not fields["temporal_weight"]["main"]
     assert options["limits"]["max_video_seconds"] == 10
     schema = client.get("/openapi.json").json()

@@ -93,7 +93,7 @@ def _sample_points(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return grid_x + flow[..., 0], grid_y + flow[..., 1]
 
 
-def consistency(flow: np.ndarray, flow_reverse: np.ndarray) -> np.ndarray:
+def consistency(flow: np.ndarray, flow_reverse: np.ndarray, boundary_weight: float = 0.0) -> np.ndarray:
     """Ruder et al. (2016) weight c(x) on the pixels where ``flow`` is defined: (H, W) float32 of 0/1.
 
     ``flow`` is the paper's backward flow w^ (frame t -> t-1, the one ``warp`` uses to bring t-1
@@ -102,13 +102,23 @@ def consistency(flow: np.ndarray, flow_reverse: np.ndarray) -> np.ndarray:
       - the two disagree (disocclusion): |w~ + w^|^2 > 0.01 (|w~|^2 + |w^|^2) + 0.5,
       - at motion boundaries: |grad u^|^2 + |grad v^|^2 > 0.01 |w^|^2 + 0.002,
       - where x + w^(x) leaves the frame (nothing to warp from); 1 elsewhere.
+    ``boundary_weight`` replaces the 0 at motion boundaries (see ``link``).
     """
-    disoccluded, boundary, outside = consistency_parts(flow, flow_reverse)
-    return (~(disoccluded | boundary | outside)).astype(np.float32)
+    return _weights(*consistency_parts(flow, flow_reverse), boundary_weight)
+
+
+def _weights(disoccluded, boundary, outside, boundary_weight: float = 0.0) -> np.ndarray:
+    uncovered = disoccluded | outside
+    return np.where(uncovered, 0.0, np.where(boundary, boundary_weight, 1.0)).astype(np.float32)
 
 
 def consistency_parts(flow: np.ndarray, flow_reverse: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The three reasons for c(x) = 0 as boolean maps: disoccluded, motion boundary, outside."""
+    """The three reasons for c(x) = 0 as boolean maps: disoccluded, motion boundary, outside.
+
+    Outside means more than half a pixel beyond the edge: within it the bilinear sample of the
+    replicated edge is exact, and on a still camera the flow's noise (hundredths of a pixel) would
+    otherwise free the whole frame border (1.8 % of a 160x120 frame of vtest_5s.mp4) every frame.
+    """
     height, width = flow.shape[:2]
     carried = warp(flow_reverse, flow, border="replicate")  # w~
     sum_sq = np.sum((carried + flow) ** 2, axis=2)
@@ -117,7 +127,7 @@ def consistency_parts(flow: np.ndarray, flow_reverse: np.ndarray) -> tuple[np.nd
     dv_dy, dv_dx = np.gradient(flow[..., 1])
     boundary = du_dx ** 2 + du_dy ** 2 + dv_dx ** 2 + dv_dy ** 2 > 0.01 * np.sum(flow ** 2, axis=2) + 0.002
     map_x, map_y = _sample_points(flow)
-    outside = (map_x < 0) | (map_x > width - 1) | (map_y < 0) | (map_y > height - 1)
+    outside = (map_x < -0.5) | (map_x > width - 0.5) | (map_y < -0.5) | (map_y > height - 0.5)
     return disoccluded, boundary, outside
 
 
@@ -146,12 +156,19 @@ class Link:
     cut: bool
 
 
-def link(previous, current, method: str = "dis-medium", threshold: float = CUT_THRESHOLD) -> Link:
-    """Flow both ways between two content frames, the consistency mask, and the cut test."""
+def link(previous, current, method: str = "dis-medium", threshold: float = CUT_THRESHOLD,
+         boundary_weight: float = 0.0) -> Link:
+    """Flow both ways between two content frames, the consistency mask, and the cut test.
+
+    ``boundary_weight``: the mask's value at motion boundaries; 0 is the paper's (and the warping
+    error's). The video driver keeps them (1 by default, ``--motion-boundary-weight``): on DIS flow
+    most "boundary" pixels are flow noise on still background, and freeing them let them be
+    re-stylized every frame (measured in docs/measurements.md).
+    """
     backward = optical_flow(current, previous, method)
     forward = optical_flow(previous, current, method)
     disoccluded, boundary, outside = consistency_parts(backward, forward)
-    mask = (~(disoccluded | boundary | outside)).astype(np.float32)
+    mask = _weights(disoccluded, boundary, outside, boundary_weight)
     coverage = float(1.0 - (disoccluded | outside).mean())
     return Link(backward, mask, coverage, is_cut(coverage, previous, current, threshold))
 

@@ -51,7 +51,10 @@ class VideoConfig:
     first_frame_iterations: int | None = _opt(
         None, "iterations of the first frame and of the first frame after each shot cut "
               "(default: --num-iterations, 300)")
-    frame_iterations: int = _opt(60, "iterations of every other frame (they start from the previous output)")
+    motion_boundary_weight: float = _opt(
+        1.0, "weight of the temporal term at motion boundaries of the flow, 0..1; 0: the paper's (free them); "
+             "on noisy flow most of them are still background, which then re-stylizes every frame")
+    frame_iterations: int = _opt(30, "iterations of every other frame (they start from the previous output)")
     init_frame: str = _opt("prev-warped", "how a frame after the first starts: prev-warped (the previous output "
                            "warped along the flow), content, or random", choices=INIT_FRAMES)
     long_term: list = _opt([], "long-term consistency: compare with these earlier frames, closest first, e.g. "
@@ -87,6 +90,9 @@ class VideoConfig:
         if not (isinstance(self.temporal_weight, (int, float)) and math.isfinite(self.temporal_weight)
                 and self.temporal_weight >= 0):
             raise ConfigError(f"--temporal-weight must be a finite number >= 0, got {self.temporal_weight}")
+        weight = self.motion_boundary_weight
+        if not (isinstance(weight, (int, float)) and 0 <= weight <= 1):
+            raise ConfigError(f"--motion-boundary-weight must be a number from 0 to 1, got {weight}")
         for name in ("first_frame_iterations", "frame_iterations", "max_frames"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from .color import gray_to_rgb, luminance
-from .flow import Link, consistency_parts, is_cut, link, long_term_weights, optical_flow, warp
+from .flow import link, long_term_weights, warp
 from .image import tensor_to_pil
 from .inputs import Inputs, ScaleImages
 from .objective import Objective
@@ -66,55 +66,41 @@ class Shot:
 @dataclass(frozen=True)
 class Guide:
     """How frame t follows its shot: ``cut`` (a new shot starts), ``coverage`` of the link to t-1,
-    the earlier outputs warped into t (closest first) with their weights, the t-1 mask for the init."""
+    the earlier outputs warped into t (closest first) with their weights."""
 
     cut: bool
     coverage: float
     warped: list[np.ndarray]
     weights: list[np.ndarray]
-    previous: np.ndarray | None = None  # the output of t-1 warped into t
-    mask: np.ndarray | None = None  # 1 where it can start the frame, 0 where it was disoccluded or outside
+    previous: np.ndarray | None = None  # the output of t-1 warped into t (the start)
 
 
-def guide(shot: Shot, content: np.ndarray, offsets: tuple[int, ...], method: str) -> Guide:
+def guide(shot: Shot, content: np.ndarray, offsets: tuple[int, ...], method: str,
+          boundary_weight: float = 1.0) -> Guide:
     """Flow from this frame to each earlier frame of ``offsets`` (1 = the previous one) still in the shot.
 
     The flow is computed on the content frames (clean, not stylized), both ways, for the mask.
-    With more than one offset the weights are Ruder et al.'s long-term ones.
+    With more than one offset the weights are Ruder et al.'s long-term ones. ``boundary_weight``:
+    the weight at motion boundaries (VideoConfig.motion_boundary_weight; 0 is the paper's).
     """
-    previous, uncovered = _link_to_previous(shot.frames[0].content, content, method)
-    if previous.cut:
-        return Guide(True, previous.coverage, [], [], None)
-    links = {1: previous}
+    links = {1: link(shot.frames[0].content, content, method, boundary_weight=boundary_weight)}
+    if links[1].cut:
+        return Guide(True, links[1].coverage, [], [])
     for offset in offsets:
         if offset not in links and offset <= len(shot):
-            links[offset] = link(shot.frames[offset - 1].content, content, method)
+            links[offset] = link(shot.frames[offset - 1].content, content, method, boundary_weight=boundary_weight)
     warped = {o: warp(shot.frames[o - 1].output, link_.flow) for o, link_ in links.items()}
     used = [o for o in offsets if o in links]
     masks = [links[o].mask for o in used]
     weights = long_term_weights(masks) if len(masks) > 1 else masks
-    return Guide(False, previous.coverage, [warped[o] for o in used], weights, warped[1], 1.0 - uncovered)
+    return Guide(False, links[1].coverage, [warped[o] for o in used], weights, warped[1])
 
 
-def _link_to_previous(previous: np.ndarray, content: np.ndarray, method: str):
-    """flow.link, plus the pixels with nothing to warp from (disoccluded or outside the frame):
-    only those start from the content. Motion boundaries keep the warped output as their start,
-    measured: filling them with the content too made them flicker (they are re-stylized from
-    scratch every frame)."""
-    backward = optical_flow(content, previous, method)
-    forward = optical_flow(previous, content, method)
-    disoccluded, boundary, outside = consistency_parts(backward, forward)
-    uncovered = disoccluded | outside
-    coverage = float(1.0 - uncovered.mean())
-    mask = (~(uncovered | boundary)).astype(np.float32)
-    return Link(backward, mask, coverage, is_cut(coverage, previous, content)), uncovered.astype(np.float32)
-
-
-def prev_warped_start(guide: Guide, content: torch.Tensor) -> torch.Tensor:
-    """The previous output warped into this frame; where nothing could be warped from (disoccluded,
-    outside the frame), the content frame (Ruder et al. sec. 3.1)."""
-    mask = to_tensor(guide.mask)
-    return mask * to_tensor(guide.previous) + (1 - mask) * content
+def prev_warped_start(guide: Guide) -> torch.Tensor:
+    """The previous output warped into this frame, everywhere (Ruder et al. sec. 3.1). Where it was
+    disoccluded the warp shows what stood there before: measured, that stylizes into a steadier frame than
+    starting those pixels from the content (docs/measurements.md), and the content term redraws them."""
+    return to_tensor(guide.previous)
 
 
 @dataclass

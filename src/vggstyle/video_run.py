@@ -111,14 +111,14 @@ class VideoRun:
         """Optimize one frame; returns (image or None when stopped, its record)."""
         started = time.perf_counter()
         video = self.video
-        link = guide(shot, content, video.offsets, video.flow) if len(shot) else None
+        link = guide(shot, content, video.offsets, video.flow, video.motion_boundary_weight) if len(shot) else None
         first = link is None or link.cut
         if first:
             shot.clear()
             start, iterations, terms = still_start(self.inputs, frame, self.config.init), self.first_iterations, ()
         else:
             init = {"prev-warped": None, "content": "content", "random": "random"}[video.init_frame]
-            start = prev_warped_start(link, images.content) if init is None else still_start(self.inputs, frame, init)
+            start = prev_warped_start(link) if init is None else still_start(self.inputs, frame, init)
             iterations = video.frame_iterations
             terms = (temporal_term(video.temporal_weight, link),) if video.temporal_weight > 0 else ()
 
