@@ -223,7 +223,7 @@ class StyleConfig:
         """[(long side in px, iterations)] from coarse to fine; the iterations add up to ``iterations``.
 
         One scale up to coarse_to_fine_above (default 1024 px): there, single-scale runs reached
-        a lower loss sooner than coarse-to-fine ones (benchmarks/speed.py, README). Above it,
+        a lower loss sooner than coarse-to-fine ones (benchmarks/speed.py, docs/speed.md). Above it,
         or with --scale-steps, sizes step by about sqrt(2) (doubling the pixel count) from
         min_scale up to image_size: the coarse scales lay out the large-scale structure that
         VGG's receptive field cannot see at print sizes, and cost little. Coarser scales are cheap (half the pixels, half the time), so they get more
