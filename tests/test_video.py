@@ -109,22 +109,24 @@ def test_long_term_weights_count_each_pixel_for_the_closest_consistent_frame():
     assert link.weights[0].mean() > 0.8  # mostly consistent with the closest frame
 
 
-def test_prev_warped_start_follows_the_motion_everywhere():
-    from vggstyle.video_frame import Shot, guide, prev_warped_start, to_array
+def test_prev_warped_start_follows_the_motion_and_fills_the_uncovered_strip_from_the_content():
+    from vggstyle.video_frame import Shot, guide, prev_warped_start, to_array, to_tensor
     frames = panning(2, 2, shift=3)
     previous_output = texture(9)[:48, :64].astype(np.float32) / 255  # any "stylized" picture of frame 0
     shot = Shot(1)
     shot.push(frames[0], previous_output)
     link = guide(shot, frames[1], (1,), "dis-medium")
-    start = to_array(prev_warped_start(link))
+    content = to_tensor(frames[1].astype(np.float32) / 255)
+    start = to_array(prev_warped_start(link, content))
     # the scene moved 3 px left: frame 1 at x shows frame 0 at x + 3
     truth = previous_output[:, 3:]
     inside = link.weights[0][:, :-3] == 1
-    assert np.abs(start[:, :-3] - truth)[inside].mean() < 0.03
-    assert np.abs(frames[1][:, :-3] / 255 - truth)[inside].mean() > 0.1  # the content is another picture
+    prev_error = np.abs(start[:, :-3] - truth)[inside].mean()
+    content_error = np.abs(to_array(content)[:, :-3] - truth)[inside].mean()
+    assert prev_error < 0.03 < content_error
     assert link.weights[0][:, -3:].mean() < 0.2  # the strip that came into view: nothing to warp from
-    # ... starts from the warp too (the previous output's edge, stretched), not from the content
-    np.testing.assert_allclose(start[:, -2:], previous_output[:, -1:].repeat(2, axis=1), atol=0.05)
+    np.testing.assert_allclose(start[link.uncovered], to_array(content)[link.uncovered], atol=1e-6)
+    assert link.uncovered[:, -3:].mean() > 0.8 and not link.uncovered[:, :-4].any()
 
 
 def test_motion_boundaries_keep_the_temporal_term_unless_asked_to_free_them():

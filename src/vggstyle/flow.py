@@ -154,6 +154,7 @@ class Link:
     mask: np.ndarray
     coverage: float
     cut: bool
+    uncovered: np.ndarray | None = None  # True where nothing can be warped from (disoccluded, outside)
 
 
 def link(previous, current, method: str = "dis-medium", threshold: float = CUT_THRESHOLD,
@@ -170,7 +171,7 @@ def link(previous, current, method: str = "dis-medium", threshold: float = CUT_T
     disoccluded, boundary, outside = consistency_parts(backward, forward)
     mask = _weights(disoccluded, boundary, outside, boundary_weight)
     coverage = float(1.0 - (disoccluded | outside).mean())
-    return Link(backward, mask, coverage, is_cut(coverage, previous, current, threshold))
+    return Link(backward, mask, coverage, is_cut(coverage, previous, current, threshold), disoccluded | outside)
 
 
 def is_cut(coverage: float, previous=None, current=None, threshold: float = CUT_THRESHOLD) -> bool:

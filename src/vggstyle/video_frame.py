@@ -73,6 +73,7 @@ class Guide:
     warped: list[np.ndarray]
     weights: list[np.ndarray]
     previous: np.ndarray | None = None  # the output of t-1 warped into t (the start)
+    uncovered: np.ndarray | None = None  # True where t-1 has nothing to give (disoccluded, outside)
 
 
 def guide(shot: Shot, content: np.ndarray, offsets: tuple[int, ...], method: str,
@@ -93,14 +94,16 @@ def guide(shot: Shot, content: np.ndarray, offsets: tuple[int, ...], method: str
     used = [o for o in offsets if o in links]
     masks = [links[o].mask for o in used]
     weights = long_term_weights(masks) if len(masks) > 1 else masks
-    return Guide(False, links[1].coverage, [warped[o] for o in used], weights, warped[1])
+    return Guide(False, links[1].coverage, [warped[o] for o in used], weights, warped[1], links[1].uncovered)
 
 
-def prev_warped_start(guide: Guide) -> torch.Tensor:
-    """The previous output warped into this frame, everywhere (Ruder et al. sec. 3.1). Where it was
-    disoccluded the warp shows what stood there before: measured, that stylizes into a steadier frame than
-    starting those pixels from the content (docs/measurements.md), and the content term redraws them."""
-    return to_tensor(guide.previous)
+def prev_warped_start(guide: Guide, content: torch.Tensor) -> torch.Tensor:
+    """The previous output warped into this frame; where nothing could be warped from (disoccluded,
+    outside the frame), the content frame. Measured: starting those pixels from the warp too (Ruder
+    et al. sec. 3.1) lowered the warping error but left trails behind walking people, which 30
+    iterations do not redraw (docs/video.md)."""
+    uncovered = to_tensor(guide.uncovered.astype(np.float32))
+    return (1 - uncovered) * to_tensor(guide.previous) + uncovered * content
 
 
 @dataclass

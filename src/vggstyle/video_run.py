@@ -118,7 +118,7 @@ class VideoRun:
             start, iterations, terms = still_start(self.inputs, frame, self.config.init), self.first_iterations, ()
         else:
             init = {"prev-warped": None, "content": "content", "random": "random"}[video.init_frame]
-            start = prev_warped_start(link) if init is None else still_start(self.inputs, frame, init)
+            start = prev_warped_start(link, images.content) if init is None else still_start(self.inputs, frame, init)
             iterations = video.frame_iterations
             terms = (temporal_term(video.temporal_weight, link),) if video.temporal_weight > 0 else ()
 
