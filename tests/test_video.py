@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from test_video_io import make_clip as video_io_clip
+from test_video_io import make_clip as video_io_clip, sound_only
 from vggstyle.temporal import TemporalTerm
 from vggstyle.video import stylize_video
 
@@ -254,13 +254,7 @@ def test_cli_writes_the_video(tmp_path, capsys):
 def _bad_inputs(tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
-    sound = tmp_path / "sound.wav"
-    with av.open(str(sound), "w") as container:
-        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
-        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
-        chunk.sample_rate = 8000
-        container.mux(stream.encode(chunk))
-        container.mux(stream.encode(None))
+    sound = sound_only(tmp_path / "sound.wav")
     (tmp_path / "empty").mkdir()
     clip = make_clip(tmp_path / "ok.mp4", panning(13, 4))
     return {

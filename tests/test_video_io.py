@@ -187,14 +187,19 @@ def test_a_still_image_is_not_a_video(tmp_path):
         open_video(tmp_path / "still.png")
 
 
-def test_no_video_stream(tmp_path):
-    path = tmp_path / "sound.wav"
+def sound_only(path):
+    """A WAV file: a container with an audio stream and no video stream (0.1 s of silence)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
         frame.sample_rate = 8000
         container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return path
+
+
+def test_no_video_stream(tmp_path):
+    path = sound_only(tmp_path / "sound.wav")
     with pytest.raises(ImageError, match=r"^input .*sound.wav: no video stream \(only audio\); give a video file$"):
         open_video(path)
 

@@ -104,11 +104,12 @@ def consistency(flow: np.ndarray, flow_reverse: np.ndarray, boundary_weight: flo
       - where x + w^(x) leaves the frame (nothing to warp from); 1 elsewhere.
     ``boundary_weight`` replaces the 0 at motion boundaries (see ``link``).
     """
-    return _weights(*consistency_parts(flow, flow_reverse), boundary_weight)
+    disoccluded, boundary, outside = consistency_parts(flow, flow_reverse)
+    return _weights(disoccluded | outside, boundary, boundary_weight)
 
 
-def _weights(disoccluded, boundary, outside, boundary_weight: float = 0.0) -> np.ndarray:
-    uncovered = disoccluded | outside
+def _weights(uncovered: np.ndarray, boundary: np.ndarray, boundary_weight: float) -> np.ndarray:
+    """0 where nothing can be warped from, ``boundary_weight`` at motion boundaries, 1 elsewhere."""
     return np.where(uncovered, 0.0, np.where(boundary, boundary_weight, 1.0)).astype(np.float32)
 
 
@@ -154,7 +155,7 @@ class Link:
     mask: np.ndarray
     coverage: float
     cut: bool
-    uncovered: np.ndarray | None = None  # True where nothing can be warped from (disoccluded, outside)
+    uncovered: np.ndarray  # True where nothing can be warped from (disoccluded, outside)
 
 
 def link(previous, current, method: str = "dis-medium", threshold: float = CUT_THRESHOLD,
@@ -164,14 +165,15 @@ def link(previous, current, method: str = "dis-medium", threshold: float = CUT_T
     ``boundary_weight``: the mask's value at motion boundaries; 0 is the paper's (and the warping
     error's). The video driver keeps them (1 by default, ``--motion-boundary-weight``): on DIS flow
     most "boundary" pixels are flow noise on still background, and freeing them let them be
-    re-stylized every frame (measured in docs/measurements.md).
+    re-stylized every frame (measured in docs/video.md).
     """
     backward = optical_flow(current, previous, method)
     forward = optical_flow(previous, current, method)
     disoccluded, boundary, outside = consistency_parts(backward, forward)
-    mask = _weights(disoccluded, boundary, outside, boundary_weight)
-    coverage = float(1.0 - (disoccluded | outside).mean())
-    return Link(backward, mask, coverage, is_cut(coverage, previous, current, threshold), disoccluded | outside)
+    uncovered = disoccluded | outside
+    coverage = float(1.0 - uncovered.mean())
+    return Link(backward, _weights(uncovered, boundary, boundary_weight), coverage,
+                is_cut(coverage, previous, current, threshold), uncovered)
 
 
 def is_cut(coverage: float, previous=None, current=None, threshold: float = CUT_THRESHOLD) -> bool:
