@@ -93,3 +93,21 @@ def test_unusable_folder_is_one_line(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputError, match=r"^work dir .*file/work: cannot use it .*--work-dir$"):
         open_frame_store(blocker / "work", OPTIONS)
+
+
+def test_a_later_pass_replaces_the_frame_and_survives_a_kill_between_its_two_files(tmp_path):
+    store = _fill(tmp_path, 3)
+    store.save_content(1, _image(99))
+    store.save(1, _image(200), {"losses": {"total": 0.1}, "seconds": 0.25}, pass_number=2)
+    assert sorted(p.name for p in tmp_path.glob("frame_*")) == ["frame_000000.png", "frame_000001.pass2.png",
+                                                                "frame_000002.png"]
+    assert np.asarray(store.load(1))[0, 0, 0] == 200 and np.asarray(store.load_content(1))[0, 0, 0] == 99
+    record = store.records()[1]
+    assert record["pass"] == 2 and record["losses"] == {"total": 0.1} and record["seconds"] == 0.75  # both passes
+    # killed after the new pass was renamed into place but before the old one went: the newer wins
+    _image(10).save(tmp_path / "frame_000001.png")
+    reopened, message = open_frame_store(tmp_path, OPTIONS)
+    assert reopened.done == 3 and reopened.pass_of(1) == 2 and reopened.pass_of(0) == 1
+    assert np.asarray(reopened.load(1))[0, 0, 0] == 200 and 1 in reopened.contents
+    reopened.clear()
+    assert not list(tmp_path.iterdir())

@@ -280,7 +280,7 @@ def test_a_video_content_shows_frames_and_plays_the_mp4_result(browser, tmp_path
     clip = tmp_path / "walk.mp4"
     clip.write_bytes(clip_bytes(tmp_path, frames=6, name="source.mp4"))
     style, _ = tiny(tmp_path, "style/starry_night.jpg", 48, "starry.png")
-    runner = FakeRunner(steps=5, pace=0.03)
+    runner = FakeRunner(steps=5, pace=0.03, passes=2)
     app = create_app(Limits(preview_every=2), video_runner=runner, allowed_hosts=LOOPBACK_NAMES)
     with background_server(app) as url:
         page = browser.new_page(accept_downloads=True)
@@ -296,7 +296,8 @@ def test_a_video_content_shows_frames_and_plays_the_mp4_result(browser, tmp_path
         page.wait_for_selector("#style-list li")
         page.fill("#f-image_size", "48")
         page.click("#start")
-        page.wait_for_selector("#status >> text=/Frame \\d of 6, iteration \\d of 5/")
+        page.wait_for_selector("#status >> text=/Pass 1 of 2: frame \\d of 6, iteration \\d of 5/")
+        page.wait_for_selector("#status >> text=/Pass 2 of 2: frame \\d of 6, iteration \\d of 5/")
         page.wait_for_selector("#result-video:not([hidden])")
         assert page.inner_text("#status").startswith("Done: 6 frames")
         assert page.is_hidden("#preview")

@@ -22,7 +22,7 @@ av = pytest.importorskip("av", reason="video needs PyAV")
 
 from conftest import EXAMPLES, wait_for_job  # noqa: E402
 from test_web_shutdown import httpx, results_dirs, serve, stop  # noqa: E402,F401 (serve: a fixture)
-from vggstyle.video import FrameDone, VideoSummary  # noqa: E402
+from vggstyle.video import FrameDone, VideoConfig, VideoSummary  # noqa: E402
 from vggstyle.video_frame import FrameStep  # noqa: E402
 from vggstyle.video_io import VideoWriter, open_video  # noqa: E402
 from vggstyle.web.server import build_parser  # noqa: E402
@@ -73,11 +73,15 @@ def read_video(data: bytes, tmp_path) -> tuple[int, Fraction, tuple[int, int]]:
 
 class FakeRunner:
     """stylize_video's signature and hooks, no network: each frame is its content inverted after
-    ``steps`` iterations (``pace`` seconds each). ``hold_at``: before that frame's (0-based) first iteration, wait for
-    ``release`` (the test looks at the job, or cancels it, meanwhile)."""
+    ``steps`` iterations (``pace`` seconds each), in ``passes`` passes like the library's (later ones
+    revisit every frame but the one where they turn). ``hold_at``: before that frame's (0-based) first
+    iteration in pass ``hold_in_pass``, wait for ``release`` (the test looks at the job, or cancels it,
+    meanwhile)."""
 
-    def __init__(self, steps: int = 4, hold_at: int | None = None, pace: float = 0.0):
-        self.steps, self.hold_at, self.pace = steps, hold_at, pace
+    def __init__(self, steps: int = 4, hold_at: int | None = None, pace: float = 0.0, passes: int = 1,
+                 hold_in_pass: int = 1):
+        self.steps, self.hold_at, self.pace, self.passes = steps, hold_at, pace, passes
+        self.hold_in_pass = hold_in_pass
         self.held, self.release = threading.Event(), threading.Event()
         self.calls = []
 
@@ -85,24 +89,40 @@ class FakeRunner:
         self.calls.append({"config": config, "video": video, "input": input})
         clip = open_video(input)
         done = []
+        count = clip.frame_count
         for frame in clip.frames():
             image = Image.fromarray(255 - np.asarray(frame.image.resize((48, 36))))
-            for step in range(1, self.steps + 1):
-                if frame.index == self.hold_at and step == 1:
-                    self.held.set()
-                    assert self.release.wait(30)
-                time.sleep(self.pace)
-                losses = {"content": 1.0 / step, "style": 2.0 / step, "tv": 0.1, "total": 3.1 / step}
-                info = FrameStep(frame.index, clip.frame_count, step, self.steps, losses, frame.index == 0,
-                                 lambda image=image: image)
-                if on_step(info) is False:
-                    return VideoSummary(None, len(done), clip.frame_count, clip.fps, (48, 36), 0.0, stopped=True)
+            if not self._frame(frame.index, count, image, 1, count, on_step):
+                return VideoSummary(None, len(done), count, clip.fps, (48, 36), 0.0, stopped=True)
             done.append(image)
-            on_frame(FrameDone(frame.index, clip.frame_count, losses, 0.01, frame.index == 0, False, image))
+            on_frame(FrameDone(frame.index, count, self.losses, 0.01, frame.index == 0, False, image, 1, self.passes,
+                               count))
+        for number in range(2, self.passes + 1):  # later passes: every frame but the one where it turns
+            order = range(count - 2, -1, -1) if number % 2 == 0 else range(1, count)
+            for index in order:
+                if not self._frame(index, count, done[index], number, len(order), on_step):
+                    return VideoSummary(None, len(done), count, clip.fps, (48, 36), 0.0, stopped=True,
+                                        passes=self.passes, pass_number=number)
+                on_frame(FrameDone(index, count, self.losses, 0.01, False, False, done[index], number, self.passes,
+                                   len(order)))
         with VideoWriter(output, clip.fps) as writer:
             for image in done:
                 writer.write(image)
-        return VideoSummary(output, len(done), clip.frame_count, clip.fps, (48, 36), 0.0)
+        return VideoSummary(output, len(done), count, clip.fps, (48, 36), 0.0, passes=self.passes,
+                            pass_number=self.passes)
+
+    def _frame(self, index, count, image, number, pass_frames, on_step) -> bool:
+        for step in range(1, self.steps + 1):
+            if index == self.hold_at and step == 1 and number == self.hold_in_pass:
+                self.held.set()
+                assert self.release.wait(30)
+            time.sleep(self.pace)
+            self.losses = {"content": 1.0 / step, "style": 2.0 / step, "tv": 0.1, "total": 3.1 / step}
+            info = FrameStep(index, count, step, self.steps, self.losses, index == 0 and number == 1,
+                             lambda image=image: image, number, self.passes, pass_frames)
+            if on_step(info) is False:
+                return False
+        return True
 
 
 def post(client, content: bytes, name="clip.mp4", expect=202, **params):
@@ -158,6 +178,23 @@ def test_video_job_reports_frames_iterations_preview_and_gives_an_mp4(make_clien
     assert read_video(result.content, tmp_path) == (6, Fraction(FPS), (48, 36))
     assert client.get(f"/api/jobs/{job['id']}/preview").status_code == 200, "the last frame, once done"
     assert leftovers(client) == [], "the upload and the work folder are deleted with the run"
+
+
+def test_a_later_pass_is_reported_and_a_cancel_in_it_keeps_the_first_passs_frames(make_client, tmp_path):
+    runner = FakeRunner(steps=3, hold_at=2, passes=2, hold_in_pass=2)  # pass 2 goes 4, 3, 2, ...
+    client = make_client(video_runner=runner)
+    job = post(client, clip_bytes(tmp_path, tone=True))
+    assert runner.held.wait(30)
+    now = client.get(f"/api/jobs/{job['id']}").json()
+    assert (now["pass"], now["passes"], now["pass_frames"], now["pass_done"], now["frames_done"]) == (2, 2, 5, 2, 6)
+    assert now["iterations_total"] == 6 * 3 + 2 * 3
+    assert client.delete(f"/api/jobs/{job['id']}").json()["cancel_requested"]
+    runner.release.set()
+    final = wait(client, job["id"], lambda j: j["state"] not in ("queued", "running"))
+    assert final["state"] == "cancelled" and final["has_result"] and final["pass"] == 2
+    result = client.get(f"/api/jobs/{job['id']}/result")
+    assert read_video(result.content, tmp_path) == (6, Fraction(FPS), (48, 36))  # each frame once
+    assert leftovers(client) == []
 
 
 def test_cancel_mid_clip_keeps_the_frames_done(make_client, tmp_path):
@@ -302,7 +339,8 @@ def test_options_openapi_and_serve_document_video(make_client):
     client = make_client()
     options = client.get("/api/options").json()
     fields = {f["name"]: f for f in options["fields"]}
-    assert fields["frame_iterations"]["default"] == 30 and fields["frame_iterations"]["group"] == "video"
+    assert fields["frame_iterations"]["default"] == VideoConfig().frame_iterations == 10
+    assert fields["frame_iterations"]["group"] == "video"
     assert fields["temporal_weight"]["kind"] == "float" and not fields["temporal_weight"]["main"]
     assert options["limits"]["max_video_seconds"] == 10
     schema = client.get("/openapi.json").json()
@@ -332,7 +370,10 @@ def test_real_video_job_end_to_end(make_client, tmp_path):
     assert final["state"] == "done", final["error"]
     steps = {(e["frame"], e["step"]) for e in seen if e["state"] == "running" and e["step"]}
     assert {f for f, _ in steps} <= {1, 2, 3} and max(s for _, s in steps) <= 3
-    assert final["frames_done"] == 3 and final["iterations_total"] == 3 + 2 + 2
+    # the first pass (3 + 2 + 2), then the pass back revisits frames 2 and 1, the pass forward again
+    # frames 2 and 3 (2 iterations each)
+    assert final["frames_done"] == 3 and final["iterations_total"] == 3 + 2 + 2 + 2 * 2 + 2 * 2
+    assert (final["pass"], final["passes"], final["pass_frames"], final["pass_done"]) == (3, 3, 2, 2)
     assert set(final["losses"]) >= {"content", "style", "total"}
     assert final["parameters"]["frame_iterations"] == 2 and final["parameters"]["frames_done"] == 3
     result = client.get(f"/api/jobs/{job['id']}/result")

@@ -156,24 +156,47 @@ class Link:
     coverage: float
     cut: bool
     uncovered: np.ndarray  # True where nothing can be warped from (disoccluded, outside)
+    lost: np.ndarray  # True where the flow is consistent but does not carry the content (see link)
 
 
 def link(previous, current, method: str = "dis-medium", threshold: float = CUT_THRESHOLD,
-         boundary_weight: float = 0.0) -> Link:
+         boundary_weight: float = 0.0, tolerance: float | None = None) -> Link:
     """Flow both ways between two content frames, the consistency mask, and the cut test.
 
     ``boundary_weight``: the mask's value at motion boundaries; 0 is the paper's (and the warping
     error's). The video driver keeps them (1 by default, ``--motion-boundary-weight``): on DIS flow
     most "boundary" pixels are flow noise on still background, and freeing them let them be
     re-stylized every frame (measured in docs/video.md).
+
+    ``tolerance`` (the driver's --warp-tolerance; None: off, the paper's and the warping error's):
+    where the previous content frame warped along the flow differs from this one by more than it
+    (mean RGB difference, 0..1), the flow has lost track although both directions agree: a
+    walker's limbs, which DIS at these sizes moves with the background. Those pixels are ``lost``,
+    weight 0: the temporal term would otherwise hold the background there and erase the person.
+    The previous frame's levels are matched to this one's first (a fade is not a lost track), and
+    a flat frame on either side has nothing to compare.
     """
     backward = optical_flow(current, previous, method)
     forward = optical_flow(previous, current, method)
     disoccluded, boundary, outside = consistency_parts(backward, forward)
     uncovered = disoccluded | outside
     coverage = float(1.0 - uncovered.mean())
-    return Link(backward, _weights(uncovered, boundary, boundary_weight), coverage,
-                is_cut(coverage, previous, current, threshold), uncovered)
+    lost = np.zeros_like(uncovered)
+    if tolerance is not None and not (is_flat(previous) or is_flat(current)):
+        now = _rgb01(current)
+        carried = _levels_like(warp(_rgb01(previous, now.shape), backward), now)
+        lost = (np.abs(now - carried).mean(axis=2) > tolerance) & ~uncovered
+    return Link(backward, _weights(uncovered | lost, boundary, boundary_weight), coverage,
+                is_cut(coverage, previous, current, threshold), uncovered, lost)
+
+
+def _levels_like(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``image`` with each channel's mean and spread set to ``reference``'s: a global gain (a fade,
+    the exposure) taken out before two frames are compared."""
+    axes = (0, 1)
+    spread = image.std(axis=axes)
+    gain = np.where(spread > 1e-3, reference.std(axis=axes) / np.maximum(spread, 1e-3), 1.0)
+    return (image - image.mean(axis=axes)) * gain + reference.mean(axis=axes)
 
 
 def is_cut(coverage: float, previous=None, current=None, threshold: float = CUT_THRESHOLD) -> bool:

@@ -8,6 +8,10 @@ Why it is built this way:
   finished frame has a record; a record without its frame (killed in between) is simply
   superseded when the frame is redone, and a line torn by a kill is cut off on the next open.
 - ``done`` is the contiguous prefix 0..done-1 of finished frames: the run continues from there.
+- Passes (VideoConfig.passes): a frame redone in pass p >= 2 is written as ``frame_N.passP.png``
+  (the same atomic rename), then its older file is removed; the highest pass on disk is the
+  frame, so a kill between the two leaves the newer one in charge. Later passes revisit frames
+  in any order, so they need each frame's content at the working size: ``content_N.png``.
 - ``manifest.json`` holds the options that decide what a frame looks like and their hash; other
   options (say, the output path) are the caller's business and are not passed. A different hash
   clears the frames and starts over, with a message naming the changed options for the CLI.
@@ -29,9 +33,10 @@ from .errors import OutputError
 
 MANIFEST = "manifest.json"
 RECORDS = "frames.jsonl"
-FRAME_NAME = re.compile(r"^frame_(\d{6})\.png$")
-TEMP_NAME = re.compile(r"^\.(frame_\d{6}\.png|manifest\.json)\.part-")
-VERSION = 1
+FRAME_NAME = re.compile(r"^frame_(\d{6})(?:\.pass(\d+))?\.png$")
+CONTENT_NAME = re.compile(r"^content_(\d{6})\.png$")
+TEMP_NAME = re.compile(r"^\.(frame_\d{6}(\.pass\d+)?\.png|content_\d{6}\.png|manifest\.json)\.part-")
+VERSION = 2
 
 
 def options_hash(options: dict) -> str:
@@ -71,42 +76,72 @@ def open_frame_store(folder, options: dict) -> tuple["FrameStore", str | None]:
 
 
 class FrameStore:
-    """Finished frames ``frame_000000.png`` ... and their records in one folder."""
+    """Finished frames ``frame_000000.png`` ... (and their later passes), their records and, for
+    later passes, their content frames, in one folder."""
 
     def __init__(self, folder: Path, options: dict):
         self.folder, self.options, self.hash = Path(folder), options, options_hash(options)
-        self.finished = {int(m.group(1)) for p in self.folder.iterdir() if (m := FRAME_NAME.match(p.name))}
+        self.passes: dict[int, int] = {}  # frame -> the highest pass on disk
+        self.contents: set[int] = set()
+        for path in self.folder.iterdir():
+            if match := FRAME_NAME.match(path.name):
+                index, number = int(match.group(1)), int(match.group(2) or 1)
+                self.passes[index] = max(number, self.passes.get(index, 0))
+            elif match := CONTENT_NAME.match(path.name):
+                self.contents.add(int(match.group(1)))
+
+    @property
+    def finished(self) -> set[int]:
+        """The frames with at least their first pass on disk."""
+        return set(self.passes)
+
+    def pass_of(self, index: int) -> int:
+        """The highest pass of frame ``index`` on disk; 0 when it has none."""
+        return self.passes.get(index, 0)
 
     @property
     def done(self) -> int:
         """How many frames from the start are finished (frames 0 .. done-1)."""
         count = 0
-        while count in self.finished:
+        while count in self.passes:
             count += 1
         return count
 
-    def frame_path(self, index: int) -> Path:
-        return self.folder / f"frame_{index:06d}.png"
+    def frame_path(self, index: int, pass_number: int | None = None) -> Path:
+        """The file of frame ``index`` in ``pass_number`` (default: the highest on disk, or 1)."""
+        number = pass_number or self.passes.get(index, 1)
+        return self.folder / (f"frame_{index:06d}.png" if number == 1 else f"frame_{index:06d}.pass{number}.png")
 
-    def save(self, index: int, image: Image.Image, record: dict | None = None) -> Path:
-        """Store a finished frame: its record first, then the PNG by an atomic rename."""
-        self._append_record({**(record or {}), "index": index})
-        path = self.frame_path(index)
-        try:
-            _atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=1))
-        except OSError as exc:
-            raise OutputError(f"work dir {self.folder}: cannot write frame {index} ({exc.strerror or exc})") from None
-        self.finished.add(index)
+    def save(self, index: int, image: Image.Image, record: dict | None = None, pass_number: int = 1) -> Path:
+        """Store a finished frame (of a pass): its record first, then the PNG by an atomic rename,
+        then the frame's file of an earlier pass, if any, is removed."""
+        self._append_record({**(record or {}), "index": index, "pass": pass_number})
+        path = self.frame_path(index, pass_number)
+        self._write(path, image, f"frame {index}")
+        older = self.passes.get(index)
+        self.passes[index] = pass_number
+        if older is not None and older != pass_number:
+            self.frame_path(index, older).unlink(missing_ok=True)
         return path
 
     def load(self, index: int) -> Image.Image:
-        """A finished frame as an RGB image (to warp from, or to encode the video)."""
+        """A finished frame, its latest pass, as an RGB image (to warp from, or to encode the video)."""
         with Image.open(self.frame_path(index)) as image:
             return image.convert("RGB")
 
+    def save_content(self, index: int, image: Image.Image) -> None:
+        """The content frame at the working size, for the passes after the first."""
+        self._write(self.folder / f"content_{index:06d}.png", image, f"content frame {index}")
+        self.contents.add(index)
+
+    def load_content(self, index: int) -> Image.Image:
+        with Image.open(self.folder / f"content_{index:06d}.png") as image:
+            return image.convert("RGB")
+
     def records(self) -> list[dict]:
-        """The last record of each finished frame 0 .. done-1, in order (rebuilds the summary)."""
-        latest: dict[int, dict] = {}
+        """For each finished frame 0 .. done-1, in order: the record of its latest pass on disk,
+        with ``seconds`` summed over its passes (rebuilds the summary)."""
+        latest: dict[tuple[int, int], dict] = {}
         path = self.folder / RECORDS
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -115,20 +150,34 @@ class FrameStore:
                 except json.JSONDecodeError:
                     continue  # a line torn by a kill
                 if isinstance(record, dict) and isinstance(record.get("index"), int):
-                    latest[record["index"]] = record
-        return [latest[i] for i in range(self.done) if i in latest]
+                    latest[record["index"], record.get("pass", 1)] = record
+        out = []
+        for index in range(self.done):
+            number = self.passes[index]
+            if (index, number) in latest:
+                seconds = sum(latest[index, p].get("seconds", 0.0) for p in range(1, number + 1)
+                              if (index, p) in latest)
+                out.append({**latest[index, number], "seconds": round(seconds, 3)})
+        return out
 
     def clear(self) -> None:
-        """Delete this module's files (frames, records, manifest) and nothing else."""
+        """Delete this module's files (frames, content frames, records, manifest) and nothing else."""
         for path in self.folder.iterdir():
-            if FRAME_NAME.match(path.name) or path.name in (RECORDS, MANIFEST):
+            if FRAME_NAME.match(path.name) or CONTENT_NAME.match(path.name) or path.name in (RECORDS, MANIFEST):
                 path.unlink()
-        self.finished.clear()
+        self.passes.clear()
+        self.contents.clear()
 
     def write_manifest(self) -> None:
         manifest = {"version": VERSION, "hash": self.hash, "options": self.options}
         text = json.dumps(manifest, sort_keys=True, indent=1, default=str)
         _atomic_write(self.folder / MANIFEST, lambda f: f.write(text.encode()))
+
+    def _write(self, path: Path, image: Image.Image, what: str) -> None:
+        try:
+            _atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=1))
+        except OSError as exc:
+            raise OutputError(f"work dir {self.folder}: cannot write {what} ({exc.strerror or exc})") from None
 
     def _append_record(self, record: dict) -> None:
         line = json.dumps(record, sort_keys=True, default=str) + "\n"

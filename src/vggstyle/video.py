@@ -11,6 +11,11 @@ plus the temporal term -> the frame store (resumable work dir) -> the video writ
   (--init-frame prev-warped) and takes --frame-iterations; the first frame of the clip and of every
   shot after a cut (flow coverage under flow.CUT_THRESHOLD) start as a still: --first-frame-iterations
   and no temporal term dragging the last shot in.
+* Then later passes (--passes, 3 by default: back, then forward again): each frame of a shot, in
+  the pass's direction, starts from itself blended with the neighbour the pass comes from (already
+  revisited) warped into it, and takes --frame-iterations more with the temporal term toward both
+  neighbours (Ruder et al. sec. 3.3's multi-pass idea). What the first pass drifted into, frame
+  after frame, is pulled back from both sides; measured in docs/video.md.
 * Every finished frame goes to the work dir atomically; the same call again resumes after the last
   finished frame (other options: starts over, and says so). The output is written to a temporary
   file and renamed at the end; a stop or an error leaves no output, the finished frames stay.
@@ -54,7 +59,15 @@ class VideoConfig:
     motion_boundary_weight: float = _opt(
         1.0, "weight of the temporal term at motion boundaries of the flow, 0..1; 0: the paper's (free them); "
              "on noisy flow most of them are still background, which then re-stylizes every frame")
-    frame_iterations: int = _opt(30, "iterations of every other frame (they start from the previous output)")
+    warp_tolerance: float = _opt(
+        0.15, "where the previous content frame, warped along the flow, differs from this one by more than this "
+              "(mean RGB difference, 0..1), the flow lost track (a walker's limbs): those pixels start from the "
+              "content and are free of the temporal term; 1: off")
+    frame_iterations: int = _opt(10, "iterations of every other frame in each pass (they start from the previous "
+                                     "output)")
+    passes: int = _opt(3, "passes over the clip: 1 = forward only (each frame follows the one before); 2 = then "
+                          "backward, each frame pulled toward both neighbours; 3 = forward again (the default: "
+                          "far steadier than one pass with the same iterations in all); more alternate")
     init_frame: str = _opt("prev-warped", "how a frame after the first starts: prev-warped (the previous output "
                            "warped along the flow), content, or random", choices=INIT_FRAMES)
     long_term: list = _opt([], "long-term consistency: compare with these earlier frames, closest first, e.g. "
@@ -82,6 +95,11 @@ class VideoConfig:
         """The earlier frames the temporal term compares with (1 = the previous one)."""
         return tuple(self.long_term) or (1,)
 
+    @property
+    def tolerance(self) -> float | None:
+        """--warp-tolerance for flow.link: None when it is off (1: no difference is over it)."""
+        return None if self.warp_tolerance >= 1 else float(self.warp_tolerance)
+
     def replace(self, **changes) -> "VideoConfig":
         return dataclasses.replace(self, **changes)
 
@@ -93,7 +111,10 @@ class VideoConfig:
         weight = self.motion_boundary_weight
         if not (isinstance(weight, (int, float)) and 0 <= weight <= 1):
             raise ConfigError(f"--motion-boundary-weight must be a number from 0 to 1, got {weight}")
-        for name in ("first_frame_iterations", "frame_iterations", "max_frames"):
+        tolerance = self.warp_tolerance
+        if not (isinstance(tolerance, (int, float)) and 0 < tolerance <= 1):
+            raise ConfigError(f"--warp-tolerance must be a number above 0, at most 1, got {tolerance}")
+        for name in ("first_frame_iterations", "frame_iterations", "passes", "max_frames"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value}")
@@ -124,6 +145,9 @@ class FrameDone:
     first: bool  # started a shot (the clip's first frame, or after a cut)
     resumed: bool  # taken from the work dir, not stylized in this run
     image: Image.Image
+    pass_number: int = 1  # which pass over the clip (1-based) finished it
+    passes: int = 1
+    pass_frames: int | None = None  # frames this pass optimizes (a later pass skips where it turns)
 
 
 @dataclass
@@ -143,6 +167,8 @@ class VideoSummary:
     resumed: int = 0
     message: str | None = None  # from the work dir: resuming, or options changed
     stopped: bool = False
+    passes: int = 1
+    pass_number: int = 1  # the pass running when it ended (``passes`` when complete)
 
 
 def split_overrides(overrides: dict) -> tuple[dict, dict]:
@@ -171,8 +197,8 @@ def stylize_video(input, styles, output, config: StyleConfig | None = None, *, v
     output: .mp4, .webm, .gif, or a folder name (PNG frames). The frame rate and the sound are kept.
     config: the still-image StyleConfig (the frames are stylized at its --image-size); video: a
     VideoConfig; keyword overrides set fields of either (``temporal_weight=..., image_size=256``).
-    on_frame(FrameDone) after each frame, on_step(FrameStep) after each iteration: returning
-    False stops; the finished frames stay in the work dir, no output is written, and the same
+    on_frame(FrameDone) after each frame of each pass (its ``pass_number``; a later pass revisits
+    the frames in place), on_step(FrameStep) after each iteration: returning False stops; the finished frames stay in the work dir, no output is written, and the same
     call again resumes. on_message(text): the work dir's news ('resuming after N finished frames',
     'options changed (...); starting over'), also kept in the summary's ``message``.
     """

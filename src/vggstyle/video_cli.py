@@ -1,8 +1,8 @@
 """`vggstyle video INPUT STYLE [STYLE ...] -o OUTPUT`: the thin adapter from argv to stylize_video().
 
 Every still-image option (generated from StyleConfig by cli.add_config_options) plus the video
-ones (generated from VideoConfig). One progress bar over the frames, with the frame's iteration,
-its losses and an ETA. Ctrl-C stops after the current iteration, keeps the finished frames in the
+ones (generated from VideoConfig). One progress bar over the frames of each pass ("pass 2/2"), with
+the frame's iteration, its losses and an ETA. Ctrl-C stops after the current iteration, keeps the finished frames in the
 work dir and exits 130 (the same command continues); every user error is one line, exit 2.
 """
 
@@ -64,19 +64,26 @@ def _on_sigint(signum, frame):
 
 
 class _Bar:
-    """tqdm over frames; its postfix shows the frame's iteration and losses."""
+    """tqdm over the frames of a pass (a new bar for each pass); its postfix shows the frame's
+    iteration and losses."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.bar = None
+        self.pass_number = None
 
-    def _ensure(self, total: int):
-        if self.bar is None and not self.quiet:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
+    def _ensure(self, progress):
+        if self.quiet or (self.bar is not None and self.pass_number == progress.pass_number):
+            return
+        from tqdm import tqdm
+        self.close()
+        self.pass_number = progress.pass_number
+        label = f"pass {progress.pass_number}/{progress.passes}" if progress.passes > 1 else None
+        self.bar = tqdm(total=progress.pass_frames or progress.frames, desc=label, unit="frame", dynamic_ncols=True,
+                        file=sys.stderr)
 
     def step(self, progress) -> bool:
-        self._ensure(progress.frames)
+        self._ensure(progress)
         if self.bar is not None:
             text = " ".join(f"{k} {v:.3g}" for k, v in progress.losses.items() if k != "total")
             kind = "first" if progress.first else "frame"
@@ -84,7 +91,7 @@ class _Bar:
         return not _STOP["requested"]
 
     def frame(self, done) -> bool:
-        self._ensure(done.frames)
+        self._ensure(done)
         if self.bar is not None:
             self.bar.update(1)
         return not _STOP["requested"]
@@ -96,6 +103,7 @@ class _Bar:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +132,9 @@ def _run(args: argparse.Namespace) -> int:
         bar.close()
         signal.signal(signal.SIGINT, previous)
     if summary.stopped:
-        print(f"vggstyle video: stopped after {summary.frames} of {summary.total_frames} frames; run the same "
-              "command again to continue", file=sys.stderr)
+        where = (f"after {summary.frames} of {summary.total_frames} frames" if summary.pass_number == 1 else
+                 f"in pass {summary.pass_number} of {summary.passes} (the first pass is complete)")
+        print(f"vggstyle video: stopped {where}; run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not args.quiet:
         print(_done_line(summary, time.perf_counter() - start), file=sys.stderr)
@@ -141,5 +150,6 @@ def _done_line(summary, seconds: float) -> str:
     resumed = f" ({summary.resumed} resumed)" if summary.resumed else ""
     cuts = f"; shot cuts at frames {', '.join(map(str, summary.cuts))}" if summary.cuts else ""
     width, height = summary.size
-    return (f"done: {summary.frames} frames{resumed} in {seconds:.1f} s ({timing}), {width}x{height} px, "
+    passes = f", {summary.passes} passes" if summary.passes > 1 else ""
+    return (f"done: {summary.frames} frames{resumed}{passes} in {seconds:.1f} s ({timing}), {width}x{height} px, "
             f"{float(summary.fps):g} fps{cuts} -> {summary.output}")

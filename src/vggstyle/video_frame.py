@@ -24,6 +24,7 @@ from .image import tensor_to_pil
 from .inputs import Inputs, ScaleImages
 from .objective import Objective
 from .optimize import Finish, _render, build_objective, network_for, run_steps, style_features
+from .optional import require
 from .temporal import TemporalTerm
 
 
@@ -74,36 +75,90 @@ class Guide:
     weights: list[np.ndarray]
     previous: np.ndarray | None = None  # the output of t-1 warped into t (the start)
     uncovered: np.ndarray | None = None  # True where t-1 has nothing to give (disoccluded, outside)
+    lost: np.ndarray | None = None  # True where the flow lost track of the content (flow.link)
 
 
 def guide(shot: Shot, content: np.ndarray, offsets: tuple[int, ...], method: str,
-          boundary_weight: float = 1.0) -> Guide:
+          boundary_weight: float = 1.0, tolerance: float | None = None) -> Guide:
     """Flow from this frame to each earlier frame of ``offsets`` (1 = the previous one) still in the shot.
 
     The flow is computed on the content frames (clean, not stylized), both ways, for the mask.
     With more than one offset the weights are Ruder et al.'s long-term ones. ``boundary_weight``:
-    the weight at motion boundaries (VideoConfig.motion_boundary_weight; 0 is the paper's).
+    the weight at motion boundaries (VideoConfig.motion_boundary_weight; 0 is the paper's);
+    ``tolerance``: VideoConfig.warp_tolerance (flow.link).
     """
-    links = {1: link(shot.frames[0].content, content, method, boundary_weight=boundary_weight)}
+    options = {"boundary_weight": boundary_weight, "tolerance": tolerance}
+    links = {1: link(shot.frames[0].content, content, method, **options)}
     if links[1].cut:
         return Guide(True, links[1].coverage, [], [])
     for offset in offsets:
         if offset not in links and offset <= len(shot):
-            links[offset] = link(shot.frames[offset - 1].content, content, method, boundary_weight=boundary_weight)
+            links[offset] = link(shot.frames[offset - 1].content, content, method, **options)
     warped = {o: warp(shot.frames[o - 1].output, link_.flow) for o, link_ in links.items()}
     used = [o for o in offsets if o in links]
     masks = [links[o].mask for o in used]
     weights = long_term_weights(masks) if len(masks) > 1 else masks
-    return Guide(False, links[1].coverage, [warped[o] for o in used], weights, warped[1], links[1].uncovered)
+    return Guide(False, links[1].coverage, [warped[o] for o in used], weights, warped[1], links[1].uncovered,
+                 links[1].lost)
+
+
+INPAINT_RADIUS = 5  # px around a hole that cv2.inpaint (Telea) draws from
 
 
 def prev_warped_start(guide: Guide, content: torch.Tensor) -> torch.Tensor:
     """The previous output warped into this frame; where nothing could be warped from (disoccluded,
-    outside the frame), the content frame. Measured: starting those pixels from the warp too (Ruder
-    et al. sec. 3.1) lowered the warping error but left trails behind walking people, which 30
-    iterations do not redraw (docs/video.md)."""
-    uncovered = to_tensor(guide.uncovered.astype(np.float32))
-    return (1 - uncovered) * to_tensor(guide.previous) + uncovered * content
+    outside the frame), the warped output's own surroundings painted in (OpenCV's Telea
+    inpainting); where the flow lost track of the content (``guide.lost``), the content frame.
+
+    Why painted: a backward warp fills a disocclusion with whatever the flow points at, often the
+    person who just walked away (trails; Ruder et al. sec. 3.1 start there from the warp), and raw
+    photo pixels there were re-stylized from scratch every frame, the largest source of flicker
+    left (measured in docs/video.md). Why the content where the flow lost track: what is there (a
+    walker's arm) is not in the warped output at all, and has to be drawn.
+    """
+    cv2 = require("cv2")
+    start = np.clip(guide.previous, 0.0, 1.0)
+    if guide.uncovered.any():
+        holes = guide.uncovered.astype(np.uint8)
+        painted = cv2.inpaint((start * 255 + 0.5).astype(np.uint8), holes, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+        start = np.where(guide.uncovered[..., None], painted.astype(np.float32) / 255.0, start)
+    start = to_tensor(start)
+    if guide.lost is not None and guide.lost.any():
+        lost = to_tensor(guide.lost.astype(np.float32))
+        start = (1 - lost) * start + lost * content
+    return start
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A finished frame next to the one being revisited in a later pass: its output warped into
+    this frame and the consistency weight of that warp."""
+
+    warped: np.ndarray
+    weight: np.ndarray
+
+
+def neighbours(content: np.ndarray, around: list[tuple[np.ndarray, np.ndarray]], method: str,
+               boundary_weight: float = 1.0, tolerance: float | None = None) -> list[Neighbour]:
+    """For a later pass: each (content, output) of ``around`` (the frame the pass comes from first)
+    warped into this frame along the flow between the content frames, with its weight."""
+    found = []
+    for other_content, other_output in around:
+        step = link(other_content, content, method, boundary_weight=boundary_weight, tolerance=tolerance)
+        found.append(Neighbour(warp(other_output, step.flow), step.mask))
+    return found
+
+
+def revisit_start(own: np.ndarray, near: Neighbour, share: float = 0.5) -> torch.Tensor:
+    """A later pass starts a frame from its last output, moved ``share`` of the way toward the
+    neighbour the pass comes from (warped) where that warp is consistent (Ruder et al. sec. 3.3)."""
+    mix = share * near.weight[..., None]
+    return to_tensor((1.0 - mix) * own + mix * near.warped)
+
+
+def neighbour_term(weight: float, found: list[Neighbour]) -> TemporalTerm:
+    """The temporal term of a later pass: toward every neighbour at once, each with its weight."""
+    return TemporalTerm(weight, [to_tensor(n.warped) for n in found], [to_tensor(n.weight) for n in found])
 
 
 @dataclass
@@ -117,6 +172,9 @@ class FrameStep:
     losses: dict[str, float]
     first: bool  # the frame starts a shot: full iterations, no temporal term
     _render: Callable[[], Image.Image] | None = field(default=None, repr=False)
+    pass_number: int = 1  # which pass over the clip (1-based)
+    passes: int = 1
+    pass_frames: int | None = None  # frames this pass optimizes (a later pass skips where it turns)
 
     def image(self) -> Image.Image | None:
         """The frame as it is now (what it would be if stopped here): for a live preview."""
@@ -136,6 +194,13 @@ class FrameStylizer:
         self.styles = None  # from the first frame stylized: --original-colors matches the styles to it
         self.first_images: ScaleImages | None = None
 
+    def prime(self, images: ScaleImages) -> None:
+        """Compute the style features from ``images`` (the clip's first frame) unless done already:
+        a resumed run whose first frames are all on disk still matches the styles to frame 0."""
+        if self.styles is None:
+            self.first_images = images
+            self.styles = style_features(self.net, images)
+
     def images(self, frame: Image.Image) -> ScaleImages:
         """The frame as the content at the working size (and the styles, already resized)."""
         return dataclasses.replace(self.inputs, content=frame).at(self.side)
@@ -151,9 +216,7 @@ class FrameStylizer:
             on_step: Callable[[int, dict, Callable], bool] | None = None) -> tuple[Image.Image | None, dict, int]:
         """Optimize one frame; returns (finished image or None when stopped, last losses, iterations).
         on_step(iteration, losses, render): render() is the frame as it is now, as a PIL image."""
-        if self.styles is None:
-            self.first_images = images
-            self.styles = style_features(self.net, images)
+        self.prime(images)
         finish = Finish.for_images(self.config, images)
         terms = tuple(terms)
 

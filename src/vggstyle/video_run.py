@@ -9,6 +9,7 @@ from the work dir at the end in seconds, into a temporary file renamed into plac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -25,7 +26,8 @@ from .image import as_image_list, long_side_size
 from .inputs import load_inputs
 from .optimize import _call_scope, network_for
 from .video import FrameDone, VideoConfig, VideoSummary, default_work_dir
-from .video_frame import FrameStep, FrameStylizer, Shot, guide, prev_warped_start, temporal_term
+from .video_frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
+                          revisit_start, temporal_term)
 from .video_io import VideoWriter, check_video_output, open_video
 
 
@@ -53,7 +55,8 @@ class VideoRun:
         the output do not: a longer --end resumes)."""
         config = {k: v for k, v in self.config.to_dict().items() if k not in ("threads",)}
         video = {k: getattr(self.video, k) for k in ("temporal_weight", "frame_iterations", "init_frame",
-                                                     "long_term", "flow")}
+                                                     "long_term", "flow", "motion_boundary_weight", "passes",
+                                                     "warp_tolerance")}
         return {**config, **video, "first_frame_iterations": self.first_iterations,
                 "input": _identity(self.clip.info.source), "start_frame": self.clip.first,
                 "fps": str(self.clip.fps), "styles_and_masks": self.sources}
@@ -64,9 +67,16 @@ class VideoRun:
             store, message = open_frame_store(self.work_dir, self.options())
             if message and on_message is not None:
                 on_message(message)
-            summary = VideoSummary(None, 0, self.clip.frame_count, self.clip.fps, self.size, 0.0, message=message)
+            summary = VideoSummary(None, 0, self.clip.frame_count, self.clip.fps, self.size, 0.0, message=message,
+                                   passes=self.video.passes)
             started = time.perf_counter()
-            self._frames(store, summary, on_frame, on_step)
+            stylizer = FrameStylizer(self.inputs, self.policy, self.config.image_size)
+            self._frames(store, summary, stylizer, on_frame, on_step)
+            for number in range(2, self.video.passes + 1):
+                if summary.stopped:
+                    break
+                summary.pass_number = number
+                self._revisit(number, store, summary, stylizer, on_frame, on_step)
             if not summary.stopped:
                 summary.output = encode(store, summary.frames, self.output, self.clip)
                 if self.video.work_dir is None:
@@ -75,15 +85,20 @@ class VideoRun:
             summary.seconds = time.perf_counter() - started
         return summary
 
-    def _frames(self, store, summary: VideoSummary, on_frame, on_step) -> None:
-        stylizer = FrameStylizer(self.inputs, self.policy, self.config.image_size)
+    def _frames(self, store, summary: VideoSummary, stylizer: FrameStylizer, on_frame, on_step) -> None:
+        """The first pass: every frame in order, each after the one before."""
         shot = Shot(max(self.video.offsets))
         records = {r["index"]: r for r in store.records()}
+        keep_content = self.video.passes > 1
         for frame in self.clip.frames():
             images = stylizer.images(frame.image)
             content = np.asarray(_to_pil(images.photo))
+            if frame.index == 0:
+                stylizer.prime(images)
             record = records.get(frame.index) if frame.index < store.done else None
             resumed = record is not None
+            if keep_content and frame.index not in store.contents:
+                store.save_content(frame.index, Image.fromarray(content))
             if resumed:
                 image = store.load(frame.index)
                 if record["first"]:
@@ -102,16 +117,18 @@ class VideoRun:
             if record.get("cut"):
                 summary.cuts.append(frame.index)
             done = FrameDone(frame.index, self.clip.frame_count, record["losses"], record["seconds"],
-                             record["first"], resumed, image)
+                             record["first"], resumed, image, 1, self.video.passes,
+                             self.clip.frame_count)
             if on_frame is not None and on_frame(done) is False:
-                summary.stopped = summary.frames < self.clip.frame_count
+                summary.stopped = summary.frames < self.clip.frame_count or self.video.passes > 1
                 return
 
     def _stylize(self, frame, images, content, shot: Shot, stylizer: FrameStylizer, summary, on_step):
         """Optimize one frame; returns (image or None when stopped, its record)."""
         started = time.perf_counter()
         video = self.video
-        link = guide(shot, content, video.offsets, video.flow, video.motion_boundary_weight) if len(shot) else None
+        link = guide(shot, content, video.offsets, video.flow, video.motion_boundary_weight,
+                     video.tolerance) if len(shot) else None
         first = link is None or link.cut
         if first:
             shot.clear()
@@ -126,7 +143,7 @@ class VideoRun:
             if on_step is None:
                 return True
             return on_step(FrameStep(frame.index, self.clip.frame_count, step, iterations, losses, first,
-                                     render)) is not False
+                                     render, 1, video.passes, self.clip.frame_count)) is not False
 
         image, losses, done = stylizer.run(images, start, iterations, terms, hook)
         record = {"source_index": frame.source_index, "first": first, "cut": bool(link is not None and link.cut),
@@ -134,6 +151,63 @@ class VideoRun:
                   "losses": losses, "seconds": round(time.perf_counter() - started, 3)}
         return image, record
 
+    def _revisit(self, number: int, store, summary: VideoSummary, stylizer: FrameStylizer, on_frame, on_step) -> None:
+        """Pass ``number`` (2, 3, ...): even passes go backward, odd ones forward, shot by shot.
+
+        The frame where the previous pass ended (a shot's last frame going backward, its first going
+        forward) is where this one turns: skipped. Frames already at this pass on disk (a resumed
+        run) are taken as they are.
+        """
+        video, frames = self.video, summary.frames
+        backward = number % 2 == 0
+        records = {record["index"]: record for record in store.records()}
+        starts = sorted({0} | {i for i in range(1, frames) if records[i]["first"]}) + [frames]
+        shots = [(lo, hi - 1) for lo, hi in zip(starts, starts[1:])]
+        order = [t for lo, hi in (reversed(shots) if backward else shots)
+                 for t in (range(hi - 1, lo - 1, -1) if backward else range(lo + 1, hi + 1))]
+        content = functools.lru_cache(maxsize=4)(lambda index: np.asarray(store.load_content(index)))
+        if stylizer.styles is None:
+            stylizer.prime(stylizer.images(store.load_content(0)))
+        for t in order:
+            lo, hi = next(shot for shot in shots if shot[0] <= t <= shot[1])
+            resumed = store.pass_of(t) >= number
+            if resumed:
+                image, record = store.load(t), records[t]
+            else:
+                near, far = (t + 1, t - 1) if backward else (t - 1, t + 1)
+                around = [near] + ([far] if lo <= far <= hi else [])
+
+                def hook(step: int, losses: dict, render=None, t=t) -> bool:
+                    return on_step is None or on_step(FrameStep(t, frames, step, video.frame_iterations, losses,
+                                                                False, render, number, video.passes,
+                                                                len(order))) is not False
+
+                image, record = self._revisit_frame(t, around, content, store, stylizer, hook)
+                if image is None:
+                    summary.stopped = True
+                    return
+                record = {**records[t], **record}
+                store.save(t, image, record, pass_number=number)
+                summary.frame_seconds[t] += record["seconds"]
+                summary.losses[t] = record["losses"]
+            done = FrameDone(t, frames, record["losses"], record["seconds"], False, resumed, image, number,
+                             video.passes, len(order))
+            if on_frame is not None and on_frame(done) is False:
+                summary.stopped = number < video.passes or t != order[-1]
+                return
+
+    def _revisit_frame(self, t: int, around: list[int], content, store, stylizer: FrameStylizer, hook):
+        """Frame ``t`` in a later pass: it starts from its last output blended toward ``around[0]``
+        (the neighbour the pass comes from, already revisited) and takes --frame-iterations with the
+        temporal term toward every frame of ``around`` (both neighbours inside its shot)."""
+        video, started = self.video, time.perf_counter()
+        found = neighbours(content(t), [(content(i), stylizer.as_optimized(store.load(i))) for i in around],
+                           video.flow, video.motion_boundary_weight, video.tolerance)
+        start = revisit_start(stylizer.as_optimized(store.load(t)), found[0])
+        terms = (neighbour_term(video.temporal_weight, found),) if video.temporal_weight > 0 else ()
+        images = stylizer.images(Image.fromarray(content(t)))
+        image, losses, done = stylizer.run(images, start, video.frame_iterations, terms, hook)
+        return image, {"iterations": done, "losses": losses, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _identity(item) -> str:

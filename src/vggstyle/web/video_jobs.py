@@ -9,8 +9,10 @@ Why it is built this way:
   kept beside the result, so a cancel, which stops after the current iteration, still ends with
   an MP4 of every frame done (the library writes no output when stopped). When the run
   completes, the library's own output is the result and that copy is dropped.
-- Progress: the frame (k of n), the iteration within it (i of m), the losses; the ETA from the
-  measured seconds per frame (frames after the first, which take fewer iterations).
+- Progress: the pass (p of P; VideoConfig.passes), the frame (k of n), the iteration within it (i of
+  m), the losses; the ETA from the measured seconds per frame (frames after the first, which take
+  fewer iterations; a later pass's frames take as many). What a cancel keeps is the first pass's
+  frames: a later pass revisits frames in place, out of order.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ class VideoJob(Job):
     frames: int = 1
     fps: Fraction = Fraction(25)
     frame: int = 0  # the frame being optimized, 1-based; 0 before the first iteration
-    frames_done: int = 0
+    frames_done: int = 0  # in the first pass
+    pass_number: int = 1
+    passes: int = 0  # as the run reports them (0 before it does: VideoConfig's)
+    pass_frames: int = 0  # frames the current later pass revisits (it skips where it turns)
+    pass_done: int = 0  # of them, finished
+    pass_last: int = 0  # the last frame finished in this pass, 1-based (0: none yet)
     frame_total: int = 0  # iterations of the current frame
     iterations_done: int = 0  # in the finished frames
     frame_seconds: list = field(default_factory=list)
@@ -59,13 +66,19 @@ class VideoJob(Job):
     @property
     def cost(self) -> float:
         """Work units (pixels x iterations) of the whole clip; frames run at one scale."""
-        iterations = self.first_iterations + (self.frames - 1) * self.video.frame_iterations
+        iterations = self.first_iterations + (self.frames - 1) * self.video.frame_iterations * self.video.passes
         return self.size[0] * self.size[1] * iterations
 
     @property
     def iterations(self) -> int:
         """Iterations run so far: the finished frames' and those of the frame in progress."""
-        return self.iterations_done + (self.step if self.frame > self.frames_done else 0)
+        return self.iterations_done + (self.step if self._frame_in_progress else 0)
+
+    @property
+    def _frame_in_progress(self) -> bool:
+        if self.pass_number == 1:
+            return self.frame > self.frames_done
+        return self.frame != self.pass_last and self.pass_done < self.pass_frames
 
     def units_done(self) -> float:
         return self.size[0] * self.size[1] * self.iterations
@@ -76,8 +89,15 @@ class VideoJob(Job):
         per_iteration = self.elapsed / max(1, self.iterations)
         later = self.frame_seconds[1:]
         per_frame = sum(later) / len(later) if later else per_iteration * self.video.frame_iterations
-        current = (self.total - self.step) * per_iteration if self.frame > self.frames_done else 0.0
-        return current + max(0, self.frames - max(self.frame, self.frames_done, 1)) * per_frame
+        current = (self.total - self.step) * per_iteration if self._frame_in_progress else 0.0
+        revisits = max(0, self.frames - 1)  # a later pass's frames, the shots' turning frames left out
+        if self.pass_number == 1:
+            frames_left = max(0, self.frames - max(self.frame, self.frames_done, 1)) + \
+                ((self.passes or self.video.passes) - 1) * revisits
+        else:
+            frames_left = max(0, self.pass_frames - self.pass_done - (1 if self._frame_in_progress else 0)) + \
+                (self.passes - self.pass_number) * (self.pass_frames or revisits)
+        return current + frames_left * per_frame
 
     def release(self) -> None:
         super().release()
@@ -88,7 +108,8 @@ class VideoJob(Job):
     def extra_snapshot(self) -> dict:
         later = self.frame_seconds[1:] or self.frame_seconds
         return {"frame": self.frame, "frames": self.frames, "frames_done": self.frames_done,
-                "fps": float(self.fps), "iterations_total": self.iterations,
+                "pass": self.pass_number, "passes": self.passes or self.video.passes, "pass_frames": self.pass_frames,
+                "pass_done": self.pass_done, "fps": float(self.fps), "iterations_total": self.iterations,
                 "seconds_per_frame": round(sum(later) / len(later), 3) if later else None}
 
 
@@ -152,7 +173,8 @@ class VideoRunner:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         parameters = {**config.to_dict(), "temporal_weight": job.video.temporal_weight,
-                      "frame_iterations": job.video.frame_iterations, "frames_done": job.frames_done,
+                      "frame_iterations": job.video.frame_iterations, "passes": job.video.passes,
+                      "frames_done": job.frames_done,
                       "frames": job.frames, "fps": str(job.fps)}
         return path, parameters
 
@@ -174,6 +196,7 @@ class VideoRunner:
             preview = None if image is None else png_bytes(image)
         with queue.lock:
             job.frame, job.frames, job.step, job.frame_total = step.index + 1, step.frames, step.step, step.steps
+            self._enter_pass(step)
             job.losses = dict(step.losses)
             job.elapsed = time.time() - self.started
             job.iterations_per_second = job.iterations / job.elapsed if job.elapsed > 0 else 0.0
@@ -183,14 +206,28 @@ class VideoRunner:
             job.version += 1
         return not stop
 
+    def _enter_pass(self, progress) -> None:
+        """Called under the queue's lock: a new pass starts its own frame count."""
+        job = self.job
+        if progress.pass_number != job.pass_number:
+            job.pass_number, job.pass_done, job.pass_last = progress.pass_number, 0, 0
+        job.passes, job.pass_frames = progress.passes, progress.pass_frames or job.frames
+
     def on_frame(self, done, kept: FramesKept) -> bool:
         job, queue = self.job, self.queue
-        kept.add(done.image)
+        first_pass = done.pass_number == 1
+        if first_pass:
+            kept.add(done.image)
         poster = png_bytes(done.image)
         with queue.lock:
-            job.frames_done = done.index + 1
-            job.frame_seconds.append(done.seconds)
-            job.iterations_done += job.step if job.frame == done.index + 1 else 0
+            in_progress = job.frame == done.index + 1 and job._frame_in_progress
+            self._enter_pass(done)
+            if first_pass:
+                job.frames_done = done.index + 1
+                job.frame_seconds.append(done.seconds)
+            else:
+                job.pass_done, job.pass_last = job.pass_done + 1, done.index + 1
+            job.iterations_done += job.step if in_progress else 0
             job.poster = poster
             job.elapsed = time.time() - self.started
             job.version += 1

@@ -423,13 +423,20 @@ function imageStatus(job, eta) {
 function videoStatus(job, eta) {
   if (!job.frame) return "Starting (loading the network, reading the video)…";
   const pace = job.seconds_per_frame ? ` · ${job.seconds_per_frame.toFixed(1)} s per frame` : "";
-  return `Frame ${job.frame} of ${job.frames}, iteration ${job.step} of ${job.total}${pace}${eta}`;
+  const pass = job.passes > 1 ? `Pass ${job.pass} of ${job.passes}: f` : "F";
+  return `${pass}rame ${job.frame} of ${job.frames}, iteration ${job.step} of ${job.total}${pace}${eta}`;
 }
 
 function fractionDone(job) {
   if (job.kind !== "video") return job.total ? job.step / job.total : 0;
-  const current = job.frame > job.frames_done && job.total ? job.step / job.total : 0;
-  return job.frames ? (job.frames_done + current) / job.frames : 0;
+  const passes = job.passes || 1;
+  if ((job.pass || 1) === 1) {
+    const current = job.frame > job.frames_done && job.total ? job.step / job.total : 0;
+    return job.frames ? (job.frames_done + current) / job.frames / passes : 0;
+  }
+  const current = job.total && job.step < job.total ? job.step / job.total : 0;  // between frames: 0
+  const within = job.pass_frames ? (job.pass_done + current) / job.pass_frames : 0;
+  return (job.pass - 1 + within) / passes;
 }
 
 function loadPreview(final) {
@@ -475,7 +482,9 @@ function finish(job) {
     return;
   } else if (job.state === "cancelled") {
     if (!job.has_result) status.textContent = "Cancelled before a result was ready";
-    else status.textContent = video ? `Cancelled: the ${job.frames_done} of ${job.frames} frames done are kept`
+    else if (video && job.pass > 1) {
+      status.textContent = `Cancelled in pass ${job.pass} of ${job.passes}: the first pass's ${job.frames_done} frames are kept`;
+    } else status.textContent = video ? `Cancelled: the ${job.frames_done} of ${job.frames} frames done are kept`
       : `Cancelled after ${job.step} iterations`;
   } else {
     status.textContent = "Failed";
