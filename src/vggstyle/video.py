@@ -199,7 +199,8 @@ def stylize_video(input, styles, output, config: StyleConfig | None = None, *, v
     VideoConfig; keyword overrides set fields of either (``temporal_weight=..., image_size=256``).
     on_frame(FrameDone) after each frame of each pass (its ``pass_number``; a later pass revisits
     the frames in place), on_step(FrameStep) after each iteration: returning False stops; the
-    finished frames stay in the work dir, no output is written, and the same call again resumes. on_message(text): the work dir's news ('resuming after N finished frames',
+    finished frames stay in the work dir, no output is written, and the same call again resumes.
+    on_message(text): the work dir's news ('resuming after N finished frames',
     'options changed (...); starting over'), also kept in the summary's ``message``.
     """
     from .video_run import VideoRun  # torch, PyAV and OpenCV are imported here

@@ -1,9 +1,10 @@
 """`vggstyle video INPUT STYLE [STYLE ...] -o OUTPUT`: the thin adapter from argv to stylize_video().
 
 Every still-image option (generated from StyleConfig by cli.add_config_options) plus the video
-ones (generated from VideoConfig). One progress bar over the frames of each pass ("pass 2/2"), with
-the frame's iteration, its losses and an ETA. Ctrl-C stops after the current iteration, keeps the finished frames in the
-work dir and exits 130 (the same command continues); every user error is one line, exit 2.
+ones (generated from VideoConfig). One progress bar over the frames of each pass ("pass 2/3"),
+with the frame's iteration, its losses and an ETA. Ctrl-C stops after the current iteration, keeps
+the finished frames in the work dir and exits 130 (the same command continues); every user error
+is one line, exit 2.
 """
 
 from __future__ import annotations

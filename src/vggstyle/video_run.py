@@ -163,13 +163,12 @@ class VideoRun:
         records = {record["index"]: record for record in store.records()}
         starts = sorted({0} | {i for i in range(1, frames) if records[i]["first"]}) + [frames]
         shots = [(lo, hi - 1) for lo, hi in zip(starts, starts[1:])]
-        order = [t for lo, hi in (reversed(shots) if backward else shots)
+        order = [(t, lo, hi) for lo, hi in (reversed(shots) if backward else shots)
                  for t in (range(hi - 1, lo - 1, -1) if backward else range(lo + 1, hi + 1))]
         content = functools.lru_cache(maxsize=4)(lambda index: np.asarray(store.load_content(index)))
         if stylizer.styles is None:
             stylizer.prime(stylizer.images(store.load_content(0)))
-        for t in order:
-            lo, hi = next(shot for shot in shots if shot[0] <= t <= shot[1])
+        for t, lo, hi in order:
             resumed = store.pass_of(t) >= number
             if resumed:
                 image, record = store.load(t), records[t]
@@ -193,7 +192,7 @@ class VideoRun:
             done = FrameDone(t, frames, record["losses"], record["seconds"], False, resumed, image, number,
                              video.passes, len(order))
             if on_frame is not None and on_frame(done) is False:
-                summary.stopped = number < video.passes or t != order[-1]
+                summary.stopped = number < video.passes or t != order[-1][0]
                 return
 
     def _revisit_frame(self, t: int, around: list[int], content, store, stylizer: FrameStylizer, hook):

@@ -41,7 +41,7 @@ class VideoJob(Job):
     frame: int = 0  # the frame being optimized, 1-based; 0 before the first iteration
     frames_done: int = 0  # in the first pass
     pass_number: int = 1
-    passes: int = 0  # as the run reports them (0 before it does: VideoConfig's)
+    reported_passes: int = 0  # as the run reports them (0 before it does; see passes)
     pass_frames: int = 0  # frames the current later pass revisits (it skips where it turns)
     pass_done: int = 0  # of them, finished
     pass_last: int = 0  # the last frame finished in this pass, 1-based (0: none yet)
@@ -62,6 +62,11 @@ class VideoJob(Job):
     @property
     def first_iterations(self) -> int:
         return self.video.first_frame_iterations or self.config.iterations
+
+    @property
+    def passes(self) -> int:
+        """The passes of the run: as it reports them, VideoConfig's until it does."""
+        return self.reported_passes or self.video.passes
 
     @property
     def cost(self) -> float:
@@ -93,7 +98,7 @@ class VideoJob(Job):
         revisits = max(0, self.frames - 1)  # a later pass's frames, the shots' turning frames left out
         if self.pass_number == 1:
             frames_left = max(0, self.frames - max(self.frame, self.frames_done, 1)) + \
-                ((self.passes or self.video.passes) - 1) * revisits
+                (self.passes - 1) * revisits
         else:
             frames_left = max(0, self.pass_frames - self.pass_done - (1 if self._frame_in_progress else 0)) + \
                 (self.passes - self.pass_number) * (self.pass_frames or revisits)
@@ -108,7 +113,7 @@ class VideoJob(Job):
     def extra_snapshot(self) -> dict:
         later = self.frame_seconds[1:] or self.frame_seconds
         return {"frame": self.frame, "frames": self.frames, "frames_done": self.frames_done,
-                "pass": self.pass_number, "passes": self.passes or self.video.passes, "pass_frames": self.pass_frames,
+                "pass": self.pass_number, "passes": self.passes, "pass_frames": self.pass_frames,
                 "pass_done": self.pass_done, "fps": float(self.fps), "iterations_total": self.iterations,
                 "seconds_per_frame": round(sum(later) / len(later), 3) if later else None}
 
@@ -211,7 +216,7 @@ class VideoRunner:
         job = self.job
         if progress.pass_number != job.pass_number:
             job.pass_number, job.pass_done, job.pass_last = progress.pass_number, 0, 0
-        job.passes, job.pass_frames = progress.passes, progress.pass_frames or job.frames
+        job.reported_passes, job.pass_frames = progress.passes, progress.pass_frames or job.frames
 
     def on_frame(self, done, kept: FramesKept) -> bool:
         job, queue = self.job, self.queue
