@@ -32,6 +32,18 @@ def run_measured(argv: list[str], timeout: float = 3600, env: dict | None = None
     return out, proc.returncode, usage.ru_maxrss / 1024.0
 
 
+def child_env(source: str | None = None) -> dict | None:
+    """The children's environment: another checkout's src/ (source), and ONEDNN_MAX_CPU_ISA from
+    VGGSTYLE_BENCH_ISA (e.g. AVX2: oneDNN then runs as on an AVX2-only CPU, bf16 refused, for a
+    side-by-side on such a CPU class when the machine has more)."""
+    extra = {}
+    if source is not None:
+        extra["PYTHONPATH"] = source
+    if os.environ.get("VGGSTYLE_BENCH_ISA"):
+        extra["ONEDNN_MAX_CPU_ISA"] = os.environ["VGGSTYLE_BENCH_ISA"]
+    return {**os.environ, **extra} if extra else None
+
+
 def vggstyle_run(options: dict, content=CONTENT, styles=(STYLE,), record_images_at: str | None = None,
                  timeout: float = 7200, source: str | None = None) -> dict:
     """Stylize in a child process with these StyleConfig options; returns the child's JSON plus peak_rss_mb.
@@ -40,8 +52,8 @@ def vggstyle_run(options: dict, content=CONTENT, styles=(STYLE,), record_images_
     """
     payload = json.dumps({"options": options, "content": str(content), "styles": [str(s) for s in styles],
                           "save": record_images_at})
-    env = None if source is None else {**os.environ, "PYTHONPATH": source}
-    out, code, rss = run_measured([sys.executable, str(Path(__file__).resolve()), payload], timeout, env)
+    out, code, rss = run_measured([sys.executable, str(Path(__file__).resolve()), payload], timeout,
+                                  child_env(source))
     if code != 0:
         return {"error": f"exit {code}", "peak_rss_mb": rss}
     result = json.loads(out.strip().splitlines()[-1])
@@ -77,7 +89,8 @@ def _child(payload: str) -> None:
     first_step = times[0] - start if times else float("nan")
     print(json.dumps({"times": [t - start for t in times], "losses": losses, "final_scale": scales,
                       "wall_s": wall, "first_step_s": first_step, "ms_per_iter": median_ms(times),
-                      "precision": image.info["vggstyle"]["precision_used"], "size": image.size}))
+                      "precision": image.info["vggstyle"]["precision_used"], "size": image.size,
+                      "kernels": image.info["vggstyle"].get("kernels_used", "onednn")}))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/kernels.py [--image-size 512] [--rounds 15]
 
 A VGG19 pass to relu5_1 with the default losses' layers, forward + backward to the image, in the
-default precision: convolution + ReLU fused in one oneDNN primitive (vgg.conv_relu) vs separate
-convolution and ReLU. Prints median milliseconds; the load average before and after.
+default precision: convolution + ReLU fused in one oneDNN primitive (kernels.conv_relu) vs separate
+convolution and ReLU; then each layer shape every way it can run here: float32 on oneDNN in
+channels_last or NCHW, float32 on NNPACK's Winograd, and bf16 on oneDNN where the CPU has it.
+Prints median milliseconds; the load average before and after.
 """
 
 import argparse
@@ -28,7 +30,7 @@ def _median_ms(fn, rounds: int, others) -> list[float]:
             start = time.perf_counter()
             f()
             times[i].append(1000 * (time.perf_counter() - start))
-    return [statistics.median(t[2:]) for t in times]
+    return [statistics.median(t[2:] if len(t) > 2 else t) for t in times]
 
 
 def vgg_pass(net: VGG19Features, image: torch.Tensor):
@@ -58,7 +60,42 @@ def main() -> None:
     print(f"| fused conv+ReLU ({'on' if fused.fused else 'not available here'}) | {ms[0]:.0f} |")
     print(f"| separate | {ms[1]:.0f} |")
 
+    per_layer(height, width, args.rounds)
     print(f"\nload average after: {os.getloadavg()}")
+
+
+def per_layer(height: int, width: int, rounds: int) -> None:
+    """Each VGG layer shape, forward + backward, every way it can run here (Winograd beside bf16?)."""
+    from vggstyle.device import cpu_runs_bf16
+    from vggstyle.kernels import CONV_SHAPES, VARIANTS, measure_layers
+
+    timings = measure_layers((height, width), max(2, rounds // 5))
+    bf16 = {}
+    if cpu_runs_bf16():
+        for shape in dict.fromkeys(CONV_SHAPES):
+            cin, cout, pools = shape
+            conv = torch.nn.Conv2d(cin, cout, 3, padding=1).requires_grad_(False)
+            conv = conv.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+            x = torch.rand(1, cin, height >> pools, width >> pools).bfloat16()
+            x = x.contiguous(memory_format=torch.channels_last)
+            bf16[shape] = _median_ms(None, max(4, rounds // 3), [_layer_pass(conv, x)])[0]
+    print(f"\n| layer (in->out @ map) | {' | '.join(VARIANTS)} (fp32 ms) | bf16 oneDNN channels_last (ms) |")
+    print("| --- | --- | --- | --- | --- |")
+    for shape, variants in timings.items():
+        cin, cout, pools = shape
+        cells = " | ".join(f"{1000 * variants[v]:.1f}" for v in VARIANTS)
+        print(f"| {cin}->{cout} @ {width >> pools}x{height >> pools} | {cells} | "
+              f"{bf16[shape]:.1f} |" if shape in bf16 else f"| {cin}->{cout} | {cells} | - |")
+
+
+def _layer_pass(conv, x):
+    from vggstyle.kernels import conv_relu
+
+    def run():
+        leaf = x.detach().requires_grad_(True)
+        out = conv_relu(leaf, conv, True)
+        out.backward(torch.ones_like(out))
+    return run
 
 
 if __name__ == "__main__":

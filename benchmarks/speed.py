@@ -1,8 +1,11 @@
-"""Speed, side by side: vggstyle float32, vggstyle auto precision, and the pastiche CLI.
+"""Speed, side by side: vggstyle float32 on oneDNN only, float32 with Winograd where it wins, the
+default (bf16 where the CPU has it), and the pastiche CLI.
 
     python benchmarks/speed.py                        # everything (~40 min on 2 cores)
     python benchmarks/speed.py --sizes 512 --skip-ttq # per-iteration table only
     python benchmarks/speed.py --sizes 512 --skip-quality --skip-ttq --also before=/path/to/old/src
+    VGGSTYLE_BENCH_ISA=AVX2 python benchmarks/speed.py --sizes 512 --skip-quality --skip-ttq
+        # every contender (pastiche too) with oneDNN limited to AVX2: an AVX2-only CPU's oneDNN
 
 Three tables, contenders interleaved in one run (this machine is shared and noisy):
 1. milliseconds per iteration (median over the steps after the first two; setup
@@ -24,14 +27,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _harness import CONTENT, STYLE, median_ms, run_measured, vggstyle_run
+from _harness import CONTENT, STYLE, child_env, median_ms, run_measured, vggstyle_run
 
 
 def pastiche_run(size: int, iterations: int, output: Path) -> dict:
     argv = [sys.executable, "-m", "pastiche", "--content", str(CONTENT), "--styles", str(STYLE),
             "--output", str(output), "--size", str(size), "--num-steps", str(iterations), "--info-step", "1",
             "--device", "cpu", "--seed", "0"]
-    out, code, rss = run_measured(argv)
+    out, code, rss = run_measured(argv, env=child_env())
     if code != 0:
         return {"error": f"exit {code}", "peak_rss_mb": rss}
     elapsed = [float(m.group(1)) for m in re.finditer(r"^\d+\s+([\d.]+)\s+[\d.eE+-]+$", out, re.M)]
@@ -59,14 +62,16 @@ def per_iteration(sizes, iterations, rounds, workdir: Path, others: dict[str, st
     print("| --- | --- | --- | --- | --- |")
     for size in sizes:
         n = iterations if size <= 512 else max(4, iterations // 2)
-        contenders = [("vggstyle fp32", "fp32", None), ("vggstyle auto", "auto", None)]
-        contenders += [(f"{label} auto", "auto", source) for label, source in others.items()]
+        contenders = [("vggstyle fp32 oneDNN", {"precision": "fp32", "winograd": "off"}, None),
+                      ("vggstyle fp32", {"precision": "fp32"}, None),
+                      ("vggstyle default", {}, None)]
+        contenders += [(f"{label} default", {}, source) for label, source in others.items()]
         rows: dict[str, list[dict]] = {"pastiche 1.6.0 (fp32)": [], **{name: [] for name, _, _ in contenders}}
         for _ in range(rounds):  # interleave the contenders
             rows["pastiche 1.6.0 (fp32)"].append(pastiche_run(size, n, workdir / "p.png"))
-            for name, precision, source in contenders:
+            for name, options, source in contenders:
                 rows[name].append(vggstyle_run({"image_size": size, "single_scale": True, "num_iterations": n,
-                                                "precision": precision}, source=source))
+                                                **options}, source=source))
         best = {name: min(runs, key=lambda r: r.get("ms_per_iter", float("inf"))) for name, runs in rows.items()}
         base = best["pastiche 1.6.0 (fp32)"].get("ms_per_iter")
         for name, result in best.items():
@@ -74,7 +79,7 @@ def per_iteration(sizes, iterations, rounds, workdir: Path, others: dict[str, st
                 print(f"| {size} | {name} | failed: {result['error']} | | |")
                 continue
             ratio = f"{base / result['ms_per_iter']:.2f}x" if base else "-"
-            label = name if "precision" not in result else f"{name} ({result['precision']})"
+            label = name if "precision" not in result else f"{name} ({result['precision']}, {result['kernels']})"
             print(f"| {size} | {label} | {result['ms_per_iter']:.0f} | {ratio} | {result['peak_rss_mb']:.0f} |",
                   flush=True)
 
@@ -140,9 +145,14 @@ def main() -> None:
     parser.add_argument("--also", action="append", default=[], metavar="LABEL=SRC",
                         help="another checkout's src/ folder as one more contender, e.g. before=/tmp/old/src")
     args = parser.parse_args()
+    import os
+
     import torch
+    isa = os.environ.get("VGGSTYLE_BENCH_ISA")
     print(f"# vggstyle speed benchmark\n\nmachine: {cpu_name()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, native bf16: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}"
+          + (f"; every contender with ONEDNN_MAX_CPU_ISA={isa}" if isa else ""))
+    print(f"load average before: {' '.join(open('/proc/loadavg').read().split()[:3])}")
     with tempfile.TemporaryDirectory() as tmp:
         others = dict(item.split("=", 1) for item in args.also)
         per_iteration(args.sizes, args.iterations, args.rounds, Path(tmp), others)
@@ -150,6 +160,7 @@ def main() -> None:
             equal_iterations(args.quality_iterations, Path(tmp))
     if not args.skip_ttq:
         time_to_quality(args.baseline_iterations, args.budget)
+    print(f"\nload average after: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,39 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+
+# The kernel calibration's cache (kernels.py) goes to a folder of this run, never the user's ~/.cache;
+# set before any test runs so that the CLI's child processes share it.
+if "VGGSTYLE_CACHE_DIR" not in os.environ:
+    os.environ["VGGSTYLE_CACHE_DIR"] = tempfile.mkdtemp(prefix="vggstyle-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["VGGSTYLE_CACHE_DIR"], True)
+
+
+def _cpu_runs_bf16() -> bool:
+    from vggstyle.device import cpu_runs_bf16
+    return cpu_runs_bf16()
+
+
+# Tests of bf16's own accuracy and kernels: only where oneDNN runs bf16 convolutions.
+needs_bf16 = pytest.mark.skipif(not _cpu_runs_bf16(), reason="needs a CPU with bf16 convolutions in oneDNN "
+                                "(AVX512-BW/VL/DQ, AVX-NE-CONVERT or AMX); this one has none")
+
+
+@pytest.fixture
+def bf16_anywhere(monkeypatch):
+    """bf16 runs on every CPU: natively where oneDNN has bf16 kernels; elsewhere through torch's
+    unfused autocast convolutions (slow, the same bf16 numbers), so that the logic around reduced
+    precision (the float32 fallback, the first steps) is tested on AVX2-only CPUs too. Yields
+    whether it is emulated."""
+    from vggstyle import device, optimize, vgg
+    emulated = not device.cpu_runs_bf16()
+    if emulated:
+        monkeypatch.setattr(device, "cpu_runs_bf16", lambda: True)
+        monkeypatch.setattr(vgg, "fused_conv_relu_available", lambda policy: False)
+        optimize.network.cache_clear()
+    yield emulated
+    if emulated:
+        optimize.network.cache_clear()
 
 
 @pytest.fixture(scope="session")

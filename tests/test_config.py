@@ -146,7 +146,7 @@ def test_what_a_web_client_may_not_set_is_written_down():
     server_only = {o.name for o in config_options() if not o.web}
     # Written out by hand: a change to this boundary must be a visible change to this test.
     assert server_only == {"max_input_pixels", "style_masks", "weights_source", "weights",
-                           "weights_preprocessing", "device", "precision", "threads", "checkpoint"}
+                           "weights_preprocessing", "device", "precision", "threads", "winograd", "checkpoint"}
     assert not [o.name for o in config_options() if o.web and o.kind in ("path", "paths")]
 
 

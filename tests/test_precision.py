@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vggstyle
-from conftest import EXAMPLES
+from conftest import EXAMPLES, needs_bf16
 from vggstyle import device as device_module
 from vggstyle.config import StyleConfig
 from vggstyle.device import resolve_policy
@@ -17,13 +17,37 @@ STYLE = EXAMPLES / "style" / "starry_night.jpg"
 
 
 def test_auto_is_bf16_channels_last_with_native_bf16(monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_runs_bf16", lambda: True)
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
     policy = resolve_policy("cpu", "auto")
     assert policy.autocast_dtype == torch.bfloat16 and policy.channels_last
+    assert resolve_policy("cpu", "auto", "on").precision == "fp32"  # Winograd is float32 only
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
     assert resolve_policy("cpu", "auto").autocast_dtype is None
-    assert resolve_policy("cpu", "bf16").autocast_dtype == torch.bfloat16  # asked for explicitly
+    assert resolve_policy("cpu", "bf16").autocast_dtype == torch.bfloat16  # asked for explicitly: emulated AVX-512
     assert resolve_policy("cpu", "fp32").precision == "fp32"
+
+
+def test_bf16_on_a_cpu_without_it_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_runs_bf16", lambda: False)
+    monkeypatch.setattr(device_module, "_cpu_flags", lambda: {"avx2", "fma", "avx512_bf16"})  # flags can lie
+    assert resolve_policy("cpu", "auto").precision == "fp32"
+    with pytest.raises(ConfigError, match=r"^--precision bf16: this CPU cannot run bf16 convolutions .*fp32"):
+        resolve_policy("cpu", "bf16")
+    with pytest.raises(ConfigError, match="--winograd on runs float32"):
+        monkeypatch.setattr(device_module, "cpu_runs_bf16", lambda: True)
+        resolve_policy("cpu", "bf16", "on")
+
+
+def test_the_cli_says_so_in_one_line_and_exits_2(monkeypatch, small_images, tmp_path, capsys):
+    from vggstyle.cli import main
+    monkeypatch.setattr(device_module, "cpu_runs_bf16", lambda: False)
+    output = tmp_path / "o.png"
+    code = main([str(small_images["content"]), str(small_images["style"]), "--precision", "bf16", "-o", str(output),
+                 "--image-size", "32", "--num-iterations", "1", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not output.exists()
+    assert len(err) == 1 and "cannot run bf16 convolutions" in err[0] and "Traceback" not in err[0], err
 
 
 def test_cuda_requests_fail_clearly_without_a_gpu():
@@ -55,6 +79,7 @@ def _loss_and_grad(precision, image_size=128):
     return loss.item(), image.grad.flatten()
 
 
+@needs_bf16
 def test_bf16_loss_and_gradient_agree_with_float32():
     if not torch.backends.mkldnn.is_available():
         pytest.skip("no oneDNN in this torch build")
@@ -68,6 +93,7 @@ def test_bf16_loss_and_gradient_agree_with_float32():
 
 
 @pytest.mark.slow
+@needs_bf16
 def test_a_short_bf16_run_ends_within_a_few_percent_of_float32(small_images):
     finals = {}
     for precision in ("fp32", "bf16"):

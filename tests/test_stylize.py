@@ -122,7 +122,7 @@ def test_parameters_travel_with_the_result(small_images, tmp_path):
     assert vggstyle.read_parameters(path)["style_layers"] == "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
 
 
-def test_non_finite_bf16_loss_falls_back_to_float32(small_images, monkeypatch):
+def test_non_finite_bf16_loss_falls_back_to_float32(small_images, monkeypatch, bf16_anywhere):
     from vggstyle.objective import Objective
     calls = {"n": 0}
     original = Objective.unweighted

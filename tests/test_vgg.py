@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import needs_bf16
 
 from vggstyle.device import ComputePolicy
 from vggstyle.errors import ImageError
@@ -50,6 +51,7 @@ def test_too_small_image_names_both_sizes(weights):
         net(torch.rand(1, 3, 8, 40))
 
 
+@needs_bf16
 def test_channels_last_bf16_policy_is_close_to_float32(weights):
     image = torch.rand(1, 3, 64, 64)
     fp32 = VGG19Features(weights, ["relu4_2"])(image)["relu4_2"]
@@ -74,7 +76,7 @@ def test_checkpointed_forward_gives_the_same_features_and_gradient(weights):
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [None, pytest.param(torch.bfloat16, marks=needs_bf16)])
 def test_fused_conv_relu_gives_the_same_features_and_gradient(weights, dtype):
     from vggstyle.vgg import fused_conv_relu_available
     policy = ComputePolicy(torch.device("cpu"), dtype, True)

@@ -488,7 +488,7 @@ def test_original_colors_match_the_styles_to_the_first_frame_not_to_a_placeholde
     assert not torch.allclose(placeholder, expected)
 
 
-def test_a_frame_falls_back_to_float32_with_its_network_and_style_features(monkeypatch):
+def test_a_frame_falls_back_to_float32_with_its_network_and_style_features(monkeypatch, bf16_anywhere):
     from vggstyle.config import StyleConfig
     from vggstyle.device import resolve_policy
     from vggstyle.inputs import load_inputs

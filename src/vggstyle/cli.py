@@ -250,5 +250,10 @@ def _run(args: argparse.Namespace) -> int:
         width, height = info["size"]
         print(f"{'stopped' if _STOP['requested'] else 'done'}: {info['iterations_done']} iterations in "
               f"{seconds:.1f} s ({info['iterations_done'] / seconds:.2f} it/s), {width}x{height} px, "
-              f"{info['precision_used']}; {loss_text} -> {output}", file=sys.stderr)
+              f"{info['precision_used']} ({_kernels_text(info)}); {loss_text} -> {output}", file=sys.stderr)
     return EXIT_INTERRUPTED if _STOP["requested"] else 0
+
+
+def _kernels_text(info: dict) -> str:
+    kernels = info.get("kernels_used", "onednn")
+    return {"onednn": "oneDNN", "winograd": "Winograd"}.get(kernels, kernels.replace("winograd at ", "Winograd at "))

@@ -189,6 +189,9 @@ class StyleConfig:
     precision: str = _opt("auto", CHOICE, "hardware", "auto (bf16 where the hardware has it), fp32, bf16 or fp16",
                           web=False, choices=PRECISIONS)
     threads: int | None = _opt(None, INT, "hardware", "CPU threads (default: all physical cores)", web=False)
+    winograd: str = _opt("auto", CHOICE, "hardware", "CPU convolutions through NNPACK's Winograd transforms: "
+                         "auto (each layer on the kernel measured fastest on this machine, once, cached), on, "
+                         "off (oneDNN only)", web=False, choices=AUTO_ON_OFF)
     checkpoint: str = _opt("auto", CHOICE, "hardware", "recompute each VGG block in the backward pass to save "
                            "memory (about a third more time); auto: for scales over "
                            f"{CHECKPOINT_AUTO_PIXELS / 1e6:g} megapixels", web=False, choices=AUTO_ON_OFF)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ConfigError
+from .kernels import winograd_available
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -27,6 +28,7 @@ class ComputePolicy:
     device: torch.device
     autocast_dtype: torch.dtype | None  # None: plain float32
     channels_last: bool
+    winograd: str = "off"  # CPU convolutions through NNPACK's Winograd: auto (measured per layer), on, off
 
     @property
     def precision(self) -> str:
@@ -38,13 +40,27 @@ class ComputePolicy:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def as_float32(self) -> "ComputePolicy":
-        return ComputePolicy(self.device, None, self.channels_last)
+        return ComputePolicy(self.device, None, self.channels_last, self.winograd)
 
 
 def cpu_has_native_bf16() -> bool:
-    """True where oneDNN has bf16 kernels worth using (AMX-BF16 or AVX512-BF16)."""
+    """True where oneDNN has bf16 kernels worth using (AMX-BF16 or AVX512-BF16): what ``auto`` picks."""
     flags = _cpu_flags()
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return ("amx_bf16" in flags or "avx512_bf16" in flags) and cpu_runs_bf16()
+
+
+def cpu_runs_bf16() -> bool:
+    """oneDNN's own check: can its bf16 convolutions run here at all (AVX512-BW/VL/DQ, AVX-NE-CONVERT
+    or AMX)? AVX2-only CPUs cannot, and oneDNN raises mid-run there. It also honours a limit set with
+    ONEDNN_MAX_CPU_ISA, which the CPU flags do not show."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+BF16_UNSUPPORTED = ("--precision bf16: this CPU cannot run bf16 convolutions (they need AVX512-BW/VL/DQ, "
+                    "AVX-NE-CONVERT or AMX); use --precision fp32 or auto")
 
 
 def _cpu_flags() -> set[str]:
@@ -70,18 +86,30 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_policy(device_name: str = "auto", precision: str = "auto") -> ComputePolicy:
+def resolve_policy(device_name: str = "auto", precision: str = "auto", winograd: str = "auto") -> ComputePolicy:
+    """winograd: for float32 on the CPU, auto (each layer on the kernel measured fastest here, at each
+    image size), on (every layer), off (oneDNN only). bf16 runs on oneDNN: NNPACK has no bf16 and
+    the conversions to float32 and back cost more than it saves (docs/speed.md). CUDA ignores it."""
     device = resolve_device(device_name)
     if device.type == "cuda":
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return ComputePolicy(device, None if precision == "fp32" else _DTYPES[precision], True)
+    if winograd == "on" and precision == "bf16":
+        raise ConfigError("--winograd on runs float32 convolutions (NNPACK has no bf16): drop --precision bf16, "
+                          "or use --winograd auto")
     if precision == "auto":
-        precision = "bf16" if cpu_has_native_bf16() else "fp32"
+        precision = "bf16" if cpu_has_native_bf16() and winograd != "on" else "fp32"
     if precision == "fp16":
         raise ConfigError("--precision fp16 is for CUDA GPUs; on the CPU use bf16 or fp32")
+    if precision == "bf16" and not cpu_runs_bf16():
+        raise ConfigError(BF16_UNSUPPORTED)
+    if winograd == "on" and not winograd_available():
+        raise ConfigError("--winograd on: this torch build or CPU has no NNPACK (it needs x86-64 with AVX2 or "
+                          "ARM NEON); use --winograd auto or off")
     # channels_last helps float32 on the CPU too (~10-20%), and is required for the AMX bf16 kernels.
-    return ComputePolicy(device, None if precision == "fp32" else _DTYPES[precision], True)
+    return ComputePolicy(device, None if precision == "fp32" else _DTYPES[precision], True,
+                         winograd if winograd_available() else "off")
 
 
 def physical_cores() -> int:

@@ -308,7 +308,7 @@ def stylize(content, styles, config: StyleConfig | None = None, *, masks=None, o
     """
     inputs = load_inputs(content, styles, _configure(config, overrides), masks)
     config = inputs.config
-    policy = resolve_policy(config.device, config.precision)
+    policy = resolve_policy(config.device, config.precision, config.winograd)
     with _call_scope(config.threads, policy):
         width, height = inputs.size(config.image_size)
         network_for(config, policy).check_size(height, width)  # fail before any work
@@ -321,6 +321,8 @@ def stylize(content, styles, config: StyleConfig | None = None, *, masks=None, o
         "seed_used": run.seed,
         "device_used": str(policy.device),
         "precision_used": run.policy.precision,
+        # the convolution kernels of the final scale: onednn, winograd, or the layers on Winograd
+        "kernels_used": network_for(config, run.policy).kernels_at(height, width),
         "weights_origin": _weights(config.weights_source, config.weights, config.weights_preprocessing).origin,
         "scales_used": [size for size, _ in run.schedule],
         "size": list(result.size),
@@ -336,7 +338,7 @@ def measure_losses(content, styles, image=None, config: StyleConfig | None = Non
     """
     inputs = load_inputs(content, styles, _configure(config, overrides), masks)
     config = inputs.config
-    policy = resolve_policy(config.device, config.precision)
+    policy = resolve_policy(config.device, config.precision, config.winograd)
     side = config.image_size
     if image is None:
         seed = config.seed if config.seed is not None else 0

@@ -16,6 +16,8 @@ from torch import nn
 
 from .device import ComputePolicy
 from .errors import ImageError
+from .kernels import (ONEDNN, WINOGRAD, KernelPlan, calibrated_model, conv_relu, onednn_conv_relu_available,
+                      winograd_available, winograd_conv_relu, winograd_usable_now)
 from .layers import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, min_side, unknown_layer_message
 from .weights import CONV_INDICES, LoadedWeights
 
@@ -41,6 +43,12 @@ class VGG19Features(nn.Module):
         bounds = [0] + [c for c in cuts if c <= self.last_index] + [self.last_index + 1]
         self.segments = list(zip(bounds[:-1], bounds[1:]))
         self.fused = fused and fused_conv_relu_available(self.policy)
+        self.position_of = {index: number for number, index in enumerate(needed)}  # layer index -> conv 0..15
+        # float32 on a CPU with NNPACK: the kernels and the layout are chosen per image size
+        # (kernels.CostModel); the weights stay NCHW, one copy serving both kernels.
+        self.winograd = self.fused and winograd_applies(self.policy)
+        self.cost_model = calibrated_model() if self.winograd and self.policy.winograd == "auto" else None
+        self._plans: dict[tuple[int, int], KernelPlan] = {}
         self.requires_grad_(False)
         self.eval()
 
@@ -50,12 +58,30 @@ class VGG19Features(nn.Module):
         self.register_buffer("in_scale", (prep.scale / std).view(1, 3, 1, 1))
         self.register_buffer("in_shift", (torch.tensor(prep.mean) / std).view(1, 3, 1, 1))
 
-        memory_format = torch.channels_last if self.policy.channels_last else torch.contiguous_format
-        self.to(device=self.policy.device, memory_format=memory_format)
+        channels_last = self.policy.channels_last and not self.winograd
+        self.to(device=self.policy.device, memory_format=torch.channels_last if channels_last
+                else torch.contiguous_format)
         if self.policy.autocast_dtype is not None:
             # Keep the convolutions in the autocast dtype: autocast would otherwise re-cast all
             # 20M weights on every forward pass (its cast cache lives only inside one context).
             self.convs.to(self.policy.autocast_dtype)
+
+    def kernels_at(self, height: int, width: int) -> str:
+        """What plan_at chose, in words: onednn, winograd, or 'winograd at 11 of 13 layers'."""
+        return self.plan_at(height, width).describe(len(self.convs))
+
+    def plan_at(self, height: int, width: int) -> KernelPlan:
+        """Each convolution's kernel and the activations' layout for an input of this size."""
+        plan = self._plans.get((height, width))
+        if plan is None:
+            if not self.winograd:
+                plan = KernelPlan.everywhere(ONEDNN, self.policy.channels_last)
+            elif self.cost_model is None:  # --winograd on
+                plan = KernelPlan.everywhere(WINOGRAD, False)
+            else:
+                plan = self.cost_model.plan_at(height, width, len(self.convs))
+            self._plans[(height, width)] = plan
+        return plan
 
     def check_size(self, height: int, width: int) -> None:
         if min(height, width) < self.min_side:
@@ -71,9 +97,12 @@ class VGG19Features(nn.Module):
         An argument rather than a setting: one network serves callers that differ in it.
         """
         self.check_size(image.shape[-2], image.shape[-1])
+        plan = self.plan_at(image.shape[-2], image.shape[-1])
+        if plan.uses_winograd and not winograd_usable_now():
+            plan = KernelPlan.everywhere(ONEDNN, self.policy.channels_last)
         x = image.flip(1) if self.bgr else image
         x = x * self.in_scale - self.in_shift
-        if self.policy.channels_last:
+        if plan.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         wanted = set(self.layers)
         out: dict[str, torch.Tensor] = {}
@@ -81,14 +110,14 @@ class VGG19Features(nn.Module):
         for begin, end in self.segments:
             names = [LAYER_NAMES[i] for i in range(begin, end) if LAYER_NAMES[i] in wanted]
             if checkpoint:
-                results = torch.utils.checkpoint.checkpoint(self._segment, x, begin, end, use_reentrant=False)
+                results = torch.utils.checkpoint.checkpoint(self._segment, x, begin, end, plan, use_reentrant=False)
             else:
-                results = self._segment(x, begin, end)
+                results = self._segment(x, begin, end, plan)
             x = results[0]
             out.update(zip(names, results[1:]))
         return out
 
-    def _segment(self, x: torch.Tensor, begin: int, end: int) -> tuple[torch.Tensor, ...]:
+    def _segment(self, x: torch.Tensor, begin: int, end: int, plan: KernelPlan) -> tuple[torch.Tensor, ...]:
         """Layers begin..end-1 (one VGG block): returns the block's output, then the features asked for."""
         wanted = set(self.layers)
         features = []
@@ -100,7 +129,7 @@ class VGG19Features(nn.Module):
                         continue  # its ReLU, next, runs the convolution too
                     x = self.conv_at[index](x)
                 elif name.startswith("relu"):
-                    x = self._relu_after(x, index, wanted)
+                    x = self._relu_after(x, index, wanted, plan)
                 elif self.pooling == "max":
                     x = F.max_pool2d(x, 2, 2)
                 else:
@@ -109,11 +138,14 @@ class VGG19Features(nn.Module):
                     features.append(x)
         return (x, *features)
 
-    def _relu_after(self, x: torch.Tensor, index: int, wanted: set) -> torch.Tensor:
+    def _relu_after(self, x: torch.Tensor, index: int, wanted: set, plan: KernelPlan) -> torch.Tensor:
         """The ReLU at ``index``, fused with its convolution where that convolution was skipped."""
         conv_name = LAYER_NAMES[index - 1]
         if self.fused and conv_name not in wanted:
-            return conv_relu(x, self.conv_at[index - 1])
+            conv = self.conv_at[index - 1]
+            if plan.kernel(self.position_of[index - 1]) == WINOGRAD:
+                return winograd_conv_relu(x, conv.weight, conv.bias)
+            return conv_relu(x, conv, plan.channels_last)
         # In place saves a copy per layer, unless the conv output itself was asked for.
         return F.relu(x, inplace=conv_name not in wanted)
 
@@ -132,31 +164,11 @@ def _frozen_convs(weights: LoadedWeights, indices: list[int]) -> nn.ModuleList:
 
 
 def fused_conv_relu_available(policy: ComputePolicy) -> bool:
-    """oneDNN's convolution with a ReLU post-op: CPU, channels_last, and a torch built with oneDNN."""
-    return (policy.device.type == "cpu" and policy.channels_last and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+    """A convolution fused with its ReLU, through oneDNN (and NNPACK where it applies): CPU only."""
+    return policy.device.type == "cpu" and onednn_conv_relu_available()
 
 
-def conv_relu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """relu(conv(x)) for a frozen 3x3 convolution (stride 1, padding 1) in one oneDNN primitive."""
-    return _ConvReLU.apply(x.to(conv.weight.dtype), conv.weight, conv.bias)
-
-
-class _ConvReLU(torch.autograd.Function):
-    """Forward: one oneDNN convolution with the ReLU as a post-op (one pass over the output instead
-    of two). Backward: the ReLU mask from the saved output, then the input gradient only: the
-    weights are frozen, so their gradient is never computed."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        out = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
-        ctx.save_for_backward(x, weight, out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight, out = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad.to(out.dtype), out, 0)
-        grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                                                     [True, False, False])[0]
-        return grad_x, None, None
+def winograd_applies(policy: ComputePolicy) -> bool:
+    """--winograd auto/on reaches float32 CPU convolutions where NNPACK runs (device.resolve_policy)."""
+    return (policy.device.type == "cpu" and policy.autocast_dtype is None and policy.winograd != "off"
+            and winograd_available())

@@ -1,0 +1,349 @@
+"""The two ways a frozen 3x3 convolution + ReLU runs on the CPU, and which one each VGG layer uses.
+
+* oneDNN: one primitive with the ReLU as a post-op (channels_last, float32 or bf16).
+* Winograd (NNPACK, in torch's CPU wheels): F(6x6, 3x3) transforms need about a fifth of the
+  multiplications of a direct convolution, so on CPUs without native bf16 (AVX2 + FMA: most
+  laptops, desktops and cloud machines) it is the fastest float32 convolution there is. float32,
+  NCHW only.
+
+Both are autograd Functions that return only the input gradient: the weights are frozen. For a
+stride-1, pad-1 3x3 convolution that gradient is itself such a convolution, of the output
+gradient with the kernel flipped and its in/out channels swapped, so the Winograd path runs both
+passes through NNPACK. Each saves only its output (the ReLU mask, and the next layer's input
+anyway), never the input: no more memory than the oneDNN path.
+
+Which kernel a layer gets is measured, not guessed: ``calibrated_model`` times each VGG layer
+shape each way at two image sizes on this machine and thread count (about three seconds, once:
+cached on disk), and ``CostModel.plan_at`` picks, per image size, the layout and each layer's
+kernel from those timings. bf16 stays on oneDNN (device.resolve_policy; docs/speed.md has the
+figures per CPU class).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ONEDNN, WINOGRAD = "onednn", "winograd"
+CACHE_ENV = "VGGSTYLE_CACHE_DIR"
+CALIBRATION_ROUNDS = 2  # timed runs per measurement, after one warm-up; the median is kept
+# A kernel must be this much faster to replace oneDNN: noise is not a reason to switch.
+MIN_GAIN = 1.05
+
+_pool_threads: int | None = None  # NNPACK's thread pool is sized once, at its first convolution
+
+
+def winograd_available() -> bool:
+    """NNPACK is compiled in and initializes on this CPU (it needs x86-64 with AVX2 + FMA, or ARM NEON)."""
+    try:
+        return bool(torch.backends.nnpack.is_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def winograd_usable_now() -> bool:
+    """NNPACK sizes its thread pool to torch's thread count at its first call, for the life of the
+    process: a later call with another --threads must not run on the old pool (the thread count
+    is a promise), so it goes to oneDNN instead, which honours it."""
+    return _pool_threads is None or _pool_threads == torch.get_num_threads()
+
+
+def onednn_conv_relu_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def conv_relu(x: torch.Tensor, conv: nn.Conv2d, channels_last: bool) -> torch.Tensor:
+    """relu(conv(x)) in one oneDNN primitive, in the convolution's dtype and channels_last."""
+    x = x.to(conv.weight.dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return _OneDNNConvReLU.apply(x, conv.weight, conv.bias)
+
+
+def winograd_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """relu(conv(x)) through NNPACK, in float32 NCHW whatever x is (autocast does not reach it).
+    weight, bias: float32, NCHW-contiguous."""
+    global _pool_threads
+    if _pool_threads is None:
+        if not winograd_available():  # also NNPACK's initialization: its convolutions fail before it
+            raise RuntimeError("NNPACK is not available in this torch build or on this CPU")
+        _pool_threads = torch.get_num_threads()
+    return _WinogradConvReLU.apply(x.float().contiguous(), weight, bias)
+
+
+def flipped_transposed(weight: torch.Tensor) -> torch.Tensor:
+    """The kernel whose convolution is the input gradient of ``weight``'s (stride 1, padding 1)."""
+    return weight.flip(2, 3).transpose(0, 1).contiguous()
+
+
+class _OneDNNConvReLU(torch.autograd.Function):
+    """Forward: the convolution with the ReLU as a post-op (one pass over the output instead of two).
+    Backward: the ReLU mask from the saved output, then the input gradient only."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        out = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
+        ctx.save_for_backward(x, weight, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, out = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad.to(out.dtype), out, 0)
+        grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                     [True, False, False])[0]
+        return grad_x, None, None
+
+
+class _WinogradConvReLU(torch.autograd.Function):
+    """Both passes through NNPACK: forward conv + ReLU in place; backward the ReLU mask from the saved
+    output, then the input gradient as a convolution with the flipped, transposed kernel."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        out = torch._nnpack_spatial_convolution(x, weight, bias, [1, 1], [1, 1])
+        out.relu_()
+        ctx.save_for_backward(out, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, weight = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad.float().contiguous(), out, 0)
+        # Made here, not kept: the copy costs ~1 ms a layer, keeping it would cost 80 MB at relu5_1.
+        grad_x = torch._nnpack_spatial_convolution(grad, flipped_transposed(weight), None, [1, 1], [1, 1])
+        return grad_x, None, None
+
+
+# ------------------------------------------------------------------------------ the choice per layer
+@dataclass(frozen=True)
+class KernelPlan:
+    """The kernel of each convolution of VGG19 (by its position 0..15) and the memory layout the
+    activations flow in, at one image size. NNPACK takes NCHW only, and converting a large
+    activation between layouts costs as much as its convolution (50 ms for 64x384x512), so a plan
+    with Winograd layers runs the whole network in NCHW."""
+
+    kernels: tuple[str, ...]
+    channels_last: bool
+
+    @classmethod
+    def everywhere(cls, kernel: str, channels_last: bool = True) -> "KernelPlan":
+        return cls((kernel,) * len(CONV_SHAPES), channels_last and kernel == ONEDNN)
+
+    def kernel(self, position: int) -> str:
+        return self.kernels[position]
+
+    @property
+    def uses_winograd(self) -> bool:
+        return WINOGRAD in self.kernels
+
+    def describe(self, depth: int) -> str:
+        """'onednn' or 'winograd' when the first ``depth`` layers agree, else 'winograd at N of depth'."""
+        kinds = self.kernels[:depth]
+        if len(set(kinds)) == 1:
+            return kinds[0]
+        return f"winograd at {kinds.count(WINOGRAD)} of {depth} layers"
+
+
+def _conv_shapes() -> tuple[tuple[int, int, int], ...]:
+    """(in channels, out channels, poolings before) of VGG19's 16 convolutions, in order."""
+    from .layers import VGG19_BLOCKS
+    shapes, cin = [], 3
+    for pools, block in enumerate(VGG19_BLOCKS):
+        for cout in block:
+            shapes.append((cin, cout, pools))
+            cin = cout
+    return tuple(shapes)
+
+
+CONV_SHAPES = _conv_shapes()
+# The three ways a float32 layer can run: oneDNN in channels_last (weights kept NCHW, so that one
+# copy serves all three; oneDNN reorders them, ~1 ms a layer), oneDNN in NCHW, NNPACK in NCHW.
+CL_ONEDNN, NCHW_ONEDNN, NCHW_WINOGRAD = "cl-onednn", "nchw-onednn", "nchw-winograd"
+VARIANTS = (CL_ONEDNN, NCHW_ONEDNN, NCHW_WINOGRAD)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds of one forward + backward of each layer shape, per variant, as fixed + per-pixel
+    cost: fitted to timings at two image sizes. Winograd has a large fixed cost (NNPACK transforms
+    the kernel on every call: 512x512 channels cost ~35 ms at any size) and a small per-pixel one,
+    so it wins on large maps and loses on small ones; the crossover is this machine's."""
+
+    costs: tuple  # ((shape, variant, fixed seconds, seconds per pixel), ...)
+
+    def seconds(self, shape, variant: str, pixels: int) -> float:
+        for s, v, fixed, per_pixel in self.costs:
+            if s == shape and v == variant:
+                return fixed + per_pixel * pixels
+        raise KeyError((shape, variant))
+
+    def plan_at(self, height: int, width: int, depth: int) -> KernelPlan:
+        """The faster of: every layer on oneDNN in channels_last, or NCHW with each layer on its faster
+        kernel. Layers past ``depth`` (not run) keep oneDNN."""
+        pixels = [(height >> pools) * (width >> pools) for _, _, pools in CONV_SHAPES[:depth]]
+        channels_last = sum(self.seconds(shape, CL_ONEDNN, n) for shape, n in zip(CONV_SHAPES, pixels))
+        nchw, kernels = 0.0, []
+        for shape, n in zip(CONV_SHAPES, pixels):
+            onednn, winograd = self.seconds(shape, NCHW_ONEDNN, n), self.seconds(shape, NCHW_WINOGRAD, n)
+            kernels.append(WINOGRAD if onednn > MIN_GAIN * winograd else ONEDNN)
+            nchw += min(onednn, winograd)
+        if WINOGRAD in kernels and channels_last > MIN_GAIN * nchw:
+            return KernelPlan(tuple(kernels) + (ONEDNN,) * (len(CONV_SHAPES) - depth), False)
+        return KernelPlan.everywhere(ONEDNN)
+
+    def to_json(self) -> list:
+        return [[list(shape), variant, fixed, per_pixel] for shape, variant, fixed, per_pixel in self.costs]
+
+    @classmethod
+    def from_json(cls, data) -> "CostModel":
+        costs = tuple((tuple(int(x) for x in shape), str(variant), float(fixed), float(per_pixel))
+                      for shape, variant, fixed, per_pixel in data)
+        model = cls(costs)
+        for shape in dict.fromkeys(CONV_SHAPES):  # every entry there, or a KeyError to measure again
+            for variant in VARIANTS:
+                model.seconds(shape, variant, 1)
+        return model
+
+
+# Two sizes for the fit: the small one is mostly fixed cost, the large one mostly per-pixel. About
+# three seconds in all on 2 cores, once per machine and thread count (cached).
+CALIBRATION_SIZES = ((96, 128), (192, 256))
+
+
+def calibrated_model() -> CostModel:
+    """This machine's CostModel at torch's thread count: from the cache, else measured now and cached."""
+    key = _machine_key()
+    path = _cache_path()
+    cached = _read_cache(path).get(key)
+    if cached is not None:
+        try:
+            return CostModel.from_json(cached)
+        except (KeyError, TypeError, ValueError):
+            pass
+    model = measure_model()
+    _write_cache(path, key, model.to_json())
+    return model
+
+
+def measure_model(sizes=CALIBRATION_SIZES, rounds: int = CALIBRATION_ROUNDS) -> CostModel:
+    (h1, w1), (h2, w2) = sizes
+    small = measure_layers((h1, w1), rounds)
+    large = measure_layers((h2, w2), rounds)
+    costs = []
+    for shape in dict.fromkeys(CONV_SHAPES):
+        pools = shape[2]
+        n1, n2 = (h1 >> pools) * (w1 >> pools), (h2 >> pools) * (w2 >> pools)
+        for variant in VARIANTS:
+            t1, t2 = small[shape][variant], large[shape][variant]
+            per_pixel = max(0.0, (t2 - t1) / (n2 - n1))
+            costs.append((shape, variant, max(0.0, t1 - per_pixel * n1), per_pixel))
+    return CostModel(tuple(costs))
+
+
+def measure_layers(size: tuple[int, int], rounds: int) -> dict[tuple[int, int, int], dict[str, float]]:
+    """{(in, out, poolings): {variant: median seconds of one float32 forward + backward}} on random
+    data of the layer's shape when the image is ``size`` (height, width)."""
+    results = {}
+    for shape in dict.fromkeys(CONV_SHAPES):
+        cin, cout, pools = shape
+        conv, weight, bias = _random_conv(cin, cout)
+        height, width = max(1, size[0] >> pools), max(1, size[1] >> pools)
+        nchw = torch.rand(1, cin, height, width, generator=torch.Generator().manual_seed(1))
+        cl = nchw.contiguous(memory_format=torch.channels_last)
+        runs = {
+            CL_ONEDNN: (lambda i: conv_relu(i, conv, True), cl),
+            NCHW_ONEDNN: (lambda i: conv_relu(i, conv, False), nchw),
+            NCHW_WINOGRAD: (lambda i: winograd_conv_relu(i, weight, bias), nchw),
+        }
+        results[shape] = {name: _median_seconds(lambda: _forward_backward(run, x), rounds)
+                          for name, (run, x) in runs.items()}
+    return results
+
+
+def _random_conv(cin: int, cout: int):
+    weight = torch.randn(cout, cin, 3, 3, generator=torch.Generator().manual_seed(cin * 1000 + cout))
+    weight *= (2.0 / (9 * cin)) ** 0.5
+    bias = torch.zeros(cout)
+    conv = nn.Conv2d(cin, cout, 3, padding=1).requires_grad_(False)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.zero_()
+    return conv, weight, bias
+
+
+def _forward_backward(run, x: torch.Tensor) -> None:
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = run(leaf)
+        out.backward(torch.ones_like(out))
+
+
+def _median_seconds(work, rounds: int) -> float:
+    times = []
+    for attempt in range(rounds + 1):  # the first warms the kernels' caches and workspaces up
+        started = time.perf_counter()
+        work()
+        if attempt:
+            times.append(time.perf_counter() - started)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _machine_key() -> str:
+    """What the timings depend on: the CPU (model and flags), torch, the thread count."""
+    text = "|".join([_cpu_description(), torch.__version__, str(torch.get_num_threads()),
+                     str(CALIBRATION_SIZES), "v3"])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cpu_description() -> str:
+    model, flags = platform.processor(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = " ".join(sorted(line.split(":", 1)[1].split()))
+                    break
+    except OSError:
+        pass
+    # oneDNN's own limit on the instruction set it uses changes its speed as much as the CPU does.
+    return f"{model}|{flags}|{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}|{os.environ.get('DNNL_MAX_CPU_ISA', '')}"
+
+
+def _cache_path() -> Path:
+    base = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME")
+                                                     or os.path.expanduser("~/.cache"), "vggstyle")
+    return Path(base) / "kernels.json"
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, key: str, value) -> None:
+    """Best effort and atomic: an unwritable cache only means measuring again next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_cache(path)
+        data[key] = value
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+            json.dump(data, f)
+        os.replace(f.name, path)
+    except OSError:
+        pass
