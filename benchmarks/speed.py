@@ -150,7 +150,7 @@ def main() -> None:
     import torch
     isa = os.environ.get("VGGSTYLE_BENCH_ISA")
     print(f"# vggstyle speed benchmark\n\nmachine: {cpu_name()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, native bf16: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}"
+          f"torch {torch.__version__}, bf16 in oneDNN here: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}"
           + (f"; every contender with ONEDNN_MAX_CPU_ISA={isa}" if isa else ""))
     print(f"load average before: {' '.join(open('/proc/loadavg').read().split()[:3])}")
     with tempfile.TemporaryDirectory() as tmp:
