@@ -30,7 +30,7 @@ def _median_ms(fn, rounds: int, others) -> list[float]:
             start = time.perf_counter()
             f()
             times[i].append(1000 * (time.perf_counter() - start))
-    return [statistics.median(t[2:] if len(t) > 2 else t) for t in times]
+    return [statistics.median(t[2:]) for t in times]
 
 
 def vgg_pass(net: VGG19Features, image: torch.Tensor):
@@ -67,7 +67,7 @@ def main() -> None:
 def per_layer(height: int, width: int, rounds: int) -> None:
     """Each VGG layer shape, forward + backward, every way it can run here (Winograd beside bf16?)."""
     from vggstyle.device import cpu_runs_bf16
-    from vggstyle.kernels import CONV_SHAPES, VARIANTS, measure_layers
+    from vggstyle.kernels import CONV_SHAPES, VARIANTS, conv_relu, forward_backward_seconds, measure_layers
 
     timings = measure_layers((height, width), max(2, rounds // 5))
     bf16 = {}
@@ -78,24 +78,15 @@ def per_layer(height: int, width: int, rounds: int) -> None:
             conv = conv.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
             x = torch.rand(1, cin, height >> pools, width >> pools).bfloat16()
             x = x.contiguous(memory_format=torch.channels_last)
-            bf16[shape] = _median_ms(None, max(4, rounds // 3), [_layer_pass(conv, x)])[0]
+            bf16[shape] = 1000 * forward_backward_seconds(lambda i, c=conv: conv_relu(i, c, True), x,
+                                                          max(4, rounds // 3))
     print(f"\n| layer (in->out @ map) | {' | '.join(VARIANTS)} (fp32 ms) | bf16 oneDNN channels_last (ms) |")
     print("| --- | --- | --- | --- | --- |")
     for shape, variants in timings.items():
         cin, cout, pools = shape
         cells = " | ".join(f"{1000 * variants[v]:.1f}" for v in VARIANTS)
-        print(f"| {cin}->{cout} @ {width >> pools}x{height >> pools} | {cells} | "
-              f"{bf16[shape]:.1f} |" if shape in bf16 else f"| {cin}->{cout} | {cells} | - |")
-
-
-def _layer_pass(conv, x):
-    from vggstyle.kernels import conv_relu
-
-    def run():
-        leaf = x.detach().requires_grad_(True)
-        out = conv_relu(leaf, conv, True)
-        out.backward(torch.ones_like(out))
-    return run
+        bf16_cell = f"{bf16[shape]:.1f}" if shape in bf16 else "-"
+        print(f"| {cin}->{cout} @ {width >> pools}x{height >> pools} | {cells} | {bf16_cell} |")
 
 
 if __name__ == "__main__":

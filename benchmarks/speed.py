@@ -21,6 +21,7 @@ Three tables, contenders interleaved in one run (this machine is shared and nois
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import sys
@@ -145,14 +146,12 @@ def main() -> None:
     parser.add_argument("--also", action="append", default=[], metavar="LABEL=SRC",
                         help="another checkout's src/ folder as one more contender, e.g. before=/tmp/old/src")
     args = parser.parse_args()
-    import os
-
     import torch
     isa = os.environ.get("VGGSTYLE_BENCH_ISA")
     print(f"# vggstyle speed benchmark\n\nmachine: {cpu_name()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, bf16 in oneDNN here: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}"
           + (f"; every contender with ONEDNN_MAX_CPU_ISA={isa}" if isa else ""))
-    print(f"load average before: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print(f"load average before: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         others = dict(item.split("=", 1) for item in args.also)
         per_iteration(args.sizes, args.iterations, args.rounds, Path(tmp), others)
@@ -160,7 +159,7 @@ def main() -> None:
             equal_iterations(args.quality_iterations, Path(tmp))
     if not args.skip_ttq:
         time_to_quality(args.baseline_iterations, args.budget)
-    print(f"\nload average after: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print(f"\nload average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

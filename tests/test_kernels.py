@@ -54,9 +54,10 @@ def test_the_gradient_is_autograds_for_one_layer():
 def test_a_plan_takes_winograd_only_where_the_model_says_it_wins():
     shapes = list(dict.fromkeys(kernels.CONV_SHAPES))
     # Winograd: 30 ms fixed, cheap per pixel; oneDNN: no fixed cost, dear per pixel. NCHW oneDNN a bit slower.
-    costs = [(s, v, f, p) for s in shapes for v, f, p in ((kernels.CL_ONEDNN, 0.0, 1e-6), (kernels.NCHW_ONEDNN, 0.0, 1.2e-6),
-                                                          (kernels.NCHW_WINOGRAD, 0.03, 2e-7))]
-    model = CostModel(tuple(costs))
+    costs = {(s, v): (f, p) for s in shapes for v, f, p in ((kernels.CL_ONEDNN, 0.0, 1e-6),
+                                                            (kernels.NCHW_ONEDNN, 0.0, 1.2e-6),
+                                                            (kernels.NCHW_WINOGRAD, 0.03, 2e-7))}
+    model = CostModel(costs)
     small = model.plan_at(32, 32, 13)
     assert small == KernelPlan.everywhere(ONEDNN) and small.channels_last
     large = model.plan_at(768, 1024, 13)
@@ -76,14 +77,14 @@ def test_the_calibration_is_measured_once_and_cached(tmp_path, monkeypatch):
         return real(sizes=((32, 32), (64, 64)), rounds=1)
 
     monkeypatch.setattr(kernels, "measure_model", counting)
-    first = kernels.calibrated_model()
-    second = kernels.calibrated_model()
+    first = kernels.calibrated_model("a CPU")
+    second = kernels.calibrated_model("a CPU")
     assert measured == [1] and first == second
     cache = json.loads((tmp_path / "kernels.json").read_text())
     assert len(cache) == 1
     # a damaged cache is measured again, not trusted
     (tmp_path / "kernels.json").write_text('{"%s": [[1, 2], "x"]}' % next(iter(cache)))
-    kernels.calibrated_model()
+    kernels.calibrated_model("a CPU")
     assert measured == [1, 1]
 
 

@@ -34,8 +34,8 @@ def test_bf16_on_a_cpu_without_it_is_refused_in_one_line(monkeypatch):
     assert resolve_policy("cpu", "auto").precision == "fp32"
     with pytest.raises(ConfigError, match=r"^--precision bf16: this CPU cannot run bf16 convolutions .*fp32"):
         resolve_policy("cpu", "bf16")
+    monkeypatch.setattr(device_module, "cpu_runs_bf16", lambda: True)
     with pytest.raises(ConfigError, match="--winograd on runs float32"):
-        monkeypatch.setattr(device_module, "cpu_runs_bf16", lambda: True)
         resolve_policy("cpu", "bf16", "on")
 
 

@@ -255,5 +255,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _kernels_text(info: dict) -> str:
-    kernels = info.get("kernels_used", "onednn")
-    return {"onednn": "oneDNN", "winograd": "Winograd"}.get(kernels, kernels.replace("winograd at ", "Winograd at "))
+    return info["kernels_used"].replace("onednn", "oneDNN").replace("winograd", "Winograd")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -64,14 +65,27 @@ BF16_UNSUPPORTED = ("--precision bf16: this CPU cannot run bf16 convolutions (th
 
 
 def _cpu_flags() -> set[str]:
+    return set(_cpuinfo_field("flags").split())
+
+
+def cpu_description() -> str:
+    """What CPU speed measurements depend on: the model, its flags, and any limit set on oneDNN's
+    instruction set (which changes its speed as much as the CPU does)."""
+    flags = " ".join(sorted(_cpu_flags()))
+    model = _cpuinfo_field("model name") or platform.processor()
+    return f"{model}|{flags}|{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}|{os.environ.get('DNNL_MAX_CPU_ISA', '')}"
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The first CPU's value of this /proc/cpuinfo field ('' where there is none, as off Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.split(":", 1)[0].strip() == name:
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return ""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -179,13 +178,11 @@ class CostModel:
     the kernel on every call: 512x512 channels cost ~35 ms at any size) and a small per-pixel one,
     so it wins on large maps and loses on small ones; the crossover is this machine's."""
 
-    costs: tuple  # ((shape, variant, fixed seconds, seconds per pixel), ...)
+    costs: dict  # {(shape, variant): (fixed seconds, seconds per pixel)}
 
     def seconds(self, shape, variant: str, pixels: int) -> float:
-        for s, v, fixed, per_pixel in self.costs:
-            if s == shape and v == variant:
-                return fixed + per_pixel * pixels
-        raise KeyError((shape, variant))
+        fixed, per_pixel = self.costs[(shape, variant)]
+        return fixed + per_pixel * pixels
 
     def plan_at(self, height: int, width: int, depth: int) -> KernelPlan:
         """The faster of: every layer on oneDNN in channels_last, or NCHW with each layer on its faster
@@ -202,17 +199,16 @@ class CostModel:
         return KernelPlan.everywhere(ONEDNN)
 
     def to_json(self) -> list:
-        return [[list(shape), variant, fixed, per_pixel] for shape, variant, fixed, per_pixel in self.costs]
+        return [[list(shape), variant, fixed, per_pixel] for (shape, variant), (fixed, per_pixel) in self.costs.items()]
 
     @classmethod
     def from_json(cls, data) -> "CostModel":
-        costs = tuple((tuple(int(x) for x in shape), str(variant), float(fixed), float(per_pixel))
-                      for shape, variant, fixed, per_pixel in data)
-        model = cls(costs)
-        for shape in dict.fromkeys(CONV_SHAPES):  # every entry there, or a KeyError to measure again
-            for variant in VARIANTS:
-                model.seconds(shape, variant, 1)
-        return model
+        costs = {(tuple(int(x) for x in shape), str(variant)): (float(fixed), float(per_pixel))
+                 for shape, variant, fixed, per_pixel in data}
+        missing = {(shape, variant) for shape in CONV_SHAPES for variant in VARIANTS} - set(costs)
+        if missing:  # a cache from another version: measure again
+            raise KeyError(sorted(missing)[0])
+        return cls(costs)
 
 
 # Two sizes for the fit: the small one is mostly fixed cost, the large one mostly per-pixel. About
@@ -220,9 +216,10 @@ class CostModel:
 CALIBRATION_SIZES = ((96, 128), (192, 256))
 
 
-def calibrated_model() -> CostModel:
-    """This machine's CostModel at torch's thread count: from the cache, else measured now and cached."""
-    key = _machine_key()
+def calibrated_model(cpu: str) -> CostModel:
+    """This machine's CostModel at torch's thread count: from the cache, else measured now and cached.
+    cpu: what the timings depend on besides torch and the threads (device.cpu_description())."""
+    key = _machine_key(cpu)
     path = _cache_path()
     cached = _read_cache(path).get(key)
     if cached is not None:
@@ -239,15 +236,15 @@ def measure_model(sizes=CALIBRATION_SIZES, rounds: int = CALIBRATION_ROUNDS) -> 
     (h1, w1), (h2, w2) = sizes
     small = measure_layers((h1, w1), rounds)
     large = measure_layers((h2, w2), rounds)
-    costs = []
+    costs = {}
     for shape in dict.fromkeys(CONV_SHAPES):
         pools = shape[2]
         n1, n2 = (h1 >> pools) * (w1 >> pools), (h2 >> pools) * (w2 >> pools)
         for variant in VARIANTS:
             t1, t2 = small[shape][variant], large[shape][variant]
             per_pixel = max(0.0, (t2 - t1) / (n2 - n1))
-            costs.append((shape, variant, max(0.0, t1 - per_pixel * n1), per_pixel))
-    return CostModel(tuple(costs))
+            costs[(shape, variant)] = (max(0.0, t1 - per_pixel * n1), per_pixel)
+    return CostModel(costs)
 
 
 def measure_layers(size: tuple[int, int], rounds: int) -> dict[tuple[int, int, int], dict[str, float]]:
@@ -265,8 +262,7 @@ def measure_layers(size: tuple[int, int], rounds: int) -> dict[tuple[int, int, i
             NCHW_ONEDNN: (lambda i: conv_relu(i, conv, False), nchw),
             NCHW_WINOGRAD: (lambda i: winograd_conv_relu(i, weight, bias), nchw),
         }
-        results[shape] = {name: _median_seconds(lambda: _forward_backward(run, x), rounds)
-                          for name, (run, x) in runs.items()}
+        results[shape] = {name: forward_backward_seconds(run, x, rounds) for name, (run, x) in runs.items()}
     return results
 
 
@@ -281,45 +277,27 @@ def _random_conv(cin: int, cout: int):
     return conv, weight, bias
 
 
-def _forward_backward(run, x: torch.Tensor) -> None:
-    leaf = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        out = run(leaf)
-        out.backward(torch.ones_like(out))
-
-
-def _median_seconds(work, rounds: int) -> float:
+def forward_backward_seconds(run, x: torch.Tensor, rounds: int) -> float:
+    """Median seconds of run(x) and its backward to x, over ``rounds`` after one warm-up (which fills
+    the kernels' caches and workspaces)."""
     times = []
-    for attempt in range(rounds + 1):  # the first warms the kernels' caches and workspaces up
+    for attempt in range(rounds + 1):
+        leaf = x.detach().requires_grad_(True)
         started = time.perf_counter()
-        work()
+        with torch.enable_grad():
+            out = run(leaf)
+            out.backward(torch.ones_like(out))
         if attempt:
             times.append(time.perf_counter() - started)
     times.sort()
     return times[len(times) // 2]
 
 
-def _machine_key() -> str:
-    """What the timings depend on: the CPU (model and flags), torch, the thread count."""
-    text = "|".join([_cpu_description(), torch.__version__, str(torch.get_num_threads()),
+def _machine_key(cpu: str) -> str:
+    """What the timings depend on: the CPU, torch, the thread count."""
+    text = "|".join([cpu, torch.__version__, str(torch.get_num_threads()),
                      str(CALIBRATION_SIZES), "v3"])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _cpu_description() -> str:
-    model, flags = platform.processor(), ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and not model:
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = " ".join(sorted(line.split(":", 1)[1].split()))
-                    break
-    except OSError:
-        pass
-    # oneDNN's own limit on the instruction set it uses changes its speed as much as the CPU does.
-    return f"{model}|{flags}|{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}|{os.environ.get('DNNL_MAX_CPU_ISA', '')}"
 
 
 def _cache_path() -> Path:

@@ -232,6 +232,7 @@ class _Run:
         self.seed = self.config.seed if self.config.seed is not None else torch.Generator().seed()
         self.steps = 0
         self.started = time.perf_counter()
+        self.kernels = "onednn"  # the convolution kernels of the scale being optimized (VGG19Features.kernels_at)
 
     def run(self) -> torch.Tensor:
         """The finished image, (1,3,H,W) in 0..1 on the CPU."""
@@ -254,7 +255,9 @@ class _Run:
 
     def _objective(self, images: ScaleImages, policy: ComputePolicy) -> Objective:
         self.policy = policy  # the precision the run is in now (float32 after a fallback)
-        return build_objective(network_for(self.config, policy), self.config, images, self.extra_terms)
+        net = network_for(self.config, policy)
+        self.kernels = net.kernels_at(*images.content.shape[-2:])
+        return build_objective(net, self.config, images, self.extra_terms)
 
     def _after_step(self, step: int, shown: torch.Tensor, losses: dict, *, finish: Finish, scale: int) -> bool:
         self.steps += 1
@@ -321,8 +324,7 @@ def stylize(content, styles, config: StyleConfig | None = None, *, masks=None, o
         "seed_used": run.seed,
         "device_used": str(policy.device),
         "precision_used": run.policy.precision,
-        # the convolution kernels of the final scale: onednn, winograd, or the layers on Winograd
-        "kernels_used": network_for(config, run.policy).kernels_at(height, width),
+        "kernels_used": run.kernels,  # of the last scale: onednn, winograd or 'winograd at N of M layers'
         "weights_origin": _weights(config.weights_source, config.weights, config.weights_preprocessing).origin,
         "scales_used": [size for size, _ in run.schedule],
         "size": list(result.size),

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from .device import ComputePolicy
+from .device import ComputePolicy, cpu_description
 from .errors import ImageError
 from .kernels import (ONEDNN, WINOGRAD, KernelPlan, calibrated_model, conv_relu, onednn_conv_relu_available,
                       winograd_available, winograd_conv_relu, winograd_usable_now)
@@ -47,8 +47,10 @@ class VGG19Features(nn.Module):
         # float32 on a CPU with NNPACK: the kernels and the layout are chosen per image size
         # (kernels.CostModel); the weights stay NCHW, one copy serving both kernels.
         self.winograd = self.fused and winograd_applies(self.policy)
-        self.cost_model = calibrated_model() if self.winograd and self.policy.winograd == "auto" else None
+        self.cost_model = (calibrated_model(cpu_description()) if self.winograd and self.policy.winograd == "auto"
+                           else None)
         self._plans: dict[tuple[int, int], KernelPlan] = {}
+        self.onednn_plan = KernelPlan.everywhere(ONEDNN, self.policy.channels_last)  # also the fallback
         self.requires_grad_(False)
         self.eval()
 
@@ -75,7 +77,7 @@ class VGG19Features(nn.Module):
         plan = self._plans.get((height, width))
         if plan is None:
             if not self.winograd:
-                plan = KernelPlan.everywhere(ONEDNN, self.policy.channels_last)
+                plan = self.onednn_plan
             elif self.cost_model is None:  # --winograd on
                 plan = KernelPlan.everywhere(WINOGRAD, False)
             else:
@@ -99,7 +101,7 @@ class VGG19Features(nn.Module):
         self.check_size(image.shape[-2], image.shape[-1])
         plan = self.plan_at(image.shape[-2], image.shape[-1])
         if plan.uses_winograd and not winograd_usable_now():
-            plan = KernelPlan.everywhere(ONEDNN, self.policy.channels_last)
+            plan = self.onednn_plan
         x = image.flip(1) if self.bgr else image
         x = x * self.in_scale - self.in_shift
         if plan.channels_last:
