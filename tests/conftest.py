@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import shutil
 import tempfile
+import threading
+import time
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -103,3 +107,55 @@ def wait_for_job(client, job_id, predicate, timeout):
             return job
         assert time.monotonic() < deadline, f"timed out waiting; last state {job}"
         time.sleep(0.02)
+
+
+# ------------------------------------------------------------------ the web app without the network
+def png_of(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def example(path: str, side: int) -> bytes:
+    image = Image.open(EXAMPLES / path).convert("RGB")
+    image.thumbnail((side, side))
+    return png_of(image)
+
+
+CONTENT = example("content/tubingen.jpg", 64)
+STYLE = example("style/starry_night.jpg", 48)
+
+
+class FakeRunner:
+    """stylize's signature without the network: `delay` seconds per iteration, blocked while
+    `gate` is clear; records the calls and the masks it got."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls = []
+
+    def __call__(self, content, styles, config, *, on_step, masks=None):
+        self.calls.append(SimpleNamespace(config=config, masks=masks))
+        start = time.perf_counter()
+        for step in range(1, config.iterations + 1):
+            self.gate.wait()
+            time.sleep(self.delay)
+            progress = SimpleNamespace(step=step, total=config.iterations, size=content.size,
+                                       losses={"content": 1.0, "style": 1.0, "tv": 1.0, "total": 3.0},
+                                       elapsed=time.perf_counter() - start, iterations_per_second=10.0,
+                                       scale=1, num_scales=1, image=lambda: content)
+            if on_step(progress) is False:
+                break
+        result = content.copy()
+        result.info["vggstyle"] = {**config.to_dict(), "iterations_done": step}
+        return result
+
+
+def post_job(client, content=CONTENT, styles=(STYLE,), masks=(), **params):
+    parts = [("content", ("c.png", content, "image/png"))]
+    parts += [("style", (f"s{i}.png", s, "image/png")) for i, s in enumerate(styles)]
+    parts += [("style_mask", (f"m{i}.png", m, "image/png")) for i, m in enumerate(masks)]
+    data = {"image_size": "32", "num_iterations": "3", **{k: str(v) for k, v in params.items()}}
+    return client.post("/api/jobs", files=parts, data=data)

@@ -104,9 +104,9 @@ def _bad_inputs(tmp_path, images):
         "1-pixel image": ([c, tiny], "too small"),
         "pixel limit": ([big, s, "--max-input-pixels", "1000"], "over the limit"),
         "unknown layer": ([c, s, "--style-layers", "relu1_1,relu9_1"], "unknown VGG19 layer 'relu9_1': did you mean"),
-        "negative weight": ([c, s, "--style-weight", "-1"], "--style-weight must be a finite number >= 0"),
-        "nan weight": ([c, s, "--content-weight", "nan"], "--content-weight must be a finite number >= 0"),
-        "zero iterations": ([c, s, "--num-iterations", "0"], "--num-iterations must be a whole number >= 1"),
+        "negative weight": ([c, s, "--style-weight", "-1"], "--style-weight must be a finite number from 0 to 1e+09"),
+        "nan weight": ([c, s, "--content-weight", "nan"], "--content-weight must be a finite number from 0 to 1e+09"),
+        "zero iterations": ([c, s, "--num-iterations", "0"], "--num-iterations must be a whole number from 1 to 1,000,000"),
         "unwritable output": ([c, s, "-o", "/proc/out.png"], "not writable"),
         "missing output folder": ([c, s, "-o", tmp_path / "no" / "o.png"], "does not exist"),
         "bad output extension": ([c, s, "-o", tmp_path / "o.gif"], "unknown extension"),
@@ -117,7 +117,14 @@ def _bad_inputs(tmp_path, images):
         "fp16 on cpu": ([c, s, "--precision", "fp16", "--device", "cpu"], "fp16 is for CUDA"),
         "no style": ([c], "the following arguments are required"),
         "huge seed": ([c, s, "--seed", "9" * 40], "--seed must be a whole number from 0 to"),
-        "huge style scale": ([c, s, "--style-scale", "1e6"], "lower --style-scale"),
+        "huge style scale": ([c, s, "--style-scale", "1e6"], "--style-scale must be a finite number above 0 and at most 100"),
+        # Numbers whose derived values overflowed (issue #20, 3): bounded where they are parsed.
+        "infinite scale": ([c, s, "--scales", "1e400"], "--scales must be whole numbers from 16 to 16,384, got inf"),
+        "nan scale": ([c, s, "--scales", "nan"], "--scales must be whole numbers from 16 to 16,384, got nan"),
+        "huge coarse factor": ([c, s, "--scales", "16,32", "--coarse-iterations-factor", "1e200"],
+                               "--coarse-iterations-factor must be a finite number from 0.01 to 100"),
+        "huge scale steps": ([c, s, "--scale-steps", "10000000"], "--scale-steps must be a whole number from 1 to 32"),
+        "huge save-every": ([c, s, "--save-every", "9" * 30], "--save-every must be a whole number from 0 to"),
     }, out
 
 
@@ -139,6 +146,15 @@ def test_every_bad_input_is_one_line_exit_2_no_file(small_images, tmp_path, caps
 
 
 @pytest.mark.slow
+
+@pytest.mark.parametrize("size", ["1" + "0" * 400, "9" * 20, "16385"])
+def test_huge_image_sizes_are_one_line_naming_image_size(small_images, tmp_path, capsys, size):
+    out = tmp_path / "out.png"
+    code = main([str(small_images["content"]), str(small_images["style"]), "-o", str(out), "--image-size", size])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and not out.exists()
+    assert lines[0].startswith("vggstyle: error: --image-size must be a whole number from 16 to 16,384, got ")
+
 def test_bad_input_in_a_real_process_has_no_traceback(small_images, tmp_path):
     truncated = tmp_path / "half.png"
     data = small_images["content"].read_bytes()

@@ -372,8 +372,8 @@ def _bad_inputs(tmp_path):
         "start past the end": ([clip, "--start", 5], r"--start 5s is past the end"),
         "bad --long-term": ([clip, "--long-term", "2,1"], r"--long-term must be frame offsets >= 1, rising"),
         "bad --temporal-weight": ([clip, "--temporal-weight", -1], r"--temporal-weight must be a finite number"),
-        "bad --passes": ([clip, "--passes", 0], r"--passes must be a whole number >= 1, got 0"),
-        "bad --warp-tolerance": ([clip, "--warp-tolerance", 0], r"--warp-tolerance must be a number above 0"),
+        "bad --passes": ([clip, "--passes", 0], r"--passes must be a whole number from 1 to 64, got 0"),
+        "bad --warp-tolerance": ([clip, "--warp-tolerance", 0], r"--warp-tolerance must be a finite number above 0 and at most 1"),
         "unknown extension": ([clip, "-o", tmp_path / "out.avi"], r"unknown extension '.avi'"),
         "unwritable output": ([clip, "-o", tmp_path / "missing" / "out.mp4"], r"folder .*missing does not exist"),
     }

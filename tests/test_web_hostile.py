@@ -8,7 +8,6 @@ import socket
 import threading
 import functools
 import time
-from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -18,7 +17,7 @@ pytest.importorskip("multipart", reason="the web app needs python-multipart (the
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import EXAMPLES, wait_for_job  # noqa: E402
+from conftest import CONTENT, STYLE, FakeRunner, png_of, post_job, wait_for_job  # noqa: E402
 from vggstyle.web.server import LOOPBACK_NAMES, background_server, create_app  # noqa: E402
 from vggstyle.web.uploads import Limits  # noqa: E402
 
@@ -26,57 +25,6 @@ try:  # the client starlette prefers; httpx has the same API
     import httpx2 as httpx
 except ImportError:  # pragma: no cover
     import httpx
-
-
-def png_of(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def example(path: str, side: int) -> bytes:
-    image = Image.open(EXAMPLES / path).convert("RGB")
-    image.thumbnail((side, side))
-    return png_of(image)
-
-
-CONTENT = example("content/tubingen.jpg", 64)
-STYLE = example("style/starry_night.jpg", 48)
-
-
-class FakeRunner:
-    """stylize's signature without the network: `delay` seconds per iteration, blocked while
-    `gate` is clear; records the calls and the masks it got."""
-
-    def __init__(self, delay: float = 0.0):
-        self.delay = delay
-        self.gate = threading.Event()
-        self.gate.set()
-        self.calls = []
-
-    def __call__(self, content, styles, config, *, on_step, masks=None):
-        self.calls.append(SimpleNamespace(config=config, masks=masks))
-        start = time.perf_counter()
-        for step in range(1, config.iterations + 1):
-            self.gate.wait()
-            time.sleep(self.delay)
-            progress = SimpleNamespace(step=step, total=config.iterations, size=content.size,
-                                       losses={"content": 1.0, "style": 1.0, "tv": 1.0, "total": 3.0},
-                                       elapsed=time.perf_counter() - start, iterations_per_second=10.0,
-                                       scale=1, num_scales=1, image=lambda: content)
-            if on_step(progress) is False:
-                break
-        result = content.copy()
-        result.info["vggstyle"] = {**config.to_dict(), "iterations_done": step}
-        return result
-
-
-def post_job(client, content=CONTENT, styles=(STYLE,), masks=(), **params):
-    parts = [("content", ("c.png", content, "image/png"))]
-    parts += [("style", (f"s{i}.png", s, "image/png")) for i, s in enumerate(styles)]
-    parts += [("style_mask", (f"m{i}.png", m, "image/png")) for i, m in enumerate(masks)]
-    data = {"image_size": "32", "num_iterations": "3", **{k: str(v) for k, v in params.items()}}
-    return client.post("/api/jobs", files=parts, data=data)
 
 
 wait_for = functools.partial(wait_for_job, timeout=20.0)
@@ -101,7 +49,7 @@ def app_client():
 
 # ------------------------------------------------------------------ 1: every size bounded
 @pytest.mark.parametrize("image_size, style_scale, message", [
-    (96, 1e6, "lower --style-scale"),
+    (96, 1e6, "style_scale must be a finite number above 0 and at most 100, got 1000000.0"),
     (128, 40, "style_scale 40 makes the style images 5120 px on the long side, over this server's limit of 2048"),
 ])
 def test_style_scale_is_bounded_before_any_resize(app_client, image_size, style_scale, message):

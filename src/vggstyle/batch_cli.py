@@ -27,8 +27,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= 0")
+    if not (text.isdigit() and len(text.lstrip("0")) <= 7 and int(text) <= 1_000_000):
+        raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a whole number from 0 to 1,000,000")
     return int(text)
 
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import BOOL, CHOICE, FLOAT, INT, PATHS, Option, StyleConfig, config_options, parse_text
+from .config import (BOOL, CHOICE, FLOAT, INT, MAX_ITERATIONS, PATHS, Option, Range, StyleConfig, config_options,
+                     number_problem, parse_text)
 from .errors import ConfigError, OutputError, VggstyleError
 from .layers import LAYER_NAMES
 
@@ -220,8 +221,8 @@ def _run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.validate(num_styles=len(args.styles))
-    if args.save_every < 0:
-        raise ConfigError("--save-every must be >= 0")
+    if problem := number_problem("--save-every", args.save_every, True, Range(0, MAX_ITERATIONS)):
+        raise ConfigError(problem)
     output = check_output_path(args.output)
     _check_plot(args.plot)
 

@@ -48,6 +48,56 @@ KINDS = (INT, FLOAT, BOOL, CHOICE, TEXT, LAYERS, FLOATS, INTS, PATH, PATHS, CHOI
 NAMES_FILES = frozenset({PATH, PATHS})
 
 
+# Lists a user may give (scales, blend weights): longer ones are refused where they are parsed.
+MAX_LIST_ITEMS = 32
+MAX_ITERATIONS = 1_000_000  # in all, also as epochs x steps per epoch
+MAX_SIDE = 16_384  # px: any long side a user may ask for (image, scales); memory refuses far less first
+MAX_WEIGHT = 1e9
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take. Every number a user gives is checked against one where it is
+    parsed, so that nothing derived from it (schedules, sizes, ETAs) can overflow or take hours."""
+
+    low: float
+    high: float
+    low_open: bool = False  # low itself is not allowed ("above 0")
+    high_open: bool = False  # high itself is not allowed ("up to (not including) 1")
+
+    def holds(self, value) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def words(self) -> str:
+        if self.low_open:
+            return f"above {_shown(self.low)} and at most {_shown(self.high)}"
+        if self.high_open:
+            return f"from {_shown(self.low)} up to (not including) {_shown(self.high)}"
+        return f"from {_shown(self.low)} to {_shown(self.high)}"
+
+
+def _shown(number) -> str:
+    return f"{number:,}" if isinstance(number, int) else f"{number:g}"
+
+
+def number_problem(flag: str, value, whole: bool, allowed: Range, *, in_list: bool = False) -> str | None:
+    """One line saying why ``value`` is not a number ``allowed`` holds (whole: an int; in_list: one
+    of a list's); None if it is. Huge ints are compared as ints (math.isfinite would overflow)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+        fine = False
+    else:
+        fine = (isinstance(value, int) or math.isfinite(value)) and allowed.holds(value)
+    if fine:
+        return None
+    text = str(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    kind = ("whole numbers" if whole else "finite numbers") if in_list else ("a whole number" if whole else
+                                                                             "a finite number")
+    return f"{flag} must be {kind} {allowed.words()}, got {text}"
+
+
 @dataclass(frozen=True)
 class Option:
     """One StyleConfig field as the CLI, the web form and the page see it."""
@@ -62,6 +112,11 @@ class Option:
     shown_default: Any = None  # what to show when ``default`` is None and a value is derived
     page_help: str | None = None  # for the page, where CLI flags mean nothing; default: help
     metavar: str | None = None  # the CLI's placeholder; display only
+    bounds: Range | None = None  # the values a number (or each number of a list) may take
+
+    @property
+    def whole(self) -> bool:
+        return self.kind in (INT, INTS)
 
     @property
     def flag(self) -> str:
@@ -100,46 +155,46 @@ class StyleConfig:
     # Loss weights. The loss terms are normalized (see losses.py) so that these
     # defaults give a balanced result at any image size.
     content_weight: float = _opt(1.0, FLOAT, "weights", "how strongly the result keeps the content image's "
-                                 "structure", web=True)
+                                 "structure", web=True, bounds=Range(0.0, MAX_WEIGHT))
     style_weight: float = _opt(40.0, FLOAT, "weights", "how strongly the result takes the style images' textures",
-                               web=True)
+                               web=True, bounds=Range(0.0, MAX_WEIGHT))
     tv_weight: float = _opt(5.0, FLOAT, "weights", "total-variation weight: smooths high-frequency noise",
-                            web=True, page_help="smoothing: higher values remove fine noise, and fine detail with it")
+                            web=True, page_help="smoothing: higher values remove fine noise, and fine detail with it", bounds=Range(0.0, MAX_WEIGHT))
 
     # Images.
-    image_size: int = _opt(512, INT, "images", "long side of the output in pixels", web=True)
+    image_size: int = _opt(512, INT, "images", "long side of the output in pixels", web=True, bounds=Range(16, MAX_SIDE))
     style_scale: float = _opt(1.0, FLOAT, "images", "style image long side, relative to --image-size", web=True,
                               page_help="size of the style images relative to the result's: below 1 gives "
-                                        "finer brush strokes, above 1 coarser ones")
+                                        "finer brush strokes, above 1 coarser ones", bounds=Range(0.0, 100.0, low_open=True))
     style_blend_weights: list = _opt([], FLOATS, "images", "relative weight per style image, e.g. 3,7 "
                                      "(default: equal)", web=True, metavar="LIST",
-                                     page_help="relative weight per style image (the sliders set it)")
+                                     page_help="relative weight per style image (the sliders set it)", bounds=Range(0.0, MAX_WEIGHT))
     init: str = _opt("content", CHOICE_OR_PATH, "images", "starting image: content, random (seeded noise) "
                      "or an image path", web=True, choices=INIT_KEYWORDS, metavar="INIT",
                      page_help="where the result starts: the content image, or random noise (set by the seed)")
     max_input_pixels: int = _opt(100_000_000, INT, "images", "refuse input images with more pixels than this",
-                                 web=False)
+                                 web=False, bounds=Range(1, 10**10))
 
     # Optimization.
     optimizer: str = _opt("lbfgs", CHOICE, "optimization", "lbfgs (best per iteration) or adam", web=True,
                           choices=OPTIMIZERS)
     learning_rate: float | None = _opt(None, FLOAT, "optimization", "step size (default: 1 for lbfgs, 8 for adam)",
-                                       web=True)
+                                       web=True, bounds=Range(0.0, 1e6, low_open=True))
     ema_decay: float | None = _opt(None, FLOAT, "optimization", "the result is an exponential moving average of "
                                    "the iterates with this decay; 0: the last iterate (default: 0.9 for adam, 0 "
                                    "for lbfgs)", web=True,
                                    page_help="average the steps with this decay (0: keep the last step; empty: "
-                                             "0.9 for adam, 0 for lbfgs)")
+                                             "0.9 for adam, 0 for lbfgs)", bounds=Range(0.0, 1.0, high_open=True))
     num_iterations: int | None = _opt(None, INT, "optimization", "iterations in all (or give --epochs)", web=True,
                                       shown_default=DEFAULT_ITERATIONS,
-                                      page_help="iterations in all; more take longer and settle the image further")
+                                      page_help="iterations in all; more take longer and settle the image further", bounds=Range(1, MAX_ITERATIONS))
     epochs: int | None = _opt(None, INT, "optimization", "epochs to run; iterations = epochs x steps per epoch",
                               web=True, page_help="instead of iterations: epochs x steps per epoch (leave "
-                                                  "iterations empty then)")
+                                                  "iterations empty then)", bounds=Range(1, MAX_ITERATIONS))
     steps_per_epoch: int = _opt(100, INT, "optimization", "iterations per epoch (with --epochs)", web=True,
-                                page_help="iterations per epoch, when epochs is set")
+                                page_help="iterations per epoch, when epochs is set", bounds=Range(1, MAX_ITERATIONS))
     seed: int | None = _opt(None, INT, "optimization", "random seed: the same seed gives the same image on the CPU",
-                            web=True)
+                            web=True, bounds=Range(0, MAX_SEED))
 
     # Style statistics, colour and spatial control.
     style_loss: str = _opt("gram", CHOICE, "style", "style statistic: gram (Gatys), wasserstein (Gaussian W2) or "
@@ -157,18 +212,18 @@ class StyleConfig:
                                      "--image-size; 0: always (at and below it one scale reached a lower loss "
                                      "sooner)", web=True,
                                      page_help="above this image size, optimize small first, then refine "
-                                               "larger; 0: always")
-    min_scale: int = _opt(256, INT, "scales", "long side of the first, coarsest scale in px", web=True)
+                                               "larger; 0: always", bounds=Range(0, 10**6))
+    min_scale: int = _opt(256, INT, "scales", "long side of the first, coarsest scale in px", web=True, bounds=Range(16, MAX_SIDE))
     scale_steps: int | None = _opt(None, INT, "scales", "number of scales, coarse-to-fine at any size (default: "
                                    "steps of about sqrt(2) from --min-scale up to --image-size)", web=True,
                                    page_help="number of scales from the coarsest to the final size (empty: "
-                                             "steps of about 1.4x)")
+                                             "steps of about 1.4x)", bounds=Range(1, MAX_LIST_ITEMS))
     scales: list = _opt([], INTS, "scales", "explicit long sides per scale, e.g. 128,256,512 (overrides the above)",
-                        web=True, metavar="LIST")
+                        web=True, metavar="LIST", bounds=Range(16, MAX_SIDE))
     coarse_iterations_factor: float = _opt(1.25, FLOAT, "scales", "each coarser scale gets this many times the "
                                            "iterations of the next finer one (within --num-iterations)", web=True,
                                            page_help="each coarser scale gets this many times the iterations of "
-                                                     "the next finer one")
+                                                     "the next finer one", bounds=Range(0.01, 100.0))
 
     # Network.
     content_layers: dict = _opt({"relu4_2": 1.0}, LAYERS, "network", "content layers, optionally name:weight",
@@ -188,7 +243,7 @@ class StyleConfig:
     device: str = _opt("auto", TEXT, "hardware", "auto, cpu, cuda or cuda:N", web=False, metavar="DEVICE")
     precision: str = _opt("auto", CHOICE, "hardware", "auto (bf16 where the hardware has it), fp32, bf16 or fp16",
                           web=False, choices=PRECISIONS)
-    threads: int | None = _opt(None, INT, "hardware", "CPU threads (default: all physical cores)", web=False)
+    threads: int | None = _opt(None, INT, "hardware", "CPU threads (default: all physical cores)", web=False, bounds=Range(1, 1024))
     winograd: str = _opt("auto", CHOICE, "hardware", "CPU convolutions through NNPACK's Winograd transforms: "
                          "auto (each layer on the kernel measured fastest on this machine, once, cached), on, "
                          "off (oneDNN only)", web=False, choices=AUTO_ON_OFF)
@@ -206,10 +261,10 @@ class StyleConfig:
         masks = [self.style_masks] if isinstance(self.style_masks, str) else list(self.style_masks or [])
         self.style_masks = [p.strip() for item in masks for p in str(item).split(",") if p.strip()]
         if isinstance(self.scales, str):
-            self.scales = [int(x) for x in _parse_floats(self.scales, "scales")]
-        self.scales = [int(x) for x in (self.scales or [])]
+            self.scales = _parse_floats(self.scales, "--scales", "128,256,512")
+        self.scales = [_whole(x) for x in (self.scales or [])]  # 1e400 and nan stay as they are, for validate
         if isinstance(self.style_blend_weights, str):
-            self.style_blend_weights = _parse_floats(self.style_blend_weights, "style blend weights")
+            self.style_blend_weights = _parse_floats(self.style_blend_weights, "--style-blend-weights", "3,7")
         self.style_blend_weights = list(self.style_blend_weights or [])
 
     # ------------------------------------------------------------------ derived
@@ -288,8 +343,11 @@ class StyleConfig:
         """Raise ConfigError with one line naming the bad option and what to do; return self.
 
         num_masks: the masks given as images rather than as style_masks paths (stylize's Python API).
+        Every number is first held to its option's Range, so that the checks after it, and
+        everything derived later (the scale schedule, style sizes, ETAs), work on bounded values.
         """
         num_masks = len(self.style_masks) if num_masks is None else num_masks
+        self._check_numbers()
         self._check_weights()
         self._check_counts(num_styles, num_masks)
         self._check_sizes()
@@ -298,18 +356,23 @@ class StyleConfig:
         self._check_style_side()
         return self
 
+    def _check_numbers(self) -> None:
+        for option in config_options():
+            value = getattr(self, option.name)
+            if option.bounds is None or (value is None and option.optional):
+                continue
+            if option.kind in (INTS, FLOATS):
+                if len(value) > MAX_LIST_ITEMS:
+                    raise ConfigError(f"{option.flag} has {len(value)} values; give at most {MAX_LIST_ITEMS}")
+                for item in value:
+                    if problem := number_problem(option.flag, item, option.whole, option.bounds, in_list=True):
+                        raise ConfigError(problem)
+            elif problem := number_problem(option.flag, value, option.whole, option.bounds):
+                raise ConfigError(problem)
+
     def _check_weights(self) -> None:
-        for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
-            value = getattr(self, name)
-            if not _finite_nonneg(value):
-                raise ConfigError(f"--{_flag(name)} must be a finite number >= 0, got {value}")
-        if self.style_scale <= 0:
-            raise ConfigError("--style-scale must be > 0")
         if self.content_weight == 0 and self.style_weight == 0:
             raise ConfigError("--content-weight and --style-weight are both 0: nothing to optimize")
-        for w in self.style_blend_weights:
-            if not _finite_nonneg(w):
-                raise ConfigError(f"--style-blend-weights must be finite numbers >= 0, got {w}")
         if self.style_blend_weights and sum(self.style_blend_weights) <= 0:
             raise ConfigError("--style-blend-weights must not all be 0")
 
@@ -326,49 +389,28 @@ class StyleConfig:
                               f"for {num_styles} style image(s): give one per style image")
 
     def _check_sizes(self) -> None:
-        if not isinstance(self.image_size, int) or self.image_size < 16:
-            raise ConfigError(f"--image-size must be a whole number of at least 16 px, got {self.image_size}")
-        if not isinstance(self.coarse_to_fine_above, int) or self.coarse_to_fine_above < 0:
-            raise ConfigError(f"--coarse-to-fine-above must be a whole number >= 0, got {self.coarse_to_fine_above}")
-        if self.min_scale < 16:
-            raise ConfigError(f"--min-scale must be at least 16 px, got {self.min_scale}")
-        if self.scale_steps is not None and (not isinstance(self.scale_steps, int) or self.scale_steps < 1):
-            raise ConfigError(f"--scale-steps must be a whole number >= 1, got {self.scale_steps}")
-        if self.scales and (any(s < 16 for s in self.scales) or self.scales != sorted(set(self.scales))):
-            raise ConfigError(f"--scales must rise strictly and start at 16 px or more, got {self.scales}")
-        if not (_finite_nonneg(self.coarse_iterations_factor) and self.coarse_iterations_factor > 0):
-            raise ConfigError("--coarse-iterations-factor must be a finite number > 0")
-        if self.max_input_pixels < 1:
-            raise ConfigError("--max-input-pixels must be >= 1")
+        if self.scales and self.scales != sorted(set(self.scales)):
+            raise ConfigError(f"--scales must rise strictly, got {','.join(map(str, self.scales))}")
 
     def _check_iterations(self) -> None:
-        for name in ("num_iterations", "epochs"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"--{_flag(name)} must be a whole number >= 1, got {value}")
-        if not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1:
-            raise ConfigError(f"--steps-per-epoch must be a whole number >= 1, got {self.steps_per_epoch}")
         if self.num_iterations is not None and self.epochs is not None:
             raise ConfigError("give either --num-iterations or --epochs (with --steps-per-epoch), not both")
-        if self.learning_rate is not None and not (_finite_nonneg(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError(f"--learning-rate must be a finite number > 0, got {self.learning_rate}")
-        if self.ema_decay is not None and not (_finite_nonneg(self.ema_decay) and self.ema_decay < 1):
-            raise ConfigError(f"--ema-decay must be a number from 0 up to (not including) 1, got {self.ema_decay}")
+        if self.iterations > MAX_ITERATIONS:
+            raise ConfigError(f"--epochs {self.epochs} x --steps-per-epoch {self.steps_per_epoch} is "
+                              f"{self.iterations:,} iterations, more than {MAX_ITERATIONS:,}; give fewer")
 
     def _check_choices_and_hardware(self) -> None:
         for option in config_options():
             value = getattr(self, option.name)
             if option.kind == CHOICE and value not in option.choices:
-                raise ConfigError(f"unknown {option.flag} '{value}': choose one of {', '.join(option.choices)}")
+                raise ConfigError(f"unknown {option.flag} '{str(value)[:40]}': choose one of "
+                                  f"{', '.join(option.choices)}")
         if not isinstance(self.init, str) or not self.init:
             raise ConfigError("--init must be content, random or an image path")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"--threads must be a whole number >= 1, got {self.threads}")
-        if not (self.device == "auto" or self.device == "cpu" or self.device == "cuda"
-                or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
-            raise ConfigError(f"unknown --device '{self.device}': choose auto, cpu, cuda or cuda:N")
-        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED):
-            raise ConfigError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {str(self.seed)[:40]}")
+        if not isinstance(self.device, str) or not (
+                self.device in ("auto", "cpu", "cuda")
+                or (self.device.startswith("cuda:") and self.device[5:].isdigit() and len(self.device) < 10)):
+            raise ConfigError(f"unknown --device '{str(self.device)[:40]}': choose auto, cpu, cuda or cuda:N")
 
     def _check_style_side(self) -> None:
         """--style-scale can ask for a style image of any size: bound it before anything is resized.
@@ -383,22 +425,18 @@ class StyleConfig:
                               f"{self.max_input_pixels:,} (--max-input-pixels); lower --style-scale")
 
 
-def _finite_nonneg(value) -> bool:
-    try:
-        return math.isfinite(value) and value >= 0
-    except TypeError:
-        return False
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def _parse_floats(text: str, what: str) -> list[float]:
+def _parse_floats(text: str, flag: str, example: str) -> list[float]:
     try:
         return [float(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise ConfigError(f"{what} must be comma-separated numbers, e.g. 3,7; got '{text}'") from None
+        raise ConfigError(f"{flag} must be comma-separated numbers, e.g. {example}; got '{text[:40]}'") from None
+
+
+def _whole(value):
+    """An integral float as an int (256.0 -> 256); anything else as it is, for validate to refuse."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 def config_fields() -> list[dataclasses.Field]:

@@ -24,7 +24,6 @@ plus the temporal term -> the frame store (resumable work dir) -> the video writ
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,14 +31,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from .config import StyleConfig
+from .config import MAX_ITERATIONS, MAX_WEIGHT, Range, StyleConfig, number_problem
 from .errors import ConfigError
 
 INIT_FRAMES = ("prev-warped", "content", "random")
 FLOW_CHOICES = ("dis-fast", "dis-medium", "farneback")  # flow.FLOW_METHODS, without importing OpenCV here
 
 
+MAX_PASSES = 64
+MAX_LONG_TERM = 16  # earlier frames compared with
+
+
 def _opt(default, help: str, **extra):
+    """A field with its help (and choices, metavar, bounds: the Range a number may take)."""
     meta = {"help": help, **extra}
     if isinstance(default, list):
         return field(default_factory=list, metadata=meta)
@@ -52,35 +56,39 @@ class VideoConfig:
 
     temporal_weight: float = _opt(
         3000.0, "weight of the temporal term: how strongly each frame keeps the previous output, warped "
-              "along the flow, where the flow is consistent; 0: off")
+              "along the flow, where the flow is consistent; 0: off", bounds=Range(0.0, MAX_WEIGHT))
     first_frame_iterations: int | None = _opt(
         None, "iterations of the first frame and of the first frame after each shot cut "
-              "(default: --num-iterations, 300)")
+              "(default: --num-iterations, 300)", bounds=Range(1, MAX_ITERATIONS))
     motion_boundary_weight: float = _opt(
         1.0, "weight of the temporal term at motion boundaries of the flow, 0..1; 0: the paper's (free them); "
-             "on noisy flow most of them are still background, which then re-stylizes every frame")
+             "on noisy flow most of them are still background, which then re-stylizes every frame",
+        bounds=Range(0.0, 1.0))
     warp_tolerance: float = _opt(
         0.15, "where the previous content frame, warped along the flow, differs from this one by more than this "
               "(mean RGB difference, 0..1), the flow lost track (a walker's limbs): those pixels start from the "
-              "content and are free of the temporal term; 1: off")
+              "content and are free of the temporal term; 1: off", bounds=Range(0.0, 1.0, low_open=True))
     frame_iterations: int = _opt(10, "iterations of every other frame in each pass (they start from the previous "
-                                     "output)")
+                                     "output)", bounds=Range(1, MAX_ITERATIONS))
     passes: int = _opt(3, "passes over the clip: 1 = forward only (each frame follows the one before); 2 = then "
                           "backward, each frame pulled toward both neighbours; 3 = forward again (the default: "
-                          "far steadier than one pass with the same iterations in all); more alternate")
+                          "far steadier than one pass with the same iterations in all); more alternate",
+                          bounds=Range(1, MAX_PASSES))
     init_frame: str = _opt("prev-warped", "how a frame after the first starts: prev-warped (the previous output "
                            "warped along the flow), content, or random", choices=INIT_FRAMES)
     long_term: list = _opt([], "long-term consistency: compare with these earlier frames, closest first, e.g. "
                            "1,2,4 (each pixel counts for the closest frame it is consistent with)",
-                           metavar="LIST")
+                           metavar="LIST", bounds=Range(1, 10_000))
     flow: str = _opt("dis-medium", "optical flow method (OpenCV)", choices=FLOW_CHOICES)
     start: str | None = _opt(None, "first frame: seconds (2.5), minutes:seconds (1:02.5) or frame (f120)",
                              metavar="TIME")
     end: str | None = _opt(None, "end (exclusive), as --start", metavar="TIME")
-    max_frames: int | None = _opt(None, "refuse inputs with more selected frames than this", metavar="N")
+    max_frames: int | None = _opt(None, "refuse inputs with more selected frames than this", metavar="N",
+                                  bounds=Range(1, 10**9))
     work_dir: str | None = _opt(None, "folder of finished frames, for resuming (default: OUTPUT.frames beside "
                                 "the output, removed when the video is written)", metavar="DIR")
-    fps: float | None = _opt(None, "frame rate of a folder of frames or a pattern (default 25)", metavar="X")
+    fps: float | None = _opt(None, "frame rate of a folder of frames or a pattern (default 25)", metavar="X",
+                             bounds=Range(0.0, 1000.0, low_open=True))
 
     def __post_init__(self) -> None:
         if isinstance(self.long_term, str):
@@ -105,28 +113,26 @@ class VideoConfig:
 
     def validate(self) -> "VideoConfig":
         """Raise ConfigError with one line naming the bad option; return self."""
-        if not (isinstance(self.temporal_weight, (int, float)) and math.isfinite(self.temporal_weight)
-                and self.temporal_weight >= 0):
-            raise ConfigError(f"--temporal-weight must be a finite number >= 0, got {self.temporal_weight}")
-        weight = self.motion_boundary_weight
-        if not (isinstance(weight, (int, float)) and 0 <= weight <= 1):
-            raise ConfigError(f"--motion-boundary-weight must be a number from 0 to 1, got {weight}")
-        tolerance = self.warp_tolerance
-        if not (isinstance(tolerance, (int, float)) and 0 < tolerance <= 1):
-            raise ConfigError(f"--warp-tolerance must be a number above 0, at most 1, got {tolerance}")
-        for name in ("first_frame_iterations", "frame_iterations", "passes", "max_frames"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value}")
+        for f in video_fields():
+            value, allowed = getattr(self, f.name), f.metadata.get("bounds")
+            if allowed is None or value is None:
+                continue
+            flag, whole = f"--{f.name.replace('_', '-')}", f.type.startswith(("int", "list"))
+            if isinstance(value, list):
+                if len(value) > MAX_LONG_TERM:
+                    raise ConfigError(f"{flag} has {len(value)} values; give at most {MAX_LONG_TERM}")
+                problems = [number_problem(flag, item, whole, allowed, in_list=True) for item in value]
+            else:
+                problems = [number_problem(flag, value, whole, allowed)]
+            if problem := next((p for p in problems if p), None):
+                raise ConfigError(problem)
         if self.init_frame not in INIT_FRAMES:
             raise ConfigError(f"unknown --init-frame '{self.init_frame}': choose one of {', '.join(INIT_FRAMES)}")
         if self.flow not in FLOW_CHOICES:
             raise ConfigError(f"unknown --flow '{self.flow}': choose one of {', '.join(FLOW_CHOICES)}")
-        if self.long_term and (any(o < 1 for o in self.long_term) or self.long_term != sorted(set(self.long_term))):
+        if self.long_term != sorted(set(self.long_term)):
             raise ConfigError(f"--long-term must be frame offsets >= 1, rising, closest first (e.g. 1,2,4), "
                               f"got {','.join(map(str, self.long_term))}")
-        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
-            raise ConfigError(f"--fps must be a number > 0, got {self.fps}")
         return self
 
 

@@ -10,12 +10,13 @@ and an option that takes a keyword or a path (init) takes only its keywords here
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from PIL import Image
 
-from ..config import (BOOL, CHOICE, CHOICE_OR_PATH, DEFAULT_ITERATIONS, FLOAT, INT, NAMES_FILES, Option, StyleConfig,
-                      config_options, option, parse_text)
+from ..config import (BOOL, CHOICE, CHOICE_OR_PATH, DEFAULT_ITERATIONS, FLOAT, INT, MAX_ITERATIONS, MAX_SIDE,
+                      NAMES_FILES, Option, Range, StyleConfig, config_options, number_problem, option, parse_text)
 from ..errors import DamagedImage, ImageTooLarge, NotAnImage, VggstyleError
 from ..image import decode_image, long_side_size, resize_long_side
 from ..layers import deepest, min_side
@@ -35,25 +36,31 @@ PRESETS = {
 }
 
 
-def _limit(default, kind: str, help: str):
-    return field(default=default, metadata={"help": help, "kind": kind})
+def _limit(default, kind: str, help: str, bounds: Range):
+    return field(default=default, metadata={"help": help, "kind": kind, "bounds": bounds})
 
 
 @dataclass
 class Limits:
     """What one server accepts; `vggstyle serve` makes an option of each field (its kind declared)."""
 
-    max_queue: int = _limit(16, INT, "jobs that may wait behind the running ones; more are refused (503)")
-    max_upload_mb: float = _limit(30.0, FLOAT, "size of one job's uploads, all images together, in MB")
-    max_input_pixels: int = _limit(40_000_000, INT, "pixels in one uploaded image")
-    max_styles: int = _limit(8, INT, "style images in one job")
-    max_image_size: int = _limit(2048, INT, "largest image_size a job may ask for (and largest style image side)")
-    max_iterations: int = _limit(5000, INT, "most iterations a job may ask for")
-    keep_results: int = _limit(50, INT, "finished results kept; the oldest go first")
-    keep_minutes: float = _limit(60.0, FLOAT, "minutes a finished result is kept")
-    preview_every: int = _limit(5, INT, "iterations between preview images")
+    max_queue: int = _limit(16, INT, "jobs that may wait behind the running ones; more are refused (503)",
+                            Range(1, 10_000))
+    max_upload_mb: float = _limit(30.0, FLOAT, "size of one job's uploads, all images together, in MB",
+                                  Range(0.0, 100_000.0, low_open=True))
+    max_input_pixels: int = _limit(40_000_000, INT, "pixels in one uploaded image", Range(1, 10**10))
+    max_styles: int = _limit(8, INT, "style images in one job", Range(1, 64))
+    max_image_size: int = _limit(2048, INT, "largest image_size a job may ask for (and largest style image side)",
+                                 Range(16, MAX_SIDE))
+    max_iterations: int = _limit(5000, INT, "most iterations a job may ask for", Range(1, MAX_ITERATIONS))
+    keep_results: int = _limit(50, INT, "finished results kept; the oldest go first", Range(1, 100_000))
+    keep_minutes: float = _limit(60.0, FLOAT, "minutes a finished result is kept", Range(0.0, 1e6, low_open=True))
+    preview_every: int = _limit(5, INT, "iterations between preview images", Range(1, MAX_ITERATIONS))
     max_video_seconds: float = _limit(10.0, FLOAT, "seconds of video a job may send as its content, at "
-                                  "most 120 frames a second (413 beyond)")
+                                      "most 120 frames a second (413 beyond)", Range(0.0, 86_400.0, low_open=True))
+    upload_seconds: float = _limit(60.0, FLOAT, "seconds a client may take to send one job's upload, and to "
+                                   "pause within it (a quarter of that); slower ones get 408",
+                                   Range(1.0, 3600.0))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -66,8 +73,9 @@ class Limits:
 
     def check(self) -> Limits:
         for f in fields(self):
-            if not getattr(self, f.name) > 0:
-                raise ValueError(f"--{f.name.replace('_', '-')} must be > 0, got {getattr(self, f.name)}")
+            flag = f"--{f.name.replace('_', '-')}"
+            if problem := number_problem(flag, getattr(self, f.name), f.metadata["kind"] == INT, f.metadata["bounds"]):
+                raise ValueError(problem)
         return self
 
 
@@ -97,6 +105,15 @@ def video_form_options() -> list[Option]:
             for f in video_fields() if f.name in VIDEO_FORM_FIELDS]
 
 
+_FLAG = re.compile(r"--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def form_words(message: str) -> str:
+    """A config message as a web client reads it: the command-line flags it names (--content-weight)
+    become the form's field names (content_weight)."""
+    return _FLAG.sub(lambda m: m.group(1).replace("-", "_"), message)
+
+
 def video_config_from_form(values: dict[str, str], limits: Limits) -> VideoConfig:
     """The video fields of a form (empty: default) -> a validated VideoConfig within the limits."""
     changes = {}
@@ -110,8 +127,7 @@ def video_config_from_form(values: dict[str, str], limits: Limits) -> VideoConfi
     try:
         video = VideoConfig(**changes).validate()
     except VggstyleError as exc:
-        raise UploadError(422, str(exc).replace("--frame-iterations", "frame_iterations")
-                          .replace("--temporal-weight", "temporal_weight")) from None
+        raise UploadError(422, form_words(str(exc))) from None
     if video.frame_iterations > limits.max_iterations:
         raise UploadError(422, f"frame_iterations {video.frame_iterations} is over this server's limit of "
                                f"{limits.max_iterations}")
@@ -177,7 +193,7 @@ def config_from_form(values: dict[str, str], num_styles: int, limits: Limits) ->
     try:
         config = StyleConfig(**kwargs, max_input_pixels=limits.max_input_pixels).validate(num_styles=num_styles)
     except VggstyleError as exc:
-        raise UploadError(422, str(exc)) from None
+        raise UploadError(422, form_words(str(exc))) from None
     if config.image_size > limits.max_image_size:
         raise UploadError(422, f"image_size {config.image_size} is over this server's limit of "
                                f"{limits.max_image_size} px")
