@@ -95,7 +95,9 @@ def test_full_job_progress_preview_and_result(make_client, content, style):
         assert set(event["losses"]) == {"content", "style", "tv", "total"}
         assert all(math.isfinite(v) for v in event["losses"].values())
         assert event["size"] == event["working_size"] == [48, 36] and event["total"] == 8
-        assert event["iterations_per_second"] > 0 and event["eta_seconds"] >= 0
+        assert event["iterations_per_second"] > 0
+        # From the speed after the first iteration (which also pays for the network and targets).
+        assert event["eta_seconds"] is None if event["step"] == 1 else event["eta_seconds"] >= 0
         assert event["queue_position"] is None
     assert seen[-1]["losses"]["total"] < running[0]["losses"]["total"], "the loss falls"
     assert seen[-1]["preview_version"] >= 3  # step 1, then every 2nd: 2, 4, 6

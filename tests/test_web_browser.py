@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -96,6 +97,7 @@ def test_upload_start_watch_preview_and_download(browser, tmp_path):
         assert sliders.count() == 2, "several styles get blend sliders"
         sliders.nth(1).evaluate("e => { e.value = '8'; e.dispatchEvent(new Event('input')); }")
 
+        assert "fast 256 px, 100 iterations" in page.inner_text("#presets"), "a preset says what it sets"
         page.check("#preset-fast")
         assert page.input_value("#f-image_size") == "256"
         page.fill("#f-image_size", "48")
@@ -103,6 +105,8 @@ def test_upload_start_watch_preview_and_download(browser, tmp_path):
         page.click("#start")
 
         page.wait_for_selector("#run:not([hidden])")
+        never_broken = "(p => p.hidden || (p.complete && p.naturalWidth > 0))(document.getElementById('preview'))"
+        assert page.evaluate(never_broken), "no broken-image icon before the first preview"
         assert page.is_hidden("#setup") and page.is_visible("#cancel")
         assert page.is_hidden("#download") and page.is_hidden("#again"), "no result to offer yet"
         page.wait_for_selector("#download:not([hidden])")
@@ -123,7 +127,7 @@ def test_upload_start_watch_preview_and_download(browser, tmp_path):
         with page.expect_download() as download_info:
             page.click("#download")
         download = download_info.value
-        assert download.suggested_filename.endswith(".png")
+        assert download.suggested_filename == "vggstyle-48x36.png", "the name the page gives it"
         saved = tmp_path / "result.png"
         download.save_as(saved)
         with Image.open(saved) as result:
@@ -306,11 +310,72 @@ def test_a_video_content_shows_frames_and_plays_the_mp4_result(browser, tmp_path
                              "document.getElementById('result-video').error]") == [48, None], "it plays"
         assert int(page.get_attribute("#preview", "data-loads")) >= 2, "the frames were previewed as they formed"
         figures = page.locator("#compare figcaption").all_inner_texts()
-        assert figures == ["content (first frame)", "style", "result (last frame done)"]
-        wait_until(page, "document.querySelector('#compare img').naturalWidth === 48", timeout=60)
+        assert figures == ["content (first frame)", "style", "result (first frame)"], "the same frame, before and after"
+        wait_until(page, "[...document.querySelectorAll('#compare img')].every(i => i.naturalWidth === 48)", timeout=60)
+        assert "+ temporal 0.500" in page.inner_text("#losses"), "every term of a video's loss"
         assert page.inner_text("#download") == "Download MP4"
         with page.expect_download() as download_info:
             page.click("#download")
-        assert download_info.value.suggested_filename.endswith(".mp4")
+        assert download_info.value.suggested_filename == "vggstyle-48x36.mp4"
         assert console_errors == []
         page.close()
+
+
+def test_tiff_is_taken_and_a_text_file_named_mp4_is_not(browser, tmp_path):
+    """Before: a TIFF (which the server reads) was refused when picked, and a text file named .mp4
+    was shown as a video and refused only at Start."""
+    tiff = tmp_path / "scan.tif"
+    Image.open(os.path.join(EXAMPLES, "content/tubingen.jpg")).convert("RGB").resize((64, 48)).save(tiff)
+    fake = tmp_path / "holiday.mp4"
+    fake.write_text("not a video, whatever its name says")
+    style, _ = tiny(tmp_path, "style/starry_night.jpg", 48, "starry.png")
+    with background_server(create_app(Limits(), runner=paced, allowed_hosts=LOOPBACK_NAMES)) as url:
+        page = browser.new_page()
+        page.set_default_timeout(120_000)
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#content-file", str(fake))
+        page.wait_for_selector("#form-error >> text=Not an image")
+        assert "holiday.mp4" in page.inner_text("#form-error") and page.inner_text("#content-thumb") == ""
+        page.set_input_files("#content-file", str(tiff))
+        page.wait_for_selector("#content-thumb >> text=scan.tif")
+        assert page.inner_text("#form-error") == ""
+        page.set_input_files("#style-files", str(style))
+        page.wait_for_selector("#style-list li")
+        page.fill("#f-image_size", "48")
+        page.fill("#f-num_iterations", "3")
+        page.click("#start")
+        page.wait_for_selector("#download:not([hidden])")
+        assert page.inner_text("#status").startswith("Done: 3 iterations")
+        page.close()
+
+
+def test_a_server_stopping_mid_job_is_said_as_such(browser, tmp_path):
+    """Before: the event stream ended before the job's last state, and the page said "Reconnecting
+    to the server..." instead of its own "Stopped by the server"."""
+    content, _ = tiny(tmp_path, "content/tubingen.jpg", 64, "tubingen.png")
+    style, _ = tiny(tmp_path, "style/starry_night.jpg", 48, "starry.png")
+    started = threading.Event()
+
+    def slow(content, styles, config, *, on_step, masks=None):  # iterations far longer than the stop's wait
+        def step(progress):
+            started.set()
+            time.sleep(4)
+            return on_step(progress)
+        return paced(content, styles, config, on_step=step, masks=masks)
+
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    with background_server(create_app(Limits(), runner=slow, allowed_hosts=LOOPBACK_NAMES)) as url:
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#content-file", str(content))
+        page.set_input_files("#style-files", str(style))
+        page.wait_for_selector("#style-list li")
+        page.fill("#f-image_size", "48")
+        page.click("#start")
+        assert started.wait(60)
+        page.wait_for_selector("#status >> text=/Iteration 1 of/")
+    page.wait_for_selector("#status >> text=Stopped by the server", timeout=10_000)
+    assert "shutting down" in page.inner_text("#run-error") and page.is_visible("#rerun")
+    page.close()

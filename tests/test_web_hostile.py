@@ -216,7 +216,7 @@ def test_every_documented_refusal_is_in_the_schema(app_client):
     schema = app_client().get("/openapi.json").json()
     assert schema["openapi"] == "3.0.3", "Swagger UI 4 renders 3.0, not 3.1"
     post = schema["paths"]["/api/jobs"]["post"]["responses"]
-    assert {"400", "403", "413", "415", "422", "503"} <= set(post)
+    assert {"400", "403", "408", "413", "415", "422", "503"} <= set(post)
     assert {"404", "409"} <= set(schema["paths"]["/api/jobs/{job_id}/result"]["get"]["responses"])
 
 

@@ -105,7 +105,8 @@ def test_sigterm_with_a_running_job_and_open_streams_exits_0_within_5_s(tmp_path
     assert len(results_dirs(tmp_path)) == 1
     files = small_job_files()
     with httpx.Client(base_url=url, timeout=30) as client:
-        data = {"image_size": "64", "num_iterations": "5000"}
+        # Iterations of a few tenths of a second: the job is still running when the stream sees the stop.
+        data = {"image_size": "384", "num_iterations": "5000"}
         running = client.post("/api/jobs", files=files, data=data).json()
         waiting = client.post("/api/jobs", files=files, data=data).json()
         deadline = time.monotonic() + 120
@@ -116,8 +117,14 @@ def test_sigterm_with_a_running_job_and_open_streams_exits_0_within_5_s(tmp_path
 
     def watch(job_id):  # a page following the job: its stream must end, not hold the shutdown
         with httpx.stream("GET", f"{url}/api/jobs/{job_id}/events", timeout=30) as response:
-            streams.append([json.loads(line[5:])["state"] for line in response.iter_lines()
-                            if line.startswith("data:")])
+            events, name = [], "message"
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    events.append((name, json.loads(line[5:])))
+                    name = "message"
+            streams.append(events)
 
     watchers = [threading.Thread(target=watch, args=(j["id"],)) for j in (running, waiting)]
     for w in watchers:
@@ -131,6 +138,27 @@ def test_sigterm_with_a_running_job_and_open_streams_exits_0_within_5_s(tmp_path
     assert "Traceback" not in stderr and "terminate called" not in stderr, stderr
     assert results_dirs(tmp_path) == [], "the results directory is removed"
     assert len(streams) == 2, "both event streams ended"
+    for events in streams:  # and each ended on its job's last state, which the page shows (issue #20, 6)
+        name, last = events[-1]
+        assert "shutting down" in last["error"], events[-1]
+        assert last["state"] == "cancelled" or name == "stopping", events[-1]
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_half_sent_upload_answers_it_and_exits_at_once(tmp_path, serve):
+    """Before: the upload was waited for until uvicorn cut it (4.4 s), logging CancelledError."""
+    process, url = serve()
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b"
+                 b"\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1")
+    time.sleep(0.5)
+    seconds, stderr = stop(process, signal.SIGTERM)
+    answer = sock.recv(4096)
+    sock.close()
+    assert process.returncode == 0 and seconds < 2.5, (seconds, stderr)
+    assert answer.startswith(b"HTTP/1.1 503") and b"shutting down" in answer, answer
+    assert "Traceback" not in stderr and "CancelledError" not in stderr and " 500" not in stderr, stderr
 
 
 def test_ctrl_c_on_an_idle_server_exits_130_without_a_traceback(tmp_path, serve):

@@ -117,7 +117,9 @@ class FakeRunner:
                 self.held.set()
                 assert self.release.wait(30)
             time.sleep(self.pace)
-            self.losses = {"content": 1.0 / step, "style": 2.0 / step, "tv": 0.1, "total": 3.1 / step}
+            temporal = 0.0 if index == 0 and number == 1 else 0.5  # a shot's first frame has none
+            self.losses = {"content": 1.0 / step, "style": 2.0 / step, "tv": 0.1,
+                           **({"temporal": temporal} if temporal else {}), "total": 3.1 / step + temporal}
             info = FrameStep(index, count, step, self.steps, self.losses, index == 0 and number == 1,
                              lambda image=image: image, number, self.passes, pass_frames)
             if on_step(info) is False:
@@ -177,6 +179,12 @@ def test_video_job_reports_frames_iterations_preview_and_gives_an_mp4(make_clien
     assert result.headers["content-disposition"].endswith('.mp4"')
     assert read_video(result.content, tmp_path) == (6, Fraction(FPS), (48, 36))
     assert client.get(f"/api/jobs/{job['id']}/preview").status_code == 200, "the last frame, once done"
+    # Before and after, the same frame: the content's first frame and the result's (here: inverted).
+    before = np.asarray(Image.open(io.BytesIO(first.content)).convert("RGB"), dtype=float)
+    after = client.get(f"/api/jobs/{job['id']}/result/first-frame")
+    assert after.status_code == 200 and after.headers["content-type"] == "image/png"
+    after = np.asarray(Image.open(io.BytesIO(after.content)).convert("RGB"), dtype=float)
+    assert np.abs(255 - before - after).mean() < 2
     assert leftovers(client) == [], "the upload and the work folder are deleted with the run"
 
 

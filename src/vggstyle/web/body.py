@@ -4,6 +4,10 @@ the client left mid-upload, which needs no answer)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -11,7 +15,8 @@ from starlette.requests import ClientDisconnect, Request
 from .uploads import FILE_FIELDS, Limits, UploadError, form_options
 
 MAX_PART_BYTES = 64 * 1024  # one form value (files are bounded by max_upload_mb)
-TAIL_BYTES = 256  # enough of the body's end to see its closing boundary
+POLL_SECONDS = 0.25  # how often a body that is being waited for checks the clock and the server's state
+MAX_PREAMBLE_BYTES = 64 * 1024  # text before the first boundary (RFC 2046 allows it; python-multipart does not)
 
 
 class ClientGone(Exception):
@@ -26,33 +31,88 @@ def _boundary(content_type: str) -> bytes:
     raise UploadError(400, "malformed upload: multipart/form-data without a boundary")
 
 
-async def read_form(request: Request, limits: Limits):
-    """The parsed form, or UploadError: 415 not multipart, 413 over the size limit, 400 malformed
-    (including a body cut short before its closing boundary), 422 too many files or fields."""
+class _BodyReader:
+    """The ASGI receive() a form is parsed from, within the server's limits: at most
+    max_upload_bytes, all of it within upload_seconds and no pause longer than a quarter of that
+    (408), and ended at once when the server stops (503). It also watches for the closing
+    boundary, wherever it falls (python-multipart accepts a body cut short without one), and drops
+    a preamble before the first boundary (which python-multipart refuses, though RFC 2046 allows it)."""
+
+    def __init__(self, request: Request, limits: Limits, boundary: bytes, stopping: Callable[[], bool]):
+        self.request, self.limits, self.stopping = request, limits, stopping
+        self.marker = b"--" + boundary + b"--"
+        self.opening, self.preamble = b"--" + boundary, b""  # preamble: None once the first boundary is seen
+        self.received, self.carry, self.closed = 0, b"", False
+        self.deadline = time.monotonic() + limits.upload_seconds
+        self.pause = limits.upload_seconds / 4
+        self.pending: asyncio.Future | None = None
+
+    async def __call__(self) -> dict:
+        if self.pending is None:
+            self.pending = asyncio.ensure_future(self.request.receive())
+        last = time.monotonic()
+        while not self.pending.done():
+            await asyncio.wait({self.pending}, timeout=POLL_SECONDS)
+            now = time.monotonic()
+            if self.pending.done():
+                break
+            if self.stopping():
+                raise UploadError(503, "the server is shutting down; send the job again when it is back")
+            if now > self.deadline or now - last > self.pause:
+                raise UploadError(408, f"the upload was too slow (this server waits {self.limits.upload_seconds:g} s "
+                                       "for one job's files); send it again over a faster connection")
+        message, self.pending = self.pending.result(), None
+        chunk = message.get("body", b"")
+        self.received += len(chunk)
+        if self.received > self.limits.max_upload_bytes:
+            raise UploadError(413, f"the upload is over this server's limit of {self.limits.max_upload_mb:g} MB "
+                                   "per job; send smaller images")
+        if self.preamble is not None:
+            chunk = self._after_preamble(chunk, message.get("more_body", False))
+            message = {**message, "body": chunk}
+        window = self.carry + chunk
+        self.closed = self.closed or self.marker in window
+        self.carry = window[-len(self.marker):]
+        return message
+
+    def _after_preamble(self, chunk: bytes, more: bool) -> bytes:
+        """The body from its first boundary on (held back until that boundary has arrived)."""
+        data = self.preamble + chunk
+        at = data.find(self.opening)
+        while at > 0 and data[at - 2:at] != b"\r\n":  # a boundary starts a line
+            at = data.find(self.opening, at + 1)
+        if at >= 0:
+            self.preamble = None
+            return data[at:]
+        if not more:  # no boundary at all: let the parser say the body is malformed
+            self.preamble = None
+            return data
+        if len(data) > MAX_PREAMBLE_BYTES:
+            raise UploadError(400, "malformed upload: no multipart boundary in the first 64 KB of the body")
+        self.preamble = data
+        return b""
+
+    def cancel(self) -> None:
+        if self.pending is not None:
+            self.pending.cancel()
+
+
+async def read_form(request: Request, limits: Limits, stopping: Callable[[], bool] = lambda: False):
+    """The parsed form (its files spooled to disk, not held in memory), or UploadError: 415 not
+    multipart, 413 over the size limit, 408 too slow, 400 malformed (including a body cut short
+    before its closing boundary), 422 too many files or fields, 503 the server is stopping."""
     content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
         raise UploadError(415, "send multipart/form-data: a file field 'content', file field(s) 'style' "
                                "and the parameters as form fields")
     boundary = _boundary(content_type)
-    too_large = UploadError(413, f"the upload is over this server's limit of {limits.max_upload_mb:g} MB "
-                                 "per job; send smaller images")
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limits.max_upload_bytes:
-        raise too_large
-    received, tail = 0, b""
-
-    async def receive():  # also stops a body without Content-Length at the limit
-        nonlocal received, tail
-        message = await request.receive()
-        chunk = message.get("body", b"")
-        received += len(chunk)
-        tail = (tail + chunk)[-TAIL_BYTES:]
-        if received > limits.max_upload_bytes:
-            raise too_large
-        return message
-
+        raise UploadError(413, f"the upload is over this server's limit of {limits.max_upload_mb:g} MB "
+                               "per job; send smaller images")
+    body = _BodyReader(request, limits, boundary, stopping)
     try:
-        form = await Request(request.scope, receive).form(
+        form = await Request(request.scope, body).form(
             max_files=limits.max_files, max_fields=len(form_options()) + 4, max_part_size=MAX_PART_BYTES)
     except ClientDisconnect:
         raise ClientGone() from None
@@ -61,7 +121,9 @@ async def read_form(request: Request, limits: Limits):
             raise UploadError(422, f"too many files: send one content image, at most {limits.max_styles} style "
                                    "images and one mask per style image") from None
         raise UploadError(400, f"malformed upload: {exc.detail}") from None
-    if b"--" + boundary + b"--" not in tail:  # the closing boundary, perhaps followed by a short epilogue
+    finally:
+        body.cancel()
+    if not body.closed:
         await form.close()
         raise UploadError(400, "malformed upload: the body ends before its closing boundary; send it whole")
     return form

@@ -12,6 +12,8 @@ file names come from a counter, never from anything a client sent.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import itertools
 import json
@@ -46,6 +48,13 @@ Runner = Callable[..., Image.Image]  # stylize's signature: (content, styles, co
 
 class QueueFull(Exception):
     """The bounded queue has no room; the client should try again later (HTTP 503)."""
+
+
+@dataclass
+class Seat:
+    """A place in the queue held for an upload still being read (JobBook.seat)."""
+
+    used: bool = False
 
 
 def png_bytes(image: Image.Image, parameters: dict | None = None) -> bytes:
@@ -87,6 +96,7 @@ class Job:
     parameters: dict | None = None  # what the run reports (result.info["vggstyle"]) once it has ended
     version: int = 0  # bumped on every change; the event stream sends when it moves
     cancel: threading.Event = field(default_factory=threading.Event)
+    first_step: tuple[float, float] | None = None  # (elapsed, work units) when the first iteration was recorded
 
     kind = "image"  # what the content and the result are (video_jobs.VideoJob: "video")
     media_type = "image/png"
@@ -100,10 +110,22 @@ class Job:
     def units_done(self) -> float:
         return self.work_done(self.step)
 
-    def seconds_left(self) -> float:
+    def seconds_per_unit(self) -> float | None:
+        """The speed since the first iteration: the time before it (the network, the style targets,
+        a first-run kernel calibration) is paid once, and extrapolating it made the first ETA
+        100 times too long. None until a second iteration is done."""
+        if self.first_step is None:
+            return None
+        elapsed, units = self.first_step
+        if self.units_done() <= units or self.elapsed <= elapsed:
+            return None
+        return (self.elapsed - elapsed) / (self.units_done() - units)
+
+    def seconds_left(self) -> float | None:
         """At the speed shown so far (per pixel, so that the finer scales still to come count for
-        what they cost)."""
-        return (self.cost - self.units_done()) * self.elapsed / self.units_done()
+        what they cost); None until it can be measured."""
+        rate = self.seconds_per_unit()
+        return None if rate is None else (self.cost - self.units_done()) * rate
 
     def release(self) -> None:
         """Drop what the job held to run (images, a clip on disk) once it has ended."""
@@ -131,12 +153,18 @@ class Job:
         """Work units (pixels x iterations): the time per unit is about constant on one device."""
         return self.work_done(self.total)
 
+    @functools.cached_property
+    def schedule(self) -> list[tuple[int, int]]:
+        """The library's scale schedule, computed once: snapshots and ETAs are taken under the
+        queue's lock, many times a second."""
+        return self.config.scale_schedule()
+
     def work_done(self, steps: int) -> float:
         """Work units in the first ``steps`` iterations, scale by scale from the library's schedule:
         coarse scales cost less per iteration."""
         done, left = 0.0, steps
         pixels, long_side = self.size[0] * self.size[1], max(self.size)
-        for side, iterations in self.config.scale_schedule():
+        for side, iterations in self.schedule:
             n = min(left, iterations)
             done += pixels * (side / long_side) ** 2 * n
             left -= n
@@ -189,21 +217,23 @@ class Estimator:
         self.setup_seconds = 0.0  # network, targets, result encoding
 
     def learn(self, job: Job) -> None:
-        if not (job.units_done() and job.elapsed > 0):
+        rate = job.seconds_per_unit()
+        if rate is None or job.started is None or job.finished is None:
             return
-        measured = job.elapsed / job.units_done()
         old = self.seconds_per_unit
-        self.seconds_per_unit = measured if old is None else 0.5 * (old + measured)
-        overhead = max(0.0, job.finished - job.started - job.elapsed)
+        self.seconds_per_unit = rate if old is None else 0.5 * (old + rate)
+        overhead = max(0.0, job.finished - job.started - job.units_done() * rate)
         self.setup_seconds = 0.5 * (self.setup_seconds + overhead) if self.setup_seconds else overhead
 
     def left(self, job: Job) -> float | None:
-        """Seconds a running job still needs, at the speed it has shown so far."""
-        if job.units_done() and job.elapsed > 0:
-            return job.seconds_left()
+        """Seconds a running job still needs: at its own speed once it has shown one, else at the
+        speed learnt from earlier jobs."""
+        if (left := job.seconds_left()) is not None:
+            return left
         if self.seconds_per_unit is None:
             return None
-        return self.setup_seconds + job.cost * self.seconds_per_unit
+        setup = self.setup_seconds if job.first_step is None else 0.0
+        return setup + (job.cost - job.units_done()) * self.seconds_per_unit
 
     def eta(self, job: Job, running: list[Job], pending, workers: int) -> float | None:
         """Seconds until the job is done: measured speed while it runs; for a waiting job, the
@@ -262,13 +292,30 @@ class JobBook:
         self._numbers = itertools.count(1)
         self._speed = Estimator()
         self._worker_count = workers
+        self._seats = 0  # uploads being read or decoded, each holding a place (seat())
         self.closing = False  # set by stop(): no new jobs, running ones cancelled, event streams end
 
     # ------------------------------------------------------------------ client side
-    def has_room(self) -> bool:
-        """Whether a job submitted now would be queued: checked before an upload is even read."""
+    @contextlib.contextmanager
+    def seat(self):
+        """A place in the queue held while an upload is read and decoded, taken before its body is
+        read: so no more bodies are read at once than the queue has room for, and a client the
+        queue cannot take is refused (QueueFull) before it has sent its files. Yields a Seat that
+        submit() turns into the job's place; left unused, it is given back on exit."""
         with self._lock:
-            return not self.closing and len(self._pending) < self.max_queued
+            if self.closing:
+                raise QueueFull("the server is shutting down")
+            if not self._has_room():
+                raise QueueFull(f"the queue is full ({self.max_queued} jobs waiting or being uploaded); "
+                                "try again in a few minutes")
+            self._seats += 1
+        held = Seat()
+        try:
+            yield held
+        finally:
+            with self._lock:
+                if not held.used:
+                    self._seats -= 1
 
     @property
     def lock(self) -> threading.Condition:
@@ -276,14 +323,19 @@ class JobBook:
         return self._lock
 
     def submit(self, config: StyleConfig, content: Image.Image, styles: list[Image.Image],
-               size: tuple[int, int], masks: list[Image.Image] | None = None, *, job_type=Job, **extra) -> Job:
+               size: tuple[int, int], masks: list[Image.Image] | None = None, *, job_type=Job,
+               seat: Seat | None = None, **extra) -> Job:
         """Queue a job (config validated, images decoded and shrunk) or raise QueueFull.
+        seat: the place taken with seat() before the upload was read (it guarantees the room);
         job_type/extra: a Job subclass and its own fields (video_jobs.VideoJob: the clip)."""
         with self._lock:
             if self.closing:
                 raise QueueFull("the server is shutting down")
             self._purge()
-            if len(self._pending) >= self.max_queued:
+            if seat is not None and not seat.used:
+                seat.used = True
+                self._seats -= 1
+            elif not self._has_room():
                 raise QueueFull(f"the queue is full ({len(self._pending)} jobs waiting); try again in a few minutes")
             job = job_type(secrets.token_urlsafe(16), next(self._numbers), config, content, list(styles), size,
                            masks=list(masks) if masks else None, **extra)
@@ -347,6 +399,11 @@ class JobBook:
             self._lock.notify_all()
 
     # ------------------------------------------------------------------ bookkeeping (lock held)
+    def _has_room(self) -> bool:
+        """Room for one more: max_queued may wait, and an idle worker takes one at once."""
+        idle = max(0, self._worker_count - len(self._running))
+        return len(self._pending) + self._seats < self.max_queued + idle
+
     def _discard(self, job: Job) -> None:
         self._jobs.pop(job.id, None)
         job.drop_result()
@@ -385,7 +442,7 @@ class JobQueue(JobBook):
     def stats(self) -> dict:
         with self._lock:
             return {"workers": self._worker_count, "devices": list(self.devices), "queued": len(self._pending),
-                    "running": len(self._running), "max_queued": self.max_queued,
+                    "running": len(self._running), "uploading": self._seats, "max_queued": self.max_queued,
                     "kept_results": sum(1 for j in self._jobs.values() if j.state in FINISHED)}
 
     def close(self, timeout: float = 30.0) -> bool:
@@ -413,7 +470,15 @@ class JobQueue(JobBook):
                 job.state, job.started, job.device = RUNNING, time.time(), resolved or device
                 job.version += 1
                 self._running[job.id] = job
-            resolved = self._run(job, device, resolved)
+            try:
+                resolved = self._run(job, device, resolved)
+            except Exception as exc:  # noqa: BLE001 - a bug in the bookkeeping must not stop the queue
+                log.exception("job %s: the worker's bookkeeping failed", job.number)
+                with self._lock:
+                    self._running.pop(job.id, None)
+                    if job.state not in FINISHED:
+                        job.error = _error_message(exc)
+                        job.finish(FAILED)
 
     def _run(self, job: Job, device: str, resolved: str | None) -> str | None:
         state, error, path, parameters = DONE, None, None, None
@@ -434,10 +499,13 @@ class JobQueue(JobBook):
                 path = None
             job.result_path, job.error, job.parameters = path, error or job.error, parameters
             job.finish(state)
-            self._speed.learn(job)
             if job.id not in self._jobs and path is not None:  # discarded while it ran
                 path.unlink(missing_ok=True)
             self._purge()
+            try:
+                self._speed.learn(job)
+            except Exception:  # noqa: BLE001 - an ETA is worth less than the jobs behind this one
+                log.exception("job %s: could not learn its speed", job.number)
         return resolved
 
     def _execute(self, job: Job, config: StyleConfig) -> tuple[Path | None, dict]:
@@ -469,6 +537,8 @@ def record_progress(job: Job, progress, preview: bytes | None) -> None:
         job.scale = (progress.scale, progress.num_scales)
     job.elapsed = progress.elapsed
     job.iterations_per_second = progress.iterations_per_second
+    if job.first_step is None:
+        job.first_step = (job.elapsed, job.units_done())
     if preview is not None:
         job.preview = preview
         job.preview_version += 1

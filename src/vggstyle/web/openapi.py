@@ -24,6 +24,7 @@ REFUSALS = Refusals({code: {"description": text, "content": _DETAIL} for code, t
     400: "malformed upload (bad multipart body, cut short) or a Host header this server does not answer",
     403: "cross-origin request: use the page this server serves",
     404: "no such job (finished results are kept for a limited time)",
+    408: "the upload arrived too slowly (the server's --upload-seconds, pauses of a quarter of that)",
     409: "the job has no result yet, or is still queued or running",
     413: "the upload, an image's or a video frame's pixel count, or a video's length is over this server's limit",
     415: "not multipart/form-data, or a file that is not an image (or, as the content, a video) this server reads",

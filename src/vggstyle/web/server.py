@@ -7,14 +7,15 @@
     GET    /api/jobs/{id}/preview  PNG of the image (a video: the current frame) as it is now
     GET    /api/jobs/{id}/result   PNG with the parameters in a 'vggstyle' text chunk; MP4 for a video
     GET    /api/jobs/{id}/content  a video job's first content frame (PNG)
+    GET    /api/jobs/{id}/result/first-frame  the same frame of the result (PNG): before and after
     DELETE /api/jobs/{id}          cancel; idempotent (a finished job is left as it is)
     DELETE /api/jobs/{id}/result   discard a finished job and its result
     GET    /api/options            form fields with defaults and help, presets, limits
     GET    /api/status             workers and queue length
 
 The routes are in routes.py, the refusals they document in openapi.py. Every refusal is JSON
-``{"detail": "one line"}``: 400 malformed, 403 cross-origin, 404, 409, 413 too large, 415 not
-an image or a video, 422 bad image, video or parameter, 503 queue full or shutting down. FastAPI is imported by
+``{"detail": "one line"}``: 400 malformed, 403 cross-origin, 404, 408 upload too slow, 409, 413 too
+large, 415 not an image or a video, 422 bad image, video or parameter, 503 queue full or shutting down. FastAPI is imported by
 create_app, so `import vggstyle.web.server` and `vggstyle serve --help` work without the
 [web] extra; torch is imported with the first job.
 """

@@ -50,6 +50,8 @@ class VideoJob(Job):
     frame_seconds: list = field(default_factory=list)
     poster: bytes | None = None  # the last finished frame (PNG): the preview once the job has ended
     first_frame: bytes | None = None  # the content's first frame at the job's size (PNG): "before"
+    first_result: bytes | None = None  # that frame in the result (PNG): "after"
+    first_result_latest: bytes | None = None  # ... as the last pass left it (the first pass's is kept on a cancel)
 
     kind = "video"
     media_type = "video/mp4"
@@ -87,6 +89,13 @@ class VideoJob(Job):
 
     def units_done(self) -> float:
         return self.size[0] * self.size[1] * self.iterations
+
+    def seconds_per_unit(self) -> float | None:
+        """From the frames after the first (the first takes more iterations, and the setup)."""
+        later = self.frame_seconds[1:]
+        if not later:
+            return None
+        return sum(later) / len(later) / (self.size[0] * self.size[1] * self.video.frame_iterations)
 
     def seconds_left(self) -> float:
         """From the measured seconds per frame (frames after the first: they are the most), and
@@ -186,6 +195,8 @@ class VideoRunner:
     def _result(self, summary, output: Path, kept: FramesKept) -> Path | None:
         if summary.output is not None:
             kept.drop()
+            with self.queue.lock:  # the library's output: every pass's work, its first frame too
+                self.job.first_result = self.job.first_result_latest or self.job.first_result
             return Path(summary.output)
         if self.queue.closing:  # shutting down: nobody will download it
             kept.drop()
@@ -234,6 +245,9 @@ class VideoRunner:
                 job.pass_done, job.pass_last = job.pass_done + 1, done.index + 1
             job.iterations_done += job.step if in_progress else 0
             job.poster = poster
+            if done.index == 0:
+                job.first_result_latest = poster
+                job.first_result = poster if first_pass else job.first_result
             job.elapsed = time.time() - self.started
             job.version += 1
         return True

@@ -76,7 +76,8 @@ function buildForm() {
     radio.id = "preset-" + name;
     radio.checked = name === "balanced";
     radio.addEventListener("change", () => applyPreset(values));
-    label.append(radio, " " + name);
+    label.title = presetWords(values);
+    label.append(radio, ` ${name} `, small(presetWords(values)));
     presets.append(label);
   }
   for (const input of document.querySelectorAll("#main-fields input")) {
@@ -84,6 +85,17 @@ function buildForm() {
       for (const radio of presets.querySelectorAll("input")) radio.checked = false;
     });
   }
+}
+
+// What a preset sets, in the words of the fields it sets.
+function presetWords(values) {
+  return `${values.image_size} px, ${values.num_iterations} iterations`;
+}
+
+function small(text) {
+  const element = document.createElement("small");
+  element.textContent = text;
+  return element;
 }
 
 function applyPreset(values) {
@@ -107,6 +119,7 @@ function formValues() {
 
 // ------------------------------------------------------------------ images
 function thumbnail(file) {
+  if (KINDS.get(file) === "tiff") return fileLabel(file, "TIFF: the server reads it; this browser cannot show it");
   const img = document.createElement("img");
   img.src = URL.createObjectURL(file);
   img.alt = file.name;
@@ -114,20 +127,43 @@ function thumbnail(file) {
   return img;
 }
 
-// A video for the content: the server checks it (length, frame size, whether it decodes).
-const VIDEO_NAME = /\.(mp4|m4v|mov|mkv|webm|avi)$/i;
-function isVideo(file) {
-  return (file.type.startsWith("video/") || VIDEO_NAME.test(file.name)) && page.options.limits.video;
+// What a picked file is, from its first bytes (names and browsers' types lie: a text file named
+// .mp4): the formats this server reads. The server checks again, and decodes.
+const KINDS = new WeakMap();
+const SIGNATURES = [
+  ["image", [0x89, 0x50, 0x4e, 0x47]], ["image", [0xff, 0xd8, 0xff]], ["image", [0x47, 0x49, 0x46, 0x38]],
+  ["image", [0x42, 0x4d]], ["tiff", [0x49, 0x49, 0x2a, 0x00]], ["tiff", [0x4d, 0x4d, 0x00, 0x2a]],
+  ["video", [0x1a, 0x45, 0xdf, 0xa3]],  // Matroska, WebM
+];
+
+async function sniff(file) {
+  const head = new Uint8Array(await file.slice(0, 16).arrayBuffer());
+  const text = (from, to) => String.fromCharCode(...head.slice(from, to));
+  for (const [kind, bytes] of SIGNATURES) {
+    if (bytes.every((b, i) => head[i] === b)) return kind;
+  }
+  if (text(0, 4) === "RIFF" && text(8, 12) === "WEBP") return "image";
+  if (text(0, 4) === "RIFF" && text(8, 12) === "AVI ") return "video";
+  if (text(4, 8) === "ftyp") return "video";  // MP4, MOV, M4V
+  return null;
 }
 
-// A picked file is decoded here first: a non-image (even one named .jpg) is said at once, by name.
-async function isImage(file) {
-  if (file.type !== "" && !file.type.startsWith("image/")) return false;
+function isVideo(file) {
+  return KINDS.get(file) === "video";
+}
+
+// A picked file is checked here first: a non-image (even one named .jpg) is said at once, by name.
+// Images the browser can show are decoded too (a damaged one is said now); TIFF it cannot show.
+async function kindOf(file, videoToo) {
+  const kind = await sniff(file).catch(() => null);
+  if (kind === "video") return videoToo && page.options.limits.video ? kind : null;
+  if (kind === "tiff") return kind;
+  if (kind !== "image") return null;
   try {
     (await createImageBitmap(file)).close();
-    return true;
+    return kind;
   } catch (err) {
-    return false;
+    return null;
   }
 }
 
@@ -135,20 +171,26 @@ async function images(files, videoToo) {
   const good = [];
   const bad = [];
   for (const file of Array.from(files)) {
-    ((videoToo && isVideo(file)) || (await isImage(file)) ? good : bad).push(file);
+    const kind = await kindOf(file, videoToo);
+    if (kind) KINDS.set(file, kind);
+    (kind ? good : bad).push(file);
   }
   const also = videoToo && page.options.limits.video ? `, or a video (${page.options.limits.video_formats})` : "";
   $("form-error").textContent = bad.length
-    ? `Not an image this page can read: ${bad.map((f) => f.name).join(", ")}. Pick a PNG, JPEG, WebP, GIF or BMP file${also}.`
+    ? `Not an image this page can read: ${bad.map((f) => f.name).join(", ")}. Pick a PNG, JPEG, WebP, GIF, BMP or TIFF file${also}.`
     : "";
   return good;
 }
 
 // A video is shown by its name: the page plays only what this server sends (its CSP).
 function videoLabel(file) {
+  return fileLabel(file, `video, ${(file.size / 1048576).toFixed(1)} MB`, "🎞");
+}
+
+function fileLabel(file, what, icon = "🖼") {
   const label = document.createElement("div");
   label.className = "video-name";
-  label.textContent = `🎞 ${file.name} (video, ${(file.size / 1048576).toFixed(1)} MB)`;
+  label.textContent = `${icon} ${file.name} (${what})`;
   return label;
 }
 
@@ -308,7 +350,7 @@ function showRun(job) {
   video.removeAttribute("src");
   video.load(); // lets go of the last result
   const preview = $("preview");
-  preview.hidden = false;
+  preview.hidden = true;  // until its first image arrives: no broken-image icon meanwhile
   preview.removeAttribute("src");
   preview.dataset.loads = "0";
   page.previewWanted = page.previewShown = 0;
@@ -320,6 +362,10 @@ function showRun(job) {
 function follow(job) {
   page.events = new EventSource(`/api/jobs/${job.id}/events`);
   page.events.onmessage = (e) => update(JSON.parse(e.data));
+  page.events.addEventListener("stopping", (e) => {  // the server is stopping; the job had not ended
+    const job = JSON.parse(e.data);
+    if (page.job && job.id === page.job.id) stoppedByServer(job);
+  });
   page.events.onerror = () => {
     if (page.job && FINISHED.has(page.job.state)) page.events.close();
     else checkJob(job.id);
@@ -402,9 +448,9 @@ function update(job) {
   }
   $("bar").value = fractionDone(job);
   const l = job.losses;
-  if (l && l.total !== undefined) {
-    $("losses").textContent = `loss ${l.total.toPrecision(4)} = content ${l.content.toPrecision(3)}` +
-      ` + style ${l.style.toPrecision(3)} + tv ${l.tv.toPrecision(3)}`;
+  if (l && l.total !== undefined) {  // every term the total is made of (a video's temporal one too)
+    const terms = Object.keys(l).filter((k) => k !== "total").map((k) => `${k} ${l[k].toPrecision(3)}`);
+    $("losses").textContent = `loss ${l.total.toPrecision(4)} = ${terms.join(" + ")}`;
   }
   if (job.preview_version > page.previewWanted) {
     page.previewWanted = job.preview_version;
@@ -457,6 +503,7 @@ function loadPreview(final) {
     }
   };
   preview.onload = () => {
+    preview.hidden = !$("result-video").hidden;  // a video's result plays in its place
     preview.dataset.loads = String(Number(preview.dataset.loads) + 1);
     preview.dataset.version = String(version);
     done();
@@ -476,9 +523,7 @@ function finish(job) {
       ? `Done: ${job.frames_done} frames in ${duration(job.elapsed)}, ${job.size[0]}×${job.size[1]} px`
       : `Done: ${job.step} iterations in ${duration(job.elapsed)}, ${job.size[0]}×${job.size[1]} px`;
   } else if (job.state === "cancelled" && job.error) {  // the server stopped it (shutting down)
-    status.textContent = "Stopped by the server";
-    $("run-error").textContent = `The ${job.error}. Your images and settings are kept.`;
-    $("rerun").hidden = false;
+    stoppedByServer(job);
     return;
   } else if (job.state === "cancelled") {
     if (!job.has_result) status.textContent = "Cancelled before a result was ready";
@@ -497,10 +542,20 @@ function finish(job) {
     showComparison(job);
     const link = $("download");
     link.href = `/api/jobs/${job.id}/result`;
-    link.download = `vggstyle-${job.size[0]}x${job.size[1]}` + (video ? ".mp4" : ".png");
+    link.download = `vggstyle-${job.size[0]}x${job.size[1]}` + (video ? ".mp4" : ".png");  // as the server names it
     link.textContent = video ? "Download MP4" : "Download PNG";
     link.hidden = false;
   }
+}
+
+function stoppedByServer(job) {
+  if (page.events) page.events.close();
+  page.job = { ...job, state: "cancelled" };  // nothing more will come of it
+  $("cancel").hidden = true;
+  $("again").hidden = false;
+  $("status").textContent = "Stopped by the server";
+  $("run-error").textContent = `The ${job.error}. Your images and settings are kept.`;
+  $("rerun").hidden = false;
 }
 
 // A video's result plays where its preview was.
@@ -523,17 +578,17 @@ function showComparison(job) {
   };
   const video = job.kind === "video";
   const result = document.createElement("img");
-  result.src = `/api/jobs/${job.id}/preview?v=final`;
+  result.src = video ? `/api/jobs/${job.id}/result/first-frame` : `/api/jobs/${job.id}/preview?v=final`;
   result.alt = "result";
   let content = thumbnail(page.content);
-  if (video) { // the first frame, as the server read it
+  if (video) { // the first frame, as the server read it, beside the same frame of the result
     content = document.createElement("img");
     content.src = `/api/jobs/${job.id}/content`;
     content.alt = "first frame of " + page.content.name;
   }
   const items = [figure(content, video ? "content (first frame)" : "content")];
   page.styles.forEach((s, i) => items.push(figure(thumbnail(s.file), page.styles.length > 1 ? `style ${i + 1}` : "style")));
-  items.push(figure(result, video ? "result (last frame done)" : "result"));
+  items.push(figure(result, video ? "result (first frame)" : "result"));
   row.replaceChildren(...items);
   $("compare").hidden = false;
 }
