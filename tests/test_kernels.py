@@ -16,6 +16,17 @@ pytestmark = pytest.mark.skipif(not kernels.winograd_available(), reason="this t
 LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"]
 
 
+@pytest.fixture(autouse=True)
+def nnpack_threads():
+    """The thread count NNPACK's pool was made with, if an earlier test made it: other tests (and the
+    CLIs they run) set the process's count, and at another count Winograd rightly falls back."""
+    before, pool = torch.get_num_threads(), kernels.winograd_pool_threads()
+    if pool is not None:
+        torch.set_num_threads(pool)
+    yield
+    torch.set_num_threads(before)
+
+
 def _policy(winograd: str) -> ComputePolicy:
     return ComputePolicy(torch.device("cpu"), None, True, winograd)
 

@@ -56,6 +56,11 @@ def winograd_usable_now() -> bool:
     return _pool_threads is None or _pool_threads == torch.get_num_threads()
 
 
+def winograd_pool_threads() -> int | None:
+    """The thread count NNPACK's pool was sized to in this process (None: not used yet)."""
+    return _pool_threads
+
+
 def onednn_conv_relu_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
