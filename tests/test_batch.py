@@ -238,6 +238,43 @@ def test_a_video_content_becomes_an_mp4_through_the_video_path(images, tmp_path)
         assert sum(1 for _ in container.decode(stream)) == 3 and stream.average_rate == 10
 
 
+def test_a_stopped_video_job_resumes_its_frames_and_a_finished_one_is_skipped(images, tmp_path, monkeypatch):
+    """Issue #19: batch kept a video job's frames in a temporary folder (a stop lost them all) and
+    recognised only PNG results as done (a finished MP4 was stylized again on every rerun)."""
+    import threading
+
+    import odd_media as media
+    from vggstyle import video as video_module
+    clip = media.clip(tmp_path / "clip.mp4", count=4)
+    style = images / "styles" / "starry.png"
+    config = vggstyle.StyleConfig(image_size=32, num_iterations=40, threads=1, precision="fp32")
+    summaries = []
+    real = video_module.stylize_video
+    monkeypatch.setattr(video_module, "stylize_video", lambda *a, **k: summaries.append(real(*a, **k)) or summaries[-1])
+    work = batch_work.video_work_dir("f" * 64)
+    stop = threading.Event()
+    worker = threading.Thread(target=lambda: summaries.append(
+        batch_work.run_job(clip, style, config, "f" * 64, stop=stop)))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not (work / "frame_000001.png").exists():
+        assert time.monotonic() < deadline and worker.is_alive()
+        time.sleep(0.05)
+    stop.set()
+    worker.join(60)
+    assert summaries[-1].status == "stopped" and (work / "frame_000000.png").exists()
+    outcome = batch_work.run_job(clip, style, config, "f" * 64)
+    assert outcome.status == "done" and summaries[-1].resumed >= 2, "the frames done before the stop are kept"
+    assert not work.exists(), "a finished job's frames are removed"
+
+    args = ["batch", "--contents", str(clip), "--styles", str(style), "-o", str(tmp_path / "out"), "-q",
+            "--image-size", "32", "--num-iterations", "2", "--threads", "1"]
+    assert main(args) == 0
+    runs = len(summaries)
+    assert main(args) == 0  # the MP4 carries the job's hash: nothing runs, no row added
+    assert len(summaries) == runs and [row["status"] for row in rows(tmp_path / "out")] == ["done"]
+
+
 @pytest.mark.parametrize("make_args, message", [
     (lambda d: ["--pairs", d / "pairs.csv", "--contents", d / "bad.png"], "either --pairs or --contents"),
     (lambda d: ["--contents", d / "contents"], "give --contents and --styles"),

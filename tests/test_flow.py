@@ -111,12 +111,18 @@ def test_a_cut_between_two_shots_is_detected_but_motion_is_not():
         assert not F.link(_frame(2), _frame(3), method).cut, method
 
 
-def test_a_fade_from_black_is_one_shot():
+def test_a_fade_from_black_starts_its_shot_at_the_first_frame_with_contrast():
     frames = [(_frame(0).astype(np.float32) * gain).astype(np.uint8) for gain in (0, 0.03, 0.2, 0.4, 0.7, 1.0)]
     steps = [F.link(a, b, "dis-medium") for a, b in zip(frames, frames[1:])]
-    assert not any(step.cut for step in steps)
-    assert F.is_flat(frames[0]) and not F.is_flat(frames[2])
+    assert F.is_flat(frames[0]) and F.is_flat(frames[1]) and not F.is_flat(frames[2])
+    # black -> black: one shot; black -> the first frame with contrast: a shot starts; then one shot
+    assert [step.cut for step in steps] == [False, True, False, False, False]
     assert min(step.coverage for step in steps[2:]) > 0.9  # brightness-normalized: a gain is not motion
+
+
+def test_a_fade_to_black_stays_in_its_shot():
+    frames = [(_frame(0).astype(np.float32) * gain).astype(np.uint8) for gain in (1.0, 0.4, 0.03, 0)]
+    assert not any(F.link(a, b, "dis-medium").cut for a, b in zip(frames, frames[1:]))
 
 
 def test_warping_error_is_zero_for_the_input_and_counts_cuts():

@@ -268,6 +268,60 @@ def test_a_fade_from_black_stylizes_the_black_frame(tmp_path):
         measure_losses(black, STYLE, image=black, **options)["style"]
 
 
+def test_a_scene_after_a_black_opening_keeps_its_content_as_a_still_would(tmp_path):
+    """Issue #19: frame 0 black, then a textured scene. Before, the black frame's stylized texture
+    was warped into frame 1 and held there (content and style both far worse than a still's)."""
+    from vggstyle import stylize
+    from vggstyle.optimize import measure_losses
+    from vggstyle.video_io import open_video
+    scene = panning(4, 3)
+    frames = [np.zeros_like(scene[0])] + scene[:3]
+    out = tmp_path / "out"
+    summary = stylize_video(make_clip(tmp_path / "black.mp4", frames), STYLE, out, **FAST)
+    assert summary.cuts == [1], "the scene starts a shot"
+    options = {"image_size": 48, "single_scale": True, "precision": "fp32"}
+    names = sorted(os.listdir(out))
+    sources = [frame.image for frame in open_video(tmp_path / "black.mp4").frames()]
+    for index in (1, 2):
+        video_frame = Image.open(out / names[index]).convert("RGB")
+        source = sources[index]
+        still = stylize(source, STYLE, image_size=48, num_iterations=FAST["first_frame_iterations"], seed=0,
+                        precision="fp32", threads=1)
+        ours = measure_losses(source, STYLE, image=video_frame, **options)
+        reference = measure_losses(source, STYLE, image=still, **options)
+        assert ours["content"] <= 1.1 * reference["content"], (index, ours, reference)
+        assert ours["style"] <= 1.1 * reference["style"], (index, ours, reference)
+
+
+def test_a_failure_while_encoding_keeps_the_frames_and_the_rerun_only_encodes(tmp_path, monkeypatch, capsys):
+    """Issue #19: the encoding (with the sound) comes after every frame is stylized; when it failed
+    the user got a traceback, and the rerun failed the same way. Now: one line saying where the
+    frames are and that the same command encodes them; the rerun stylizes nothing."""
+    from vggstyle import video_run
+    from vggstyle.cli import main
+    clip = make_clip(tmp_path / "clip.mp4", panning(1, 3), tone=True)
+    out = tmp_path / "out.mp4"
+    real = video_run.encode
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(video_run, "encode", full_disk)
+    args = ["video", str(clip), str(STYLE), "-o", str(out), "--image-size", "32", "--num-iterations", "2",
+            "--frame-iterations", "1", "--passes", "1", "--threads", "1", "-q"]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "writing the video failed" in line and "the 3 finished frames are kept in" in line, line
+    assert "run the same command again, which only encodes them" in line and not out.exists()
+    assert len(list((tmp_path / "out.mp4.frames").glob("frame_*.png"))) == 3
+    monkeypatch.setattr(video_run, "encode", real)
+    steps = []
+    real_run = video_run.FrameStylizer.run
+    monkeypatch.setattr(video_run.FrameStylizer, "run", lambda *a, **k: steps.append(1) or real_run(*a, **k))
+    assert main(args) == 0 and out.exists() and steps == [], "the rerun only encodes"
+    assert not (tmp_path / "out.mp4.frames").exists()
+
+
 def test_frame_count_rate_and_sound_are_kept(tmp_path):
     fps = Fraction(24000, 1001)
     clip = make_clip(tmp_path / "tone.mp4", panning(6, 8), fps=fps, tone=True)

@@ -262,6 +262,28 @@ def test_a_run_that_fails_says_why_without_server_paths(make_client, tmp_path):
     assert str(client.app.state.jobs.directory) not in final["error"] and leftovers(client) == []
 
 
+def test_a_run_that_fails_midway_keeps_the_frames_done(make_client, tmp_path):
+    """Issue #19: a cancel kept the frames done, a failure (here: the encoding, at the end) kept none."""
+    from vggstyle.errors import OutputError
+
+    def fails_at_the_end(input, styles, output, config, *, video, masks=None, on_step, on_frame):
+        clip = open_video(input)
+        for frame in clip.frames():
+            image = frame.image.resize((48, 36))
+            on_frame(FrameDone(frame.index, clip.frame_count, {"total": 1.0}, 0.01, frame.index == 0, False,
+                               image, 1, 1, clip.frame_count))
+        raise OutputError(f"output {output}: writing the video failed (Invalid data)")
+
+    client = make_client(video_runner=fails_at_the_end)
+    job = post(client, clip_bytes(tmp_path, frames=4, tone=True))
+    final = wait(client, job["id"], lambda j: j["state"] == "failed")
+    assert "writing the video failed" in final["error"] and final["has_result"]
+    result = client.get(f"/api/jobs/{job['id']}/result")
+    assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    assert read_video(result.content, tmp_path) == (4, Fraction(FPS), (48, 36))
+    assert leftovers(client) == []
+
+
 @pytest.mark.slow
 def test_sigterm_with_a_video_job_running_exits_0_and_removes_the_clip(tmp_path, serve):
     import signal

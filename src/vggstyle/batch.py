@@ -239,8 +239,14 @@ def file_digest(path: Path, cache: dict) -> str:
 
 
 def already_done(output: Path, wanted_hash: str) -> bool:
-    """True when ``output`` exists and carries ``wanted_hash`` in its PNG metadata."""
-    if output.suffix.lower() != ".png" or not output.is_file():
+    """True when ``output`` exists and carries ``wanted_hash`` in its metadata (a PNG's text chunk,
+    an MP4's comment tag)."""
+    if not output.is_file():
+        return False
+    if output.suffix.lower() == ".mp4":
+        from .video_io import read_parameters  # PyAV, only when there is a video to look at
+        return (read_parameters(output) or {}).get("batch_hash") == wanted_hash
+    if output.suffix.lower() != ".png":
         return False
     try:
         from PIL import Image

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -53,7 +54,7 @@ def run_job(content: Path, style: Path, config: StyleConfig, batch_hash: str, *,
 
     try:
         if is_video(content):
-            return _run_video(content, style, config, start)
+            return _run_video(content, style, config, batch_hash, start, stop)
         image = _stylize(content, style, config, on_step)
         if stop is not None and stop.is_set():
             return Outcome("stopped")
@@ -93,15 +94,31 @@ def png_bytes(image, parameters: dict) -> bytes:
     return buffer.getvalue()
 
 
-def _run_video(content: Path, style: Path, config: StyleConfig, start: float) -> Outcome:
-    """A video content goes through stylize_video (flicker-free, frame rate and sound kept)."""
-    from .video import stylize_video
+def video_work_dir(batch_hash: str) -> Path:
+    """Where a video job keeps its finished frames until its MP4 is written: named by the job's
+    hash, so a batch run again after a stop (or a crash) resumes the clip where it was, on this
+    machine; a finished job's frames are removed."""
+    return Path(tempfile.gettempdir()) / f"vggstyle-batch-{batch_hash[:24]}.frames"
 
+
+def _run_video(content: Path, style: Path, config: StyleConfig, batch_hash: str, start: float, stop) -> Outcome:
+    """A video content goes through stylize_video (flicker-free, frame rate and sound kept); the
+    MP4 records batch_hash in its metadata, as a PNG result does, so a rerun skips it."""
+    from .video import VideoConfig, stylize_video
+
+    work = video_work_dir(batch_hash)
     with tempfile.TemporaryDirectory(prefix="vggstyle-video-") as folder:
         output = Path(folder) / f"{content.stem}__{style.stem}.mp4"
-        stylize_video(content, [style], output, config)
+        summary = stylize_video(content, [style], output, config, video=VideoConfig(work_dir=str(work)),
+                                on_step=lambda progress: not (stop is not None and stop.is_set()),
+                                tags={"batch_hash": batch_hash})
+        if summary.stopped:
+            return Outcome("stopped")
         data = output.read_bytes()
-    return Outcome("done", data, timings={"total": time.perf_counter() - start})
+    shutil.rmtree(work, ignore_errors=True)
+    losses = summary.losses[-1] if summary.losses else {}
+    return Outcome("done", data, losses=dict(losses), timings={"total": time.perf_counter() - start},
+                   error="; ".join(summary.warnings))
 
 
 class LocalRunner:

@@ -42,3 +42,9 @@ class WeightsError(VggstyleError, RuntimeError):
 
 class OutputError(VggstyleError, OSError):
     """The result cannot be written where the user asked."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line for a one-line message (FFmpeg's and Pillow's run longer)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -208,11 +208,18 @@ def is_cut(coverage: float, previous=None, current=None, threshold: float = CUT_
     gives 0.16 (dis-medium), 0.23 (dis-fast), 0.32 (farneback); every pair of vtest_5s.mp4 (no cut,
     people walking) stays at 0.95 or more with all three. 0.5 sits in the wide gap, nearer the cut
     side, so a fast pan (10 % of the width per frame still covers 0.9) is not taken for a cut.
-    A flat frame (black, a title card) on either side is never a cut: nothing of it can drag the
-    next shot, so a fade from black stays one shot.
+    Flat frames (black, a single-colour title card) decide it themselves, whatever the flow says
+    (it has nothing to hold on to in them): a frame with contrast after a flat one starts a shot
+    (a clip opening on black, a fade-in, a scene after a title card), so it is stylized from its
+    own content as a still would be; before, the flat frame's stylized texture was warped into it
+    and held there by the temporal term for the whole shot. A flat frame itself is never a cut:
+    a fade to black stays in its shot.
     """
-    if previous is not None and current is not None and (is_flat(previous) or is_flat(current)):
-        return False
+    if previous is not None and current is not None:
+        if is_flat(current):
+            return False
+        if is_flat(previous):
+            return True
     return coverage < threshold
 
 

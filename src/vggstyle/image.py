@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import DamagedImage, ImageError, ImageTooLarge, NotAnImage, OutputError
+from .errors import DamagedImage, ImageError, ImageTooLarge, NotAnImage, OutputError, first_line
 
 MIN_INPUT_SIDE = 16  # below this an image holds too little to stylize with or from
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -75,7 +75,7 @@ def _decode(file, label: str, max_pixels: int, formats) -> Image.Image:
         raise
     except Image.DecompressionBombError as exc:
         # Pillow's own guard, at twice its MAX_IMAGE_PIXELS, fires inside open() before our check.
-        raise ImageTooLarge(f"{label}: refused as a possible decompression bomb ({_first_line(exc)}); "
+        raise ImageTooLarge(f"{label}: refused as a possible decompression bomb ({first_line(exc)}); "
                             "shrink it first", None, max_pixels) from None
     except UnidentifiedImageError:
         known = "Pillow can read (use PNG, JPEG, WebP, ...)" if formats is None else \
@@ -84,7 +84,7 @@ def _decode(file, label: str, max_pixels: int, formats) -> Image.Image:
     except PermissionError:
         raise ImageError(f"{label}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise DamagedImage(f"{label}: damaged or truncated image ({_first_line(exc)}); re-export it") from None
+        raise DamagedImage(f"{label}: damaged or truncated image ({first_line(exc)}); re-export it") from None
     if min(image.size) < MIN_INPUT_SIDE:
         raise ImageError(f"{label}: {image.size[0]}x{image.size[1]} px is too small; "
                          f"images need at least {MIN_INPUT_SIDE} px on each side")
@@ -106,11 +106,6 @@ def as_image_list(images) -> list:
     if isinstance(images, (str, Path, Image.Image)) or _is_tensor(images):
         return [images]
     return list(images)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -235,7 +230,7 @@ def save_image(image: Image.Image, path, parameters: dict | None = None, quality
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise OutputError(f"output {path}: cannot write ({_first_line(exc)})") from None
+            raise OutputError(f"output {path}: cannot write ({first_line(exc)})") from None
         raise
     return path
 

@@ -175,6 +175,7 @@ class VideoSummary:
     stopped: bool = False
     passes: int = 1
     pass_number: int = 1  # the pass running when it ended (``passes`` when complete)
+    warnings: list[str] = field(default_factory=list)  # damaged media skipped or dropped, one line each
 
 
 def split_overrides(overrides: dict) -> tuple[dict, dict]:
@@ -196,7 +197,7 @@ def default_work_dir(output) -> Path:
 def stylize_video(input, styles, output, config: StyleConfig | None = None, *, video: VideoConfig | None = None,
                   masks=None, on_frame: Callable[[FrameDone], "bool | None"] | None = None,
                   on_step: Callable | None = None, on_message: Callable[[str], None] | None = None,
-                  **overrides) -> VideoSummary:
+                  tags: dict | None = None, **overrides) -> VideoSummary:
     """Stylize the clip ``input`` in the style of ``styles`` and write it to ``output``.
 
     input: a video file (mp4, mov, mkv, avi, webm, gif), a folder of frames or a printf pattern.
@@ -208,11 +209,14 @@ def stylize_video(input, styles, output, config: StyleConfig | None = None, *, v
     finished frames stay in the work dir, no output is written, and the same call again resumes.
     on_message(text): the work dir's news ('resuming after N finished frames',
     'options changed (...); starting over'), also kept in the summary's ``message``.
+    An mp4 or webm output records the parameters in its metadata (video_io.read_parameters), with
+    ``tags`` (JSON-able) added to them, as a PNG result carries its own. Damaged media skipped on
+    the way (a sound packet the decoder refuses) is in the summary's ``warnings``.
     """
     from .video_run import VideoRun  # torch, PyAV and OpenCV are imported here
 
     style_changes, video_changes = split_overrides(overrides)
     config = (config or StyleConfig()).replace(**style_changes) if style_changes else (config or StyleConfig())
     video = ((video or VideoConfig()).replace(**video_changes) if video_changes else (video or VideoConfig()))
-    return VideoRun(input, styles, output, config, video.validate(), masks).run(on_frame, on_step, on_message)
+    return VideoRun(input, styles, output, config, video.validate(), masks, tags).run(on_frame, on_step, on_message)
 

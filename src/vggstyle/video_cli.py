@@ -132,6 +132,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
+    for warning in summary.warnings:  # damaged media: said even with --quiet, once, at the end
+        print(f"vggstyle video: warning: {warning}", file=sys.stderr)
     if summary.stopped:
         where = (f"after {summary.frames} of {summary.total_frames} frames" if summary.pass_number == 1 else
                  f"in pass {summary.pass_number} of {summary.passes} (the first pass is complete)")

@@ -21,6 +21,7 @@ Variable-frame-rate inputs are read frame by frame and written at their average 
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -30,9 +31,9 @@ from typing import Iterator, NamedTuple
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError, ImageError
+from .errors import ConfigError, ImageError, first_line
 from .optional import require
-from .video_write import OUTPUT_KINDS, AudioClip, VideoWriter, check_video_output  # noqa: F401 (re-exported)
+from .video_write import OUTPUT_KINDS, AudioClip, VideoWriter, check_video_output, read_parameters  # noqa: F401 (re-exported)
 
 DEFAULT_SEQUENCE_FPS = Fraction(25)  # FFmpeg's image2 default: a folder of frames has no rate of its own
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -100,6 +101,7 @@ class VideoInfo:
     audio_codec: str | None = None
     start_time: Fraction = Fraction(0)   # file time of the first video frame (aligns the sound)
     paths: tuple[Path, ...] = field(default=(), repr=False)  # the frames of a folder or pattern
+    time_base: Fraction | None = None    # of the video stream's timestamps (None: 1/fps, a sequence)
 
     @property
     def has_audio(self) -> bool:
@@ -112,11 +114,13 @@ class VideoInfo:
 
 class InputFrame(NamedTuple):
     """One decoded frame: ``index`` counts from the first selected frame (0, 1, ...);
-    ``source_index`` is its number in the whole input."""
+    ``source_index`` is its number in the whole input; ``time`` when it is shown, in seconds from
+    the first selected frame (the input's own timestamps: a variable frame rate is kept)."""
 
     index: int
     source_index: int
     image: Image.Image
+    time: Fraction = Fraction(0)
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ class VideoInput:
     first: int
     stop: int
     max_pixels: int
+    damaged: list = field(default_factory=list, compare=False)  # video packets skipped by the last frames()
 
     @property
     def frame_count(self) -> int:
@@ -136,8 +141,15 @@ class VideoInput:
     def fps(self) -> Fraction:
         return self.info.fps
 
+    @property
+    def time_base(self) -> Fraction:
+        """Of the frames' timestamps, for the writer: the input stream's, so that they stay exact."""
+        return self.info.time_base or 1 / self.info.fps
+
     def frames(self) -> Iterator[InputFrame]:
-        """Decode the selected frames in order, as upright RGB PIL images."""
+        """Decode the selected frames in order, as upright RGB PIL images. A video packet the
+        decoder refuses (damaged) is skipped and listed in ``damaged``: the frame before it is
+        shown for longer, as ffmpeg's players do, and the frames after it keep their times."""
         if self.info.kind == "file":
             yield from _file_frames(self)
         else:
@@ -181,6 +193,8 @@ def probe_video(source, *, fps=None, max_input_pixels: int = 100_000_000) -> Vid
         info = _sequence_info(path, _folder_paths(path), "folder", fps)
     elif not path.exists():
         raise ImageError(f"input {path}: file not found")
+    elif path.stat().st_size == 0:
+        raise ImageError(f"input {path}: the file is empty (0 bytes); give a video file")
     else:
         info = _file_info(path)
     width, height = info.size
@@ -202,7 +216,7 @@ def _open_container(path: Path):
         raise ImageError(f"input {path}: the file ends before its first frame (zero frames); "
                          "give a video with at least one frame") from None
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise ImageError(f"input {path}: not a video FFmpeg can read ({_first_line(exc)}); "
+        raise ImageError(f"input {path}: not a video FFmpeg can read ({first_line(exc)}); "
                          "use mp4, mov, mkv, avi, webm or gif") from None
 
 
@@ -222,7 +236,7 @@ def _file_info(path: Path) -> VideoInfo:
             first = next(container.decode(stream), None)
             count = (stream.frames or _count_packets(path)) if first is not None else 0
         except av.error.FFmpegError as exc:
-            raise ImageError(f"input {path}: cannot decode the first frame ({_first_line(exc)}); "
+            raise ImageError(f"input {path}: cannot decode the first frame ({first_line(exc)}); "
                              "the file is damaged") from None
         if first is None:
             raise ImageError(f"input {path}: the video stream has no frames; give a video with at least one")
@@ -232,7 +246,8 @@ def _file_info(path: Path) -> VideoInfo:
         size = (first.width, first.height) if rotation in (0, 180) else (first.height, first.width)
         audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
         start = Fraction(first.pts or 0) * first.time_base if first.time_base else Fraction(0)
-        return VideoInfo(path, "file", Fraction(rate), count, size, rotation, audio, start)
+        return VideoInfo(path, "file", Fraction(rate), count, size, rotation, audio, start,
+                         time_base=Fraction(stream.time_base) if stream.time_base else None)
 
 
 def _count_packets(path: Path) -> int:
@@ -247,22 +262,58 @@ def _stream_kinds(container) -> str:
 
 
 def _file_frames(video: VideoInput) -> Iterator[InputFrame]:
+    info, number, origin, previous = video.info, -1, None, None
+    video.damaged.clear()
+    for frame in _decoded(info.source, video.damaged):
+        number += 1
+        if number >= video.stop:
+            return
+        shown = frame.pts * frame.time_base if frame.pts is not None and frame.time_base else None
+        if shown is None or (previous is not None and shown <= previous):  # no timestamp, or out of order
+            shown = (previous if previous is not None else 0) + 1 / info.fps
+        previous = shown
+        if number >= video.first:
+            origin = shown if origin is None else origin
+            yield InputFrame(number - video.first, number, _upright(frame, info.rotation), shown - origin)
+
+
+CUT_SHORT = -1  # in VideoInput.damaged: the container could not be read past that point
+
+
+def _decoded(path: Path, damaged: list):
+    """The video stream's frames, packet by packet: a packet the decoder refuses is skipped and its
+    number appended to ``damaged``; a container that cannot be read further (a truncated file)
+    ends the stream there (CUT_SHORT). No frame threading: it swallows a broken packet's error."""
     av = require("av")
-    info, number = video.info, -1
-    with _open_container(info.source) as container:
+    with _open_container(path) as container:
         stream = container.streams.video[0]
-        # No frame threading: it swallows a broken packet's error (the stream would just end early),
-        # and decoding is never the slow part next to stylizing a frame.
-        try:
-            for number, frame in enumerate(container.decode(stream)):
-                if number >= video.stop:
-                    return
-                if number >= video.first:
-                    yield InputFrame(number - video.first, number, _upright(frame, info.rotation))
-        except av.error.FFmpegError as exc:
-            done = max(0, number + 1 - video.first)
-            raise ImageError(f"input {info.source}: the stream breaks at frame {number + 1} ({_first_line(exc)}); "
-                             f"{done} frames before it were read; repair or re-encode the file") from None
+        packets = container.demux(stream)
+        for number in itertools.count():
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError:
+                damaged.append(CUT_SHORT)
+                return
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                damaged.append(number)
+                continue
+            yield from frames
+
+
+def damage_report(video: VideoInput, frames: int) -> str | None:
+    """One line on what frames() skipped, for the end of a run; None if nothing was."""
+    skipped = [n for n in video.damaged if n != CUT_SHORT]
+    parts = []
+    if skipped:
+        parts.append(f"{len(skipped)} damaged video packet(s) skipped (the frame before each is shown longer, "
+                     "as ffmpeg's players do)")
+    if CUT_SHORT in video.damaged:
+        parts.append(f"the file is cut short: it could be read up to frame {frames}")
+    return f"input {video.info.source.name}: " + "; ".join(parts) if parts else None
 
 
 def _upright(frame, rotation: int) -> Image.Image:
@@ -308,7 +359,7 @@ def _sequence_info(source: Path, paths: list[Path], kind: str, fps) -> VideoInfo
         with Image.open(paths[0]) as first:
             size = first.size
     except (OSError, ValueError) as exc:
-        raise ImageError(f"input {source}: frame 0 ({paths[0].name}) is not an image ({_first_line(exc)})") from None
+        raise ImageError(f"input {source}: frame 0 ({paths[0].name}) is not an image ({first_line(exc)})") from None
     return VideoInfo(source, kind, rate, len(paths), size, paths=tuple(paths))
 
 
@@ -325,13 +376,8 @@ def _sequence_frames(video: VideoInput) -> Iterator[InputFrame]:
         if image.size != info.size:
             raise ImageError(f"input {info.source}: frame {number} ({path.name}) is {image.size[0]}x{image.size[1]} "
                              f"but frame 0 is {info.size[0]}x{info.size[1]}; all frames need one size")
-        yield InputFrame(number - video.first, number, image)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        yield InputFrame(number - video.first, number, image, Fraction(number - video.first) / info.fps)
 
 
 __all__ = ["OUTPUT_KINDS", "AudioClip", "InputFrame", "Position", "VideoInfo", "VideoInput", "VideoWriter",
-           "check_video_output", "open_video", "parse_position", "probe_video"]
+           "check_video_output", "damage_report", "open_video", "parse_position", "probe_video", "read_parameters"]

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +22,24 @@ from PIL import Image
 
 from .config import StyleConfig
 from .device import resolve_policy
+from .errors import OutputError, VggstyleError, first_line
 from .frame_store import open_frame_store
 from .image import as_image_list, long_side_size
 from .inputs import load_inputs
+from .optional import require
 from .optimize import _call_scope, network_for
 from .video import FrameDone, VideoConfig, VideoSummary, default_work_dir
 from .video_frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
                           revisit_start, temporal_term)
-from .video_io import VideoWriter, check_video_output, open_video
+from .video_io import VideoWriter, check_video_output, damage_report, open_video
 
 
 class VideoRun:
     """One stylize_video() call. The constructor checks everything cheap (options, output, input,
     styles) before any network is built or any frame stylized."""
 
-    def __init__(self, input, styles, output, config: StyleConfig, video: VideoConfig, masks=None):
-        self.video = video
+    def __init__(self, input, styles, output, config: StyleConfig, video: VideoConfig, masks=None, tags=None):
+        self.video, self.tags = video, dict(tags or {})
         self.output = check_video_output(output)
         self.clip = open_video(input, start=video.start, end=video.end, max_frames=video.max_frames,
                                max_input_pixels=config.max_input_pixels, fps=video.fps)
@@ -72,18 +75,32 @@ class VideoRun:
             started = time.perf_counter()
             stylizer = FrameStylizer(self.inputs, self.policy, self.config.image_size)
             self._frames(store, summary, stylizer, on_frame, on_step)
+            if (report := damage_report(self.clip, summary.frames)) is not None:
+                summary.warnings.append(report)
             for number in range(2, self.video.passes + 1):
                 if summary.stopped:
                     break
                 summary.pass_number = number
                 self._revisit(number, store, summary, stylizer, on_frame, on_step)
             if not summary.stopped:
-                summary.output = encode(store, summary.frames, self.output, self.clip)
+                summary.output = self._encode(store, summary)
                 if self.video.work_dir is None:
                     store.clear()
                     _remove_if_empty(self.work_dir)
             summary.seconds = time.perf_counter() - started
         return summary
+
+    def _encode(self, store, summary: VideoSummary) -> Path:
+        """The output from the work dir. If writing it fails, the frames stay and the message says
+        how to get the video from them: the same command again only encodes."""
+        try:
+            path, warnings = encode(store, summary.frames, self.output, self.clip, {**self.options(), **self.tags})
+        except (VggstyleError, OSError, require("av").error.FFmpegError) as exc:
+            raise OutputError(f"output {self.output}: writing the video failed ({first_line(exc)}); the "
+                              f"{summary.frames} finished frames are kept in {self.work_dir}: fix the cause and "
+                              "run the same command again, which only encodes them") from None
+        summary.warnings.extend(warnings)
+        return path
 
     def _frames(self, store, summary: VideoSummary, stylizer: FrameStylizer, on_frame, on_step) -> None:
         """The first pass: every frame in order, each after the one before."""
@@ -146,7 +163,8 @@ class VideoRun:
                                      render, 1, video.passes, self.clip.frame_count)) is not False
 
         image, losses, done = stylizer.run(images, start, iterations, terms, hook)
-        record = {"source_index": frame.source_index, "first": first, "cut": bool(link is not None and link.cut),
+        record = {"source_index": frame.source_index, "time": str(frame.time), "first": first,
+                  "cut": bool(link is not None and link.cut),
                   "coverage": None if link is None else round(link.coverage, 4), "iterations": done,
                   "losses": losses, "seconds": round(time.perf_counter() - started, 3)}
         return image, record
@@ -235,16 +253,20 @@ def still_start(inputs, frame, init: str) -> torch.Tensor:
     return inputs.start(config.image_size, generator)
 
 
-def encode(store, frames: int, output: Path, clip) -> Path:
-    """The finished frames 0 .. frames-1 as the output video, with the clip's rate and sound."""
-    writer = VideoWriter(output, clip.fps, audio=clip.audio())
+def encode(store, frames: int, output: Path, clip, parameters: dict) -> tuple[Path, list[str]]:
+    """The finished frames 0 .. frames-1 as the output video, at the input's times (its rate, even
+    a variable one), with its sound and the parameters in its metadata; and what was skipped or
+    dropped on the way (damaged sound). Frames of a work dir older than recorded times are
+    shown at frame number / fps."""
+    times = {record["index"]: Fraction(record["time"]) for record in store.records() if "time" in record}
+    writer = VideoWriter(output, clip.fps, audio=clip.audio(), parameters=parameters, time_base=clip.time_base)
     try:
         for index in range(frames):
-            writer.write(store.load(index))
+            writer.write(store.load(index), times.get(index, Fraction(index) / clip.fps))
     except BaseException:
         writer.abort()
         raise
-    return writer.close()
+    return writer.close(), writer.warnings
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:

@@ -5,6 +5,8 @@ Why it is built this way (re-exported by ``video_io``; split out to keep each mo
   complete: a crash, Ctrl-C or kill leaves the destination untouched, never half a video.
 - The frame rate is given as a Fraction and used as the stream's rate, so 24000/1001 stays exact
   in mp4 (and in GIF on average: per-frame delays in centiseconds are rounded cumulatively).
+  Frames may carry their own times (``write(image, time)``, in the input's ``time_base``): a
+  variable frame rate, or a damaged frame skipped in the input, is then kept as it was.
 - mp4 is H.264 in yuv420p (what every player takes); 4:2:0 needs even sizes, so an odd width or
   height is padded by one pixel that repeats the last column/row (no stylized pixel is lost; the
   video is 1 px larger). webm is VP9, which takes odd sizes as they are.
@@ -12,10 +14,15 @@ Why it is built this way (re-exported by ``video_io``; split out to keep each mo
   copied unchanged when the container takes the codec (mp4: aac, mp3, alac; webm: opus, vorbis),
   cut at packet boundaries (under half a packet, ~10 ms, at each end); otherwise it is decoded,
   cut to the sample and re-encoded (AAC for mp4, Opus for webm). GIFs and folders have no sound.
+- Sound from the wild is damaged: a packet the decoder refuses is skipped, as ffmpeg's players
+  do (the gap is silence), and counted; a sound track that cannot be read or written at all is
+  dropped. Either way the video is written and ``warnings`` says what happened, in one line each:
+  the frames are what took hours, never lost to their sound.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -26,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import OutputError
+from .errors import OutputError, first_line
 from .image import check_parent_folder
 from .optional import require
 
@@ -74,26 +81,34 @@ class VideoWriter:
     Use as a context manager: leaving it by an exception discards the partial file.
     """
 
-    def __init__(self, path, fps, *, audio: AudioClip | None = None):
+    def __init__(self, path, fps, *, audio: AudioClip | None = None, parameters: dict | None = None,
+                 time_base: Fraction | None = None):
         self.path = check_video_output(path)
         self.kind = output_kind(self.path)
         self.fps = Fraction(fps)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.fps  # of the times write() is given
         self.audio = audio if self.kind in AUDIO_ENCODERS else None
+        self.parameters = parameters  # recorded in an mp4's or webm's metadata (read_parameters)
         self.frames_written = 0
         self.size: tuple[int, int] | None = None
+        self.warnings: list[str] = []  # what was skipped or dropped (damaged sound), one line each
         self._sink = None
 
-    def write(self, image) -> None:
-        """Append one RGB frame (PIL image or HxWx3 uint8 array); all frames need one size."""
+    def write(self, image, time: Fraction | None = None) -> None:
+        """Append one RGB frame (PIL image or HxWx3 uint8 array); all frames need one size.
+        ``time``: when it is shown, in seconds from the first frame (default: frame number / fps)."""
         array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
         size = (array.shape[1], array.shape[0])
         if self._sink is None:
             self.size = size
-            self._sink = _SINKS[self.kind](self.path, self.fps, size, self.audio)
+            self._sink = _SINKS[self.kind](self.path, self.fps, size, self.audio, self.warnings, self.time_base)
+            if self.parameters is not None and isinstance(self._sink, _ContainerSink):
+                self._sink.container.metadata["comment"] = json.dumps({"vggstyle": self.parameters},
+                                                                      sort_keys=True, default=str)
         elif size != self.size:
             raise ValueError(f"frame {self.frames_written} is {size[0]}x{size[1]}, the video is "
                              f"{self.size[0]}x{self.size[1]}")
-        self._sink.write(array)
+        self._sink.write(array, Fraction(self.frames_written) / self.fps if time is None else Fraction(time))
         self.frames_written += 1
 
     def close(self) -> Path:
@@ -125,6 +140,18 @@ class VideoWriter:
         return False
 
 
+def read_parameters(path) -> dict | None:
+    """The parameters a VideoWriter recorded in an mp4's or webm's metadata (the 'comment' tag, as
+    JSON, as a PNG result carries its own in a text chunk); None if there are none or it cannot be read."""
+    av = require("av")
+    try:
+        with av.open(str(path)) as container:
+            metadata = {key.lower(): value for key, value in container.metadata.items()}
+        return json.loads(metadata.get("comment", "null"))["vggstyle"]
+    except (av.error.FFmpegError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _temp_file(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.part-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
@@ -144,33 +171,48 @@ def _publish(tmp: Path, path: Path) -> None:
 class _ContainerSink:
     """mp4 / webm through PyAV: H.264 or VP9 video, the sound copied or re-encoded at the end."""
 
-    def __init__(self, path: Path, fps: Fraction, size: tuple[int, int], audio: AudioClip | None):
+    def __init__(self, path: Path, fps: Fraction, size: tuple[int, int], audio: AudioClip | None,
+                 warnings: list[str], time_base: Fraction):
         av = require("av")
-        self.path, self.fps, self.tmp = path, fps, _temp_file(path)
+        self.path, self.fps, self.tmp, self.warnings = path, fps, _temp_file(path), warnings
+        self.time_base, self.last_pts, self.end = time_base, None, Fraction(0)
         kind = output_kind(path)
         options = {"movflags": "+faststart"} if kind == "mp4" else {}
         self.container = av.open(str(self.tmp), "w", format=kind, options=options)
         codec, codec_options = VIDEO_CODECS[kind]
         self.pad = (size[0] % 2, size[1] % 2) if kind == "mp4" else (0, 0)
         self.stream = self.container.add_stream(codec, rate=fps, options=codec_options)
+        self.stream.codec_context.time_base = self.stream.time_base = time_base
         self.stream.width, self.stream.height = size[0] + self.pad[0], size[1] + self.pad[1]
         self.stream.pix_fmt = "yuv420p"
-        self.sound = _SoundTrack(self.container, kind, audio) if audio else None
+        self.sound = None
+        if audio:
+            try:
+                self.sound = _SoundTrack(self.container, kind, audio)
+            except av.error.FFmpegError as exc:
+                warnings.append(f"the sound of {audio.source.name} cannot be read ({first_line(exc)}); "
+                                "the video is written without it")
         self.count = 0
 
-    def write(self, array: np.ndarray) -> None:
+    def write(self, array: np.ndarray, time: Fraction) -> None:
         av = require("av")
         if any(self.pad):
             array = np.pad(array, ((0, self.pad[1]), (0, self.pad[0]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-        frame.pts, frame.time_base = self.count, 1 / self.fps
+        pts = round(time / self.time_base)
+        pts = pts if self.last_pts is None or pts > self.last_pts else self.last_pts + 1  # strictly rising
+        frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
+        self.end = pts * self.time_base + 1 / self.fps  # the last frame is shown for one frame's time
         self.container.mux(self.stream.encode(frame))
         self.count += 1
 
     def finish(self, frames: int) -> None:
         self.container.mux(self.stream.encode(None))
         if self.sound:
-            self.sound.write(frames / self.fps)
+            self.sound.write(self.end)
+            if self.sound.skipped:
+                self.warnings.append(f"{self.sound.skipped} damaged packet(s) of the sound of "
+                                     f"{self.sound.clip.source.name} skipped (silence there), as ffmpeg does")
         self.container.close()
         _publish(self.tmp, self.path)
 
@@ -189,7 +231,7 @@ class _SoundTrack:
 
     def __init__(self, container, kind: str, clip: AudioClip):
         av = require("av")
-        self.container, self.clip = container, clip
+        self.container, self.clip, self.skipped = container, clip, 0
         self.source = av.open(str(clip.source))
         self.input = self.source.streams.audio[0]
         self.copy = self.input.codec_context.name in COPYABLE_AUDIO[kind]
@@ -225,9 +267,11 @@ class _SoundTrack:
                 self.container.mux(packet)
 
     def _encode(self, start: Fraction, end: Fraction) -> None:
-        """Decoded samples in [start, end), re-encoded; PyAV resamples to the encoder's format."""
+        """Decoded samples in [start, end), re-encoded; PyAV resamples to the encoder's format.
+        A packet the decoder refuses is skipped and counted (``skipped``); its time is filled with
+        silence, so the sound after it stays in sync."""
         written = 0
-        for frame in self.source.decode(self.input):
+        for frame in self._decoded():
             if frame.pts is None:
                 continue
             rate, t0 = frame.sample_rate, frame.pts * frame.time_base
@@ -236,11 +280,38 @@ class _SoundTrack:
             first = max(0, int(-(-(start - t0) * rate // 1)))
             stop = min(frame.samples, int((end - t0) * rate))
             if stop > first:
-                piece = _slice_audio(frame, first, stop)
-                piece.pts, piece.time_base = written, Fraction(1, rate)
+                due = round((t0 - start) * rate) + first  # where these samples belong in the output
+                if due > written:  # a gap: a damaged packet was skipped
+                    self._mux(_silence(frame, due - written), written, rate)
+                    written = due
+                self._mux(_slice_audio(frame, first, stop), written, rate)
                 written += stop - first
-                self.container.mux(self.output.encode(piece))
         self.container.mux(self.output.encode(None))
+
+    def _mux(self, piece, at: int, rate: int) -> None:
+        piece.pts, piece.time_base = at, Fraction(1, rate)
+        self.container.mux(self.output.encode(piece))
+
+    def _decoded(self):
+        av = require("av")
+        for packet in self.source.demux(self.input):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:  # AC3 and MP2 say so with codes of their own: any of them
+                self.skipped += 1
+                continue
+            yield from frames
+
+
+def _silence(like, samples: int):
+    """``samples`` of silence in the format, layout and rate of the audio frame ``like``."""
+    av = require("av")
+    array = like.to_ndarray()
+    channels = 1 if like.format.is_planar else len(like.layout.channels)
+    out = av.AudioFrame.from_ndarray(np.zeros((array.shape[0], samples * channels), array.dtype),
+                                     format=like.format.name, layout=like.layout.name)
+    out.sample_rate = like.sample_rate
+    return out
 
 
 def _slice_audio(frame, first: int, stop: int):
@@ -256,14 +327,15 @@ def _slice_audio(frame, first: int, stop: int):
 class _GifSink:
     """Pillow's GIF writer (adaptive palette per frame); delays rounded cumulatively to centiseconds."""
 
-    def __init__(self, path: Path, fps: Fraction, size, audio):
-        self.path, self.fps, self.frames = path, fps, []
+    def __init__(self, path: Path, fps: Fraction, size, audio, warnings, time_base):
+        self.path, self.fps, self.frames, self.times = path, fps, [], []
 
-    def write(self, array: np.ndarray) -> None:
+    def write(self, array: np.ndarray, time: Fraction) -> None:
         self.frames.append(Image.fromarray(array, "RGB").quantize(256))
+        self.times.append(time)
 
     def finish(self, frames: int) -> None:
-        ticks = [round(i * 100 / self.fps) for i in range(frames + 1)]
+        ticks = [round(t * 100) for t in self.times] + [round((self.times[-1] + 1 / self.fps) * 100)]
         delays = [max(2, b - a) * 10 for a, b in zip(ticks, ticks[1:])]  # ms; players treat < 2 cs as 10
         tmp = _temp_file(self.path)
         try:
@@ -280,12 +352,12 @@ class _GifSink:
 class _FolderSink:
     """PNG frames frame_000000.png ... in a hidden folder beside the target, renamed at the end."""
 
-    def __init__(self, path: Path, fps: Fraction, size, audio):
+    def __init__(self, path: Path, fps: Fraction, size, audio, warnings, time_base):
         self.path = path
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.part-", dir=path.parent))
         self.count = 0
 
-    def write(self, array: np.ndarray) -> None:
+    def write(self, array: np.ndarray, time: Fraction) -> None:
         Image.fromarray(array, "RGB").save(self.tmp / f"frame_{self.count:06d}.png")
         self.count += 1
 

@@ -97,6 +97,7 @@ class Job:
     version: int = 0  # bumped on every change; the event stream sends when it moves
     cancel: threading.Event = field(default_factory=threading.Event)
     first_step: tuple[float, float] | None = None  # (elapsed, work units) when the first iteration was recorded
+    partial_result: Path | None = None  # what a run that failed midway kept (a video: the frames done)
 
     kind = "image"  # what the content and the result are (video_jobs.VideoJob: "video")
     media_type = "image/png"
@@ -490,7 +491,7 @@ class JobQueue(JobBook):
             path, parameters = self._execute(job, config)
             state = CANCELLED if job.cancel.is_set() else DONE
         except Exception as exc:  # noqa: BLE001 - one bad job must not take the worker down
-            state, error, path = FAILED, _error_message(exc), None
+            state, error, path = FAILED, _error_message(exc), job.partial_result
             log_failure(job, exc)
         with self._lock:
             self._running.pop(job.id, None)

@@ -249,21 +249,22 @@ async def result(job_id: str, request: Request):
 @router.get("/api/jobs/{job_id}/content", summary="A video job's first content frame at the job's size (PNG)",
             response_class=Response, responses={**PNG, **REFUSALS.subset(404)})
 async def first_frame(job_id: str, request: Request):
-    job = _job_or_404(request, job_id)
-    data = getattr(job, "first_frame", None)
-    if data is None:
-        raise HTTPException(404, "only a video job has a content frame to show")
-    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
+    return _video_frame(request, job_id, "first_frame", "only a video job has a content frame to show")
 
 
 @router.get("/api/jobs/{job_id}/result/first-frame", summary="A video job's first result frame (PNG): "
             "/content's frame, stylized, for before and after", response_class=Response,
             responses={**PNG, **REFUSALS.subset(404)})
 async def first_result_frame(job_id: str, request: Request):
-    job = _job_or_404(request, job_id)
-    data = getattr(job, "first_result", None)
+    return _video_frame(request, job_id, "first_result",
+                        "no first result frame: not a video job, or its first frame is not done yet")
+
+
+def _video_frame(request: Request, job_id: str, name: str, missing: str) -> Response:
+    """A PNG a video job holds (its first content frame, its first result frame), or 404."""
+    data = getattr(_job_or_404(request, job_id), name, None)
     if data is None:
-        raise HTTPException(404, "no first result frame: not a video job, or its first frame is not done yet")
+        raise HTTPException(404, missing)
     return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 

@@ -178,9 +178,12 @@ class VideoRunner:
                                   on_step=self.on_step, on_frame=lambda done: self.on_frame(done, kept), **extra)
             path = self._result(summary, output, kept)
         except VggstyleError as exc:  # say "the content video", never the server's file name
-            kept.drop()
+            self._keep_partial(kept)
             text = str(exc).replace(f"input {job.input_path}", "the content video")
             raise type(exc)(text.replace(str(job.input_path), "the content video")) from None
+        except Exception:
+            self._keep_partial(kept)
+            raise
         except BaseException:
             kept.drop()
             raise
@@ -191,6 +194,17 @@ class VideoRunner:
                       "frames_done": job.frames_done,
                       "frames": job.frames, "fps": str(job.fps)}
         return path, parameters
+
+    def _keep_partial(self, kept: FramesKept) -> None:
+        """A run that failed midway keeps the frames done, as a cancel does (the job is failed,
+        with that MP4 as its result); nothing when the server is stopping."""
+        if self.queue.closing:
+            kept.drop()
+            return
+        try:
+            self.job.partial_result = kept.close()
+        except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            kept.drop()
 
     def _result(self, summary, output: Path, kept: FramesKept) -> Path | None:
         if summary.output is not None:
