@@ -6,14 +6,25 @@ import atexit
 import io
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
+
+try:  # the client starlette prefers; httpx has the same API. Without the [web] extra the web tests skip.
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    try:
+        import httpx
+    except ImportError:
+        httpx = None
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -159,3 +170,127 @@ def post_job(client, content=CONTENT, styles=(STYLE,), masks=(), **params):
     parts += [("style_mask", (f"m{i}.png", m, "image/png")) for i, m in enumerate(masks)]
     data = {"image_size": "32", "num_iterations": "3", **{k: str(v) for k, v in params.items()}}
     return client.post("/api/jobs", files=parts, data=data)
+
+
+# ------------------------------------------------------------------ a video job without the network
+class FakeVideoRunner:
+    """stylize_video's signature and hooks, no network: each frame is its content inverted after
+    ``steps`` iterations (``pace`` seconds each), in ``passes`` passes like the library's (later ones
+    revisit every frame but the one where they turn). ``hold_at``: before that frame's (0-based) first
+    iteration in pass ``hold_in_pass``, wait for ``release`` (the test looks at the job, or cancels it,
+    meanwhile)."""
+
+    def __init__(self, steps: int = 4, hold_at: int | None = None, pace: float = 0.0, passes: int = 1,
+                 hold_in_pass: int = 1):
+        self.steps, self.hold_at, self.pace, self.passes = steps, hold_at, pace, passes
+        self.hold_in_pass = hold_in_pass
+        self.held, self.release = threading.Event(), threading.Event()
+        self.calls = []
+
+    def __call__(self, input, styles, output, config, *, video, masks=None, on_step, on_frame):
+        import numpy as np
+
+        from vggstyle.video import FrameDone, VideoSummary
+        from vggstyle.video_io import VideoWriter, open_video
+        self.calls.append({"config": config, "video": video, "input": input})
+        clip = open_video(input)
+        done = []
+        count = clip.frame_count
+        for frame in clip.frames():
+            image = Image.fromarray(255 - np.asarray(frame.image.resize((48, 36))))
+            if not self._frame(frame.index, count, image, 1, count, on_step):
+                return VideoSummary(None, len(done), count, clip.fps, (48, 36), 0.0, stopped=True)
+            done.append(image)
+            on_frame(FrameDone(frame.index, count, self.losses, 0.01, frame.index == 0, False, image, 1, self.passes,
+                               count))
+        for number in range(2, self.passes + 1):  # later passes: every frame but the one where it turns
+            order = range(count - 2, -1, -1) if number % 2 == 0 else range(1, count)
+            for index in order:
+                if not self._frame(index, count, done[index], number, len(order), on_step):
+                    return VideoSummary(None, len(done), count, clip.fps, (48, 36), 0.0, stopped=True,
+                                        passes=self.passes, pass_number=number)
+                on_frame(FrameDone(index, count, self.losses, 0.01, False, False, done[index], number, self.passes,
+                                   len(order)))
+        with VideoWriter(output, clip.fps) as writer:
+            for image in done:
+                writer.write(image)
+        return VideoSummary(output, len(done), count, clip.fps, (48, 36), 0.0, passes=self.passes,
+                            pass_number=self.passes)
+
+    def _frame(self, index, count, image, number, pass_frames, on_step) -> bool:
+        from vggstyle.video_frame import FrameStep
+        for step in range(1, self.steps + 1):
+            if index == self.hold_at and step == 1 and number == self.hold_in_pass:
+                self.held.set()
+                assert self.release.wait(30)
+            time.sleep(self.pace)
+            temporal = 0.0 if index == 0 and number == 1 else 0.5  # a shot's first frame has none
+            self.losses = {"content": 1.0 / step, "style": 2.0 / step, "tv": 0.1,
+                           **({"temporal": temporal} if temporal else {}), "total": 3.1 / step + temporal}
+            info = FrameStep(index, count, step, self.steps, self.losses, index == 0 and number == 1,
+                             lambda image=image: image, number, self.passes, pass_frames)
+            if on_step(info) is False:
+                return False
+        return True
+
+
+# ------------------------------------------------------------------ `vggstyle serve` as a real process
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve() starts `vggstyle serve` with its temporary files under tmp_path and returns (process,
+    base URL); whatever happens in the test, the process is killed at the end."""
+    started = []
+
+    def start():
+        process, url = _serve(tmp_path)
+        started.append(process)
+        return process, url
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _serve(tmp_path):
+    port = free_port()
+    import vggstyle
+
+    source = Path(vggstyle.__file__).resolve().parents[1]  # the vggstyle under test, installed or not
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(source)}
+    process = subprocess.Popen([sys.executable, "-m", "vggstyle", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                "--max-queue", "3", "--log-level", "warning"],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            if httpx.get(url + "/api/status", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail("the server did not answer within 60 s")
+
+
+def results_dirs(tmp_path):
+    return [p for p in tmp_path.iterdir() if p.name.startswith("vggstyle-web-")]
+
+
+def stop(process, sig) -> tuple[float, str]:
+    start = time.monotonic()
+    process.send_signal(sig)
+    try:
+        stderr = process.communicate(timeout=15)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return time.monotonic() - start, stderr

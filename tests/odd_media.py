@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 FPS = 12
 FRAMES = 8
@@ -129,3 +130,77 @@ def _played(container, stream):
             yield from packet.decode()
         except av.error.FFmpegError:
             continue
+
+
+def write_clip(path, frames, fps, *, tone: bool = False, audio_codec: str = "aac", rotation=None,
+              options=None):
+    """A clip written with PyAV; ``tone``: a 440 Hz track as long as the frames."""
+    codec = "libvpx-vp9" if str(path).endswith(".webm") else "libx264"
+    with av.open(str(path), "w", options=options or {}) as container:
+        video = container.add_stream(codec, rate=fps)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        if rotation is not None:
+            video.set_display_rotation(rotation)
+        audio = container.add_stream(audio_codec, rate=48000, layout="mono") if tone else None
+        for array in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(video.encode(None))
+        if audio is not None:
+            samples = int(48000 * len(frames) / fps)
+            wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
+            for start in range(0, samples, 960):
+                chunk = av.AudioFrame.from_ndarray(wave[None, start:start + 960], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, start
+                container.mux(audio.encode(chunk))
+            container.mux(audio.encode(None))
+    return path
+
+
+def sound_only(path):
+    """A WAV file: a container with an audio stream and no video stream (0.1 s of silence)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def texture(seed: int, width: int = 96, height: int = 64) -> np.ndarray:
+    """A smooth random colour texture (blurred noise, upsampled), uint8 HxWx3: flow can follow it."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8))
+    return np.asarray(small.resize((width, height), Image.BICUBIC))
+
+
+def panning(seed: int, count: int, shift: int = 2, width: int = 64, height: int = 48) -> list[np.ndarray]:
+    """``count`` crops of one texture, moving ``shift`` px left per frame (the camera pans right)."""
+    canvas = texture(seed, width + shift * count, height)
+    return [np.ascontiguousarray(canvas[:, i * shift:i * shift + width]) for i in range(count)]
+
+
+def clip_bytes(tmp_path, frames: int = 6, size=(64, 48), fps=10, name="clip.mp4", tone=False) -> bytes:
+    """An H.264 clip of a smooth colour texture panning 2 px a frame (optical flow can follow it);
+    with ``tone``, an AAC sine as long as the frames."""
+    width, height = size
+    path = tmp_path / name
+    noise = np.random.default_rng(0).integers(0, 256, (height // 8, (width + 2 * frames) // 8 + 1, 3), np.uint8)
+    canvas = np.asarray(Image.fromarray(noise).resize((width + 2 * frames + 8, height), Image.BICUBIC))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=48000, layout="mono") if tone else None
+        for i in range(frames):
+            array = np.ascontiguousarray(canvas[:, 2 * i:2 * i + width])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(stream.encode(None))
+        if audio is not None:
+            wave = (0.3 * np.sin(np.arange(48000 * frames // fps) / 10)).astype(np.float32)
+            for start in range(0, len(wave), 1024):
+                chunk = av.AudioFrame.from_ndarray(wave[None, start:start + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 48000, start
+                container.mux(audio.encode(chunk))
+            container.mux(audio.encode(None))
+    return path.read_bytes()

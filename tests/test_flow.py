@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import EXAMPLES
 from vggstyle import flow as F
 
-VIDEOS = ROOT.parent / "shared" / "videos"
 SHIFT = (3, 2)  # pixels per frame: content moves left by 3 and up by 2
 H, W = 72, 96
 
@@ -145,12 +144,8 @@ def test_unknown_method_is_one_line():
 
 
 def test_no_cut_in_the_real_clip():
-    path = VIDEOS / "vtest_5s.mp4"
-    if not path.exists():
-        pytest.skip(f"{path} is absent (shared sample clip)")
-    import cv2
+    """People walking past a fixed camera (examples/video/walkway.mp4): no pair is taken for a cut."""
     from vggstyle.video_io import open_video
-    frames = [cv2.resize(np.asarray(f.image), (384, 288), interpolation=cv2.INTER_AREA)
-              for f in open_video(path).frames()]
+    frames = [np.asarray(f.image) for f in open_video(EXAMPLES / "video" / "walkway.mp4").frames()]
     coverage = [F.link(a, b, "dis-fast").coverage for a, b in zip(frames, frames[1:])]
-    assert min(coverage) > 0.9 > F.CUT_THRESHOLD
+    assert len(frames) == 20 and min(coverage) > 0.9 > F.CUT_THRESHOLD

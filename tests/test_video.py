@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from test_video_io import make_clip as video_io_clip, sound_only
+from odd_media import panning, sound_only, texture, write_clip
 from vggstyle.temporal import TemporalTerm
 from vggstyle.video import stylize_video
 
@@ -26,22 +26,9 @@ FAST = {"image_size": 48, "first_frame_iterations": 6, "frame_iterations": 3, "s
         "threads": 1, "passes": 2}
 
 
-def texture(seed: int, width: int = 96, height: int = 64) -> np.ndarray:
-    """A smooth random colour texture (blurred noise, upsampled), uint8 HxWx3: flow can follow it."""
-    rng = np.random.default_rng(seed)
-    small = Image.fromarray(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8))
-    return np.asarray(small.resize((width, height), Image.BICUBIC))
-
-
-def panning(seed: int, count: int, shift: int = 2, width: int = 64, height: int = 48) -> list[np.ndarray]:
-    """``count`` crops of one texture, moving ``shift`` px left per frame (the camera pans right)."""
-    canvas = texture(seed, width + shift * count, height)
-    return [np.ascontiguousarray(canvas[:, i * shift:i * shift + width]) for i in range(count)]
-
-
 def make_clip(path, frames, fps=Fraction(10), tone: bool = False):
-    """A clip written with PyAV (test_video_io's maker, at 10 fps by default)."""
-    return video_io_clip(path, frames, fps, tone=tone)
+    """A clip written with PyAV, at 10 fps by default."""
+    return write_clip(path, frames, fps, tone=tone)
 
 
 def folder(path, frames):

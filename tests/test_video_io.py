@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import EXAMPLES
+from odd_media import sound_only, write_clip
 from vggstyle.errors import ConfigError, ImageError, OutputError
 from vggstyle.video_io import VideoWriter, check_video_output, damage_report, open_video, parse_position
 
-VIDEOS = ROOT.parent / "shared" / "videos"
 NTSC = Fraction(30000, 1001)
 
 
@@ -28,29 +28,8 @@ def _frames(count: int, width: int = 64, height: int = 48) -> list[np.ndarray]:
     return frames
 
 
-def make_clip(path, frames, fps=NTSC, *, tone: bool = False, audio_codec: str = "aac", rotation=None,
-              options=None):
-    """A clip written with PyAV; ``tone``: a 440 Hz track as long as the frames."""
-    codec = "libvpx-vp9" if str(path).endswith(".webm") else "libx264"
-    with av.open(str(path), "w", options=options or {}) as container:
-        video = container.add_stream(codec, rate=fps)
-        video.height, video.width = frames[0].shape[:2]
-        video.pix_fmt = "yuv420p"
-        if rotation is not None:
-            video.set_display_rotation(rotation)
-        audio = container.add_stream(audio_codec, rate=48000, layout="mono") if tone else None
-        for array in frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-        container.mux(video.encode(None))
-        if audio is not None:
-            samples = int(48000 * len(frames) / fps)
-            wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
-            for start in range(0, samples, 960):
-                chunk = av.AudioFrame.from_ndarray(wave[None, start:start + 960], format="fltp", layout="mono")
-                chunk.sample_rate, chunk.pts = 48000, start
-                container.mux(audio.encode(chunk))
-            container.mux(audio.encode(None))
-    return path
+def make_clip(path, frames, fps=NTSC, **kw):
+    return write_clip(path, frames, fps, **kw)
 
 
 def _read_back(path):
@@ -72,16 +51,14 @@ def _copy(video, output):
     return output
 
 
-def test_real_clip_is_50_frames_at_exactly_10_fps():
-    path = VIDEOS / "vtest_5s.mp4"
-    if not path.exists():
-        pytest.skip(f"{path} is absent (shared sample clip)")
-    video = open_video(path)
+def test_real_clip_is_20_frames_at_exactly_10_fps():
+    video = open_video(EXAMPLES / "video" / "walkway.mp4")
     summary = (video.fps, video.frame_count, video.info.size, video.info.has_audio)
-    assert summary == (Fraction(10), 50, (768, 576), False)
+    assert summary == (Fraction(10), 20, (384, 288), False)
     frames = list(video.frames())
-    assert [f.index for f in frames] == list(range(50))
-    assert frames[-1].image.size == (768, 576) and frames[-1].image.mode == "RGB"
+    assert [f.index for f in frames] == list(range(20))
+    assert [f.time for f in frames] == [Fraction(i, 10) for i in range(20)]
+    assert frames[-1].image.size == (384, 288) and frames[-1].image.mode == "RGB"
 
 
 @pytest.mark.parametrize("suffix,codec", [(".mp4", "aac"), (".webm", "opus")])
@@ -186,16 +163,6 @@ def test_a_still_image_is_not_a_video(tmp_path):
     with pytest.raises(ImageError, match=r"^input .*still.png: a still image, not a video; stylize it with"):
         open_video(tmp_path / "still.png")
 
-
-def sound_only(path):
-    """A WAV file: a container with an audio stream and no video stream (0.1 s of silence)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
-        frame.sample_rate = 8000
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
 
 
 def test_no_video_stream(tmp_path):

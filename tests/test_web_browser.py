@@ -279,7 +279,8 @@ def test_the_page_recovers_when_its_job_disappears(browser, tmp_path):
 
 def test_a_video_content_shows_frames_and_plays_the_mp4_result(browser, tmp_path):
     pytest.importorskip("av", reason="video needs PyAV")
-    from test_web_video import FakeRunner, clip_bytes  # a clip made with PyAV; stylize_video's hooks, no network
+    from conftest import FakeVideoRunner as FakeRunner  # stylize_video's hooks, no network
+    from odd_media import clip_bytes  # a clip made with PyAV
 
     clip = tmp_path / "walk.mp4"
     clip.write_bytes(clip_bytes(tmp_path, frames=6, name="source.mp4"))

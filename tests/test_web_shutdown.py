@@ -2,18 +2,14 @@
 it, and Ctrl-C on an idle server, both end quickly and cleanly (issue #10, bugs 5 and 9)."""
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, results_dirs, stop
 
 pytest.importorskip("fastapi", reason="the web app needs the [web] extra")
 pytest.importorskip("uvicorn", reason="the web app needs uvicorn (the [web] extra)")
@@ -21,67 +17,6 @@ try:
     import httpx2 as httpx
 except ImportError:  # pragma: no cover
     import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def serve(tmp_path):
-    """serve() starts `vggstyle serve` with its temporary files under tmp_path and returns (process,
-    base URL); whatever happens in the test, the process is killed at the end."""
-    started = []
-
-    def start():
-        process, url = _serve(tmp_path)
-        started.append(process)
-        return process, url
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _serve(tmp_path):
-    port = free_port()
-    import vggstyle
-
-    source = Path(vggstyle.__file__).resolve().parents[1]  # the vggstyle under test, installed or not
-    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(source)}
-    process = subprocess.Popen([sys.executable, "-m", "vggstyle", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                "--max-queue", "3", "--log-level", "warning"],
-                               stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
-        try:
-            if httpx.get(url + "/api/status", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    pytest.fail("the server did not answer within 60 s")
-
-
-def results_dirs(tmp_path):
-    return [p for p in tmp_path.iterdir() if p.name.startswith("vggstyle-web-")]
-
-
-def stop(process, sig) -> tuple[float, str]:
-    start = time.monotonic()
-    process.send_signal(sig)
-    try:
-        stderr = process.communicate(timeout=15)[1]
-    finally:
-        if process.poll() is None:
-            process.kill()
-    return time.monotonic() - start, stderr
 
 
 def small_job_files():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import functools
 import time
 from fractions import Fraction
@@ -20,40 +19,14 @@ pytest.importorskip("fastapi", reason="the web app needs the [web] extra (fastap
 pytest.importorskip("multipart", reason="the web app needs python-multipart (the [web] extra)")
 av = pytest.importorskip("av", reason="video needs PyAV")
 
-from conftest import EXAMPLES, wait_for_job  # noqa: E402
-from test_web_shutdown import httpx, results_dirs, serve, stop  # noqa: E402,F401 (serve: a fixture)
-from vggstyle.video import FrameDone, VideoConfig, VideoSummary  # noqa: E402
-from vggstyle.video_frame import FrameStep  # noqa: E402
-from vggstyle.video_io import VideoWriter, open_video  # noqa: E402
+from conftest import EXAMPLES, FakeVideoRunner, httpx, results_dirs, stop, wait_for_job  # noqa: E402
+from odd_media import clip_bytes  # noqa: E402
+from vggstyle.video import FrameDone, VideoConfig  # noqa: E402
+from vggstyle.video_io import open_video  # noqa: E402
 from vggstyle.web.server import build_parser  # noqa: E402
 from vggstyle.web.video_jobs import _default_video_runner  # noqa: E402
 
 FPS = 10
-
-
-def clip_bytes(tmp_path, frames: int = 6, size=(64, 48), fps=FPS, name="clip.mp4", tone=False) -> bytes:
-    """An H.264 clip of a smooth colour texture panning 2 px a frame (optical flow can follow it);
-    with ``tone``, an AAC sine as long as the frames."""
-    width, height = size
-    path = tmp_path / name
-    noise = np.random.default_rng(0).integers(0, 256, (height // 8, (width + 2 * frames) // 8 + 1, 3), np.uint8)
-    canvas = np.asarray(Image.fromarray(noise).resize((width + 2 * frames + 8, height), Image.BICUBIC))
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        audio = container.add_stream("aac", rate=48000, layout="mono") if tone else None
-        for i in range(frames):
-            array = np.ascontiguousarray(canvas[:, 2 * i:2 * i + width])
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-        container.mux(stream.encode(None))
-        if audio is not None:
-            wave = (0.3 * np.sin(np.arange(48000 * frames // fps) / 10)).astype(np.float32)
-            for start in range(0, len(wave), 1024):
-                chunk = av.AudioFrame.from_ndarray(wave[None, start:start + 1024], format="fltp", layout="mono")
-                chunk.sample_rate, chunk.pts = 48000, start
-                container.mux(audio.encode(chunk))
-            container.mux(audio.encode(None))
-    return path.read_bytes()
 
 
 def style_png() -> bytes:
@@ -69,62 +42,6 @@ def read_video(data: bytes, tmp_path) -> tuple[int, Fraction, tuple[int, int]]:
     path.write_bytes(data)
     clip = open_video(path)
     return sum(1 for _ in clip.frames()), clip.fps, clip.info.size
-
-
-class FakeRunner:
-    """stylize_video's signature and hooks, no network: each frame is its content inverted after
-    ``steps`` iterations (``pace`` seconds each), in ``passes`` passes like the library's (later ones
-    revisit every frame but the one where they turn). ``hold_at``: before that frame's (0-based) first
-    iteration in pass ``hold_in_pass``, wait for ``release`` (the test looks at the job, or cancels it,
-    meanwhile)."""
-
-    def __init__(self, steps: int = 4, hold_at: int | None = None, pace: float = 0.0, passes: int = 1,
-                 hold_in_pass: int = 1):
-        self.steps, self.hold_at, self.pace, self.passes = steps, hold_at, pace, passes
-        self.hold_in_pass = hold_in_pass
-        self.held, self.release = threading.Event(), threading.Event()
-        self.calls = []
-
-    def __call__(self, input, styles, output, config, *, video, masks=None, on_step, on_frame):
-        self.calls.append({"config": config, "video": video, "input": input})
-        clip = open_video(input)
-        done = []
-        count = clip.frame_count
-        for frame in clip.frames():
-            image = Image.fromarray(255 - np.asarray(frame.image.resize((48, 36))))
-            if not self._frame(frame.index, count, image, 1, count, on_step):
-                return VideoSummary(None, len(done), count, clip.fps, (48, 36), 0.0, stopped=True)
-            done.append(image)
-            on_frame(FrameDone(frame.index, count, self.losses, 0.01, frame.index == 0, False, image, 1, self.passes,
-                               count))
-        for number in range(2, self.passes + 1):  # later passes: every frame but the one where it turns
-            order = range(count - 2, -1, -1) if number % 2 == 0 else range(1, count)
-            for index in order:
-                if not self._frame(index, count, done[index], number, len(order), on_step):
-                    return VideoSummary(None, len(done), count, clip.fps, (48, 36), 0.0, stopped=True,
-                                        passes=self.passes, pass_number=number)
-                on_frame(FrameDone(index, count, self.losses, 0.01, False, False, done[index], number, self.passes,
-                                   len(order)))
-        with VideoWriter(output, clip.fps) as writer:
-            for image in done:
-                writer.write(image)
-        return VideoSummary(output, len(done), count, clip.fps, (48, 36), 0.0, passes=self.passes,
-                            pass_number=self.passes)
-
-    def _frame(self, index, count, image, number, pass_frames, on_step) -> bool:
-        for step in range(1, self.steps + 1):
-            if index == self.hold_at and step == 1 and number == self.hold_in_pass:
-                self.held.set()
-                assert self.release.wait(30)
-            time.sleep(self.pace)
-            temporal = 0.0 if index == 0 and number == 1 else 0.5  # a shot's first frame has none
-            self.losses = {"content": 1.0 / step, "style": 2.0 / step, "tv": 0.1,
-                           **({"temporal": temporal} if temporal else {}), "total": 3.1 / step + temporal}
-            info = FrameStep(index, count, step, self.steps, self.losses, index == 0 and number == 1,
-                             lambda image=image: image, number, self.passes, pass_frames)
-            if on_step(info) is False:
-                return False
-        return True
 
 
 def post(client, content: bytes, name="clip.mp4", expect=202, **params):
@@ -150,7 +67,7 @@ def leftovers(client) -> list[str]:
 
 # ------------------------------------------------------------------ a job, start to end (fake runner)
 def test_video_job_reports_frames_iterations_preview_and_gives_an_mp4(make_client, tmp_path):
-    runner = FakeRunner(steps=4, hold_at=2)
+    runner = FakeVideoRunner(steps=4, hold_at=2)
     client = make_client(video_runner=runner, preview_every=2)
     job = post(client, clip_bytes(tmp_path), frame_iterations=4, temporal_weight=50)
     assert job["kind"] == "video" and job["frames"] == 6 and job["fps"] == FPS and job["size"] == [48, 36]
@@ -189,7 +106,7 @@ def test_video_job_reports_frames_iterations_preview_and_gives_an_mp4(make_clien
 
 
 def test_a_later_pass_is_reported_and_a_cancel_in_it_keeps_the_first_passs_frames(make_client, tmp_path):
-    runner = FakeRunner(steps=3, hold_at=2, passes=2, hold_in_pass=2)  # pass 2 goes 4, 3, 2, ...
+    runner = FakeVideoRunner(steps=3, hold_at=2, passes=2, hold_in_pass=2)  # pass 2 goes 4, 3, 2, ...
     client = make_client(video_runner=runner)
     job = post(client, clip_bytes(tmp_path, tone=True))
     assert runner.held.wait(30)
@@ -206,7 +123,7 @@ def test_a_later_pass_is_reported_and_a_cancel_in_it_keeps_the_first_passs_frame
 
 
 def test_cancel_mid_clip_keeps_the_frames_done(make_client, tmp_path):
-    runner = FakeRunner(steps=3, hold_at=3)
+    runner = FakeVideoRunner(steps=3, hold_at=3)
     client = make_client(video_runner=runner)
     job = post(client, clip_bytes(tmp_path, tone=True))
     assert runner.held.wait(30)
@@ -227,7 +144,7 @@ def test_cancel_mid_clip_keeps_the_frames_done(make_client, tmp_path):
 
 
 def test_cancel_before_the_first_frame_is_done_has_no_result(make_client, tmp_path):
-    runner = FakeRunner(steps=3, hold_at=0)
+    runner = FakeVideoRunner(steps=3, hold_at=0)
     client = make_client(video_runner=runner)
     job = post(client, clip_bytes(tmp_path, frames=2))
     assert runner.held.wait(30)
@@ -239,7 +156,7 @@ def test_cancel_before_the_first_frame_is_done_has_no_result(make_client, tmp_pa
 
 
 def test_stopping_the_server_mid_clip_keeps_nothing(make_client, tmp_path):
-    runner = FakeRunner(steps=3, hold_at=2)
+    runner = FakeVideoRunner(steps=3, hold_at=2)
     client = make_client(video_runner=runner)
     job = post(client, clip_bytes(tmp_path))
     assert runner.held.wait(30)
@@ -307,7 +224,7 @@ def test_sigterm_with_a_video_job_running_exits_0_and_removes_the_clip(tmp_path,
 
 # ------------------------------------------------------------------ refusals, before the queue
 def test_too_long_a_video_is_refused_413_before_queueing(make_client, tmp_path):
-    runner = FakeRunner()
+    runner = FakeVideoRunner()
     client = make_client(video_runner=runner, max_video_seconds=0.5)
     response = post(client, clip_bytes(tmp_path, frames=6), expect=413)  # 0.6 s
     assert "0.6 s" in response["detail"] and "limit of 0.5 s" in response["detail"]
@@ -320,14 +237,14 @@ def test_too_long_a_video_is_refused_413_before_queueing(make_client, tmp_path):
 
 
 def test_frames_over_the_pixel_limit_are_refused_413_before_decoding(make_client, tmp_path, monkeypatch):
-    client = make_client(video_runner=FakeRunner(), max_input_pixels=64 * 48 - 1)
+    client = make_client(video_runner=FakeVideoRunner(), max_input_pixels=64 * 48 - 1)
     monkeypatch.setattr("vggstyle.video_io.open_video", lambda *a, **k: pytest.fail("decoded"))
     assert "64x48 px" in post(client, clip_bytes(tmp_path, frames=2), expect=413)["detail"]
     assert leftovers(client) == []
 
 
 def test_not_a_video_and_damaged_videos_are_refused(make_client, tmp_path):
-    client = make_client(video_runner=FakeRunner())
+    client = make_client(video_runner=FakeVideoRunner())
     text = post(client, b"this is not a video, whatever its name says\n" * 20, expect=415)["detail"]
     assert "clip.mp4" in text and "video" in text
     whole = clip_bytes(tmp_path)
@@ -339,14 +256,14 @@ def test_not_a_video_and_damaged_videos_are_refused(make_client, tmp_path):
 
 
 def test_bad_video_options_are_422(make_client, tmp_path):
-    client = make_client(video_runner=FakeRunner(), max_iterations=50)
+    client = make_client(video_runner=FakeVideoRunner(), max_iterations=50)
     assert "frame_iterations" in post(client, clip_bytes(tmp_path, 2), frame_iterations=0, expect=422)["detail"]
     assert "limit of 50" in post(client, clip_bytes(tmp_path, 2), frame_iterations=51, expect=422)["detail"]
     assert "temporal_weight" in post(client, clip_bytes(tmp_path, 2), temporal_weight="x", expect=422)["detail"]
 
 
 def test_a_full_queue_answers_503_before_the_video_is_decoded(make_client, tmp_path, monkeypatch):
-    runner = FakeRunner(steps=2, hold_at=0)
+    runner = FakeVideoRunner(steps=2, hold_at=0)
     client = make_client(video_runner=runner, max_queue=1)
     clip = clip_bytes(tmp_path, frames=2)
     running = post(client, clip)

@@ -173,8 +173,7 @@ def corpus(folder) -> dict:
 
 
 def test_the_web_app_takes_or_refuses_each_file_of_the_corpus_never_500(make_client, tmp_path):
-    from conftest import CONTENT  # noqa: F401  (conftest's images are small PNGs)
-    from conftest import STYLE as STYLE_PNG
+    from conftest import STYLE as STYLE_PNG  # a small PNG
 
     def runner(input, styles, output, config, *, video, masks=None, on_step, on_frame):
         raise AssertionError("only the uploads are under test")

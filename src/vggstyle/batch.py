@@ -21,7 +21,6 @@ import io
 import json
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from .config import StyleConfig
 from .errors import ConfigError, OutputError
+from .files import file_sha256, write_atomically
 from .image import unwritable
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -228,11 +228,7 @@ def file_digest(path: Path, cache: dict) -> str:
     """sha256 of a file's bytes (cached: a style is shared by many jobs); '' if it cannot be read."""
     if path not in cache:
         try:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            cache[path] = digest.hexdigest()
+            cache[path] = file_sha256(path)
         except OSError:
             cache[path] = ""
     return cache[path]
@@ -272,21 +268,6 @@ def prepare_outdir(outdir) -> Path:
     if reason:
         raise OutputError(f"output folder {outdir}: cannot write there ({reason}); choose another folder")
     return outdir
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, rename: readers see all of it or nothing."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def append_row(path: Path, row: dict) -> None:

@@ -19,7 +19,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """A usage error is one line, not a usage block."""
 
     def error(self, message):
@@ -33,7 +33,7 @@ def _count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vggstyle batch", description=(
+    parser = Parser(prog="vggstyle batch", description=(
         "Stylize every content with every style (or the pairs of a CSV) into OUTDIR as "
         "{content}__{style}.png, with OUTDIR/results.csv. Finished jobs are skipped on a rerun."))
     jobs = parser.add_argument_group("jobs")

@@ -6,8 +6,6 @@ never writes into the output folder, it returns the bytes (batch.record writes t
 
 from __future__ import annotations
 
-import io
-import json
 import queue
 import shutil
 import tempfile
@@ -19,6 +17,7 @@ from pathlib import Path
 from .batch import Task, is_video
 from .config import StyleConfig
 from .errors import VggstyleError
+from .files import png_bytes
 
 @dataclass
 class Outcome:
@@ -82,18 +81,6 @@ def describe(exc: BaseException) -> str:
     return f"{kind}: {text[0]}" if text else kind
 
 
-def png_bytes(image, parameters: dict) -> bytes:
-    """The result as PNG bytes with the parameters in a 'vggstyle' text chunk (as image.save_image writes)."""
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", "vggstyle")
-    info.add_text("vggstyle", json.dumps(parameters, sort_keys=True, default=str))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
-
-
 def video_work_dir(batch_hash: str) -> Path:
     """Where a video job keeps its finished frames until its MP4 is written: named by the job's
     hash, so a batch run again after a stop (or a crash) resumes the clip where it was, on this
@@ -134,9 +121,12 @@ class LocalRunner:
     def __call__(self, tasks: list[Task]):
         if not tasks:
             return
+        import torch
+
         from .device import physical_cores, set_threads
         threads = tasks[0].config.threads  # the entry point's job: the library leaves threads alone
         cpu_jobs = sum(device == "cpu" for device in self.devices)
+        before = torch.get_num_threads()  # given back when the batch ends: a library call leaves no trace
         set_threads(threads or (max(1, physical_cores() // cpu_jobs) if cpu_jobs > 1 else None))
         todo: queue.Queue = queue.Queue()
         for task in tasks:
@@ -154,6 +144,7 @@ class LocalRunner:
             stop.set()
             for thread in threads:
                 thread.join()
+            torch.set_num_threads(before)
 
     @staticmethod
     def _work(device: str, todo: queue.Queue, done: queue.Queue, stop: threading.Event) -> None:

@@ -32,14 +32,14 @@ GROUP_TITLES = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, not a usage block."""
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _number(kind: str):
+def number_type(kind: str):
     """argparse type for an int or float: a bad value is one line naming what was expected."""
     def parse(text: str):
         try:
@@ -61,7 +61,7 @@ def _argument(option: Option) -> tuple[list[str], dict]:
     elif option.kind == CHOICE:
         kwargs["choices"] = option.choices
     elif option.kind in (INT, FLOAT):
-        kwargs.update(type=_number(option.kind), metavar="N" if option.kind == INT else "X")
+        kwargs.update(type=number_type(option.kind), metavar="N" if option.kind == INT else "X")
     elif option.kind == PATHS:  # --style-mask a.png --style-mask b.png, or --style-masks a.png,b.png
         kwargs.update(action="append", metavar=option.metavar or "FILE")
         flags.insert(0, option.flag[:-1])
@@ -71,7 +71,7 @@ def _argument(option: Option) -> tuple[list[str], dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="vggstyle",
         description="Repaint a content image in the style of one or more style images "
                     "(Gatys et al., VGG19). Run `vggstyle serve` for the web app.",
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("-o", "--output", default="out.png",
                      help="result file; .png (with the parameters inside), .jpg or .webp (default: out.png)")
-    out.add_argument("--save-every", type=_number(INT), default=0, metavar="N",
+    out.add_argument("--save-every", type=number_type(INT), default=0, metavar="N",
                      help="also write the image every N iterations, as OUTPUT-stem_000N.ext")
     out.add_argument("--plot", metavar="FILE", help="write a PNG plot of the loss curves (needs matplotlib)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only errors")
@@ -114,8 +114,8 @@ def config_from_args(args: argparse.Namespace) -> StyleConfig:
 class _ProgressBar:
     """tqdm on stderr with the loss terms; also writes --save-every snapshots."""
 
-    def __init__(self, total: int, quiet: bool, output: Path, save_every: int, parameters: dict):
-        self.quiet = quiet
+    def __init__(self, total: int, quiet: bool, output: Path, save_every: int, parameters: dict, ctrl_c: CtrlC):
+        self.quiet, self.ctrl_c = quiet, ctrl_c
         self.output = output
         self.save_every = save_every
         self.parameters = parameters
@@ -139,22 +139,34 @@ class _ProgressBar:
             from .image import save_image
             name = f"{self.output.stem}_{progress.step:04d}{self.output.suffix}"
             save_image(progress.image(), self.output.with_name(name), self.parameters)
-        return not _STOP["requested"]
+        return not self.ctrl_c.requested
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
 
 
-_STOP = {"requested": False}
+class CtrlC:
+    """While in use (a context manager): the first Ctrl-C asks the run to stop after the current
+    iteration (``requested``) and says ``message``; a second one aborts (KeyboardInterrupt). The
+    previous handler comes back on exit. The commands' hooks return ``not requested``."""
 
+    def __init__(self, message: str):
+        self.message, self.requested, self.previous = message, False, None
 
-def _on_sigint(signum, frame):
-    if _STOP["requested"]:
-        raise KeyboardInterrupt
-    _STOP["requested"] = True
-    print("\nvggstyle: stopping after this iteration and saving the image (Ctrl-C again to abort)",
-          file=sys.stderr)
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{self.message}", file=sys.stderr)
+
+    def __enter__(self) -> "CtrlC":
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        signal.signal(signal.SIGINT, self.previous)
+        return False
 
 
 def _check_plot(path: str | None) -> None:
@@ -231,15 +243,13 @@ def _run(args: argparse.Namespace) -> int:
 
     set_threads(config.threads)  # the process's thread count is the command's choice, not the library's
     parameters = config.to_dict()
-    bar = _ProgressBar(config.iterations, args.quiet, output, args.save_every, parameters)
-    _STOP["requested"] = False
-    previous = signal.signal(signal.SIGINT, _on_sigint)
-    start = time.perf_counter()
-    try:
-        result = stylize(args.content, args.styles, config, on_step=bar)
-    finally:
-        bar.close()
-        signal.signal(signal.SIGINT, previous)
+    with CtrlC("vggstyle: stopping after this iteration and saving the image (Ctrl-C again to abort)") as ctrl_c:
+        bar = _ProgressBar(config.iterations, args.quiet, output, args.save_every, parameters, ctrl_c)
+        start = time.perf_counter()
+        try:
+            result = stylize(args.content, args.styles, config, on_step=bar)
+        finally:
+            bar.close()
     seconds = time.perf_counter() - start
     save_image(result, output, result.info.get("vggstyle", parameters))
     if args.plot and bar.history:
@@ -249,10 +259,10 @@ def _run(args: argparse.Namespace) -> int:
         losses = bar.last.losses if bar.last else {}
         loss_text = " ".join(f"{k} {losses[k]:.4g}" for k in ("content", "style", "tv", "total") if k in losses)
         width, height = info["size"]
-        print(f"{'stopped' if _STOP['requested'] else 'done'}: {info['iterations_done']} iterations in "
+        print(f"{'stopped' if ctrl_c.requested else 'done'}: {info['iterations_done']} iterations in "
               f"{seconds:.1f} s ({info['iterations_done'] / seconds:.2f} it/s), {width}x{height} px, "
               f"{info['precision_used']} ({_kernels_text(info)}); {loss_text} -> {output}", file=sys.stderr)
-    return EXIT_INTERRUPTED if _STOP["requested"] else 0
+    return EXIT_INTERRUPTED if ctrl_c.requested else 0
 
 
 def _kernels_text(info: dict) -> str:

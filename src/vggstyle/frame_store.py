@@ -24,12 +24,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
 from .errors import OutputError
+from .files import write_atomically
 
 MANIFEST = "manifest.json"
 RECORDS = "frames.jsonl"
@@ -171,11 +171,11 @@ class FrameStore:
     def write_manifest(self) -> None:
         manifest = {"version": VERSION, "hash": self.hash, "options": self.options}
         text = json.dumps(manifest, sort_keys=True, indent=1, default=str)
-        _atomic_write(self.folder / MANIFEST, lambda f: f.write(text.encode()))
+        write_atomically(self.folder / MANIFEST, lambda f: f.write(text.encode()))
 
     def _write(self, path: Path, image: Image.Image, what: str) -> None:
         try:
-            _atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=1))
+            write_atomically(path, lambda f: image.save(f, format="PNG", compress_level=1))
         except OSError as exc:
             raise OutputError(f"work dir {self.folder}: cannot write {what} ({exc.strerror or exc})") from None
 
@@ -185,19 +185,6 @@ class FrameStore:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.part-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _remove_temporaries(folder: Path) -> None:

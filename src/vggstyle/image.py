@@ -16,9 +16,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DamagedImage, ImageError, ImageTooLarge, NotAnImage, OutputError, first_line
+from .files import png_info, write_atomically
 
 MIN_INPUT_SIDE = 16  # below this an image holds too little to stylize with or from
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -207,38 +208,12 @@ def save_image(image: Image.Image, path, parameters: dict | None = None, quality
     """
     path = check_output_path(path)
     fmt = SAVE_FORMATS[path.suffix.lower()]
-    options: dict = {}
-    if fmt == "PNG":
-        info = PngImagePlugin.PngInfo()
-        info.add_text("Software", "vggstyle")
-        if parameters is not None:
-            info.add_text("vggstyle", json.dumps(parameters, sort_keys=True, default=str))
-        options["pnginfo"] = info
-    else:
-        options["quality"] = quality
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    options = {"pnginfo": png_info(parameters)} if fmt == "PNG" else {"quality": quality}
     try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format=fmt, **options)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"output {path}: cannot write ({first_line(exc)})") from None
-        raise
+        write_atomically(path, lambda f: image.save(f, format=fmt, **options))
+    except OSError as exc:
+        raise OutputError(f"output {path}: cannot write ({first_line(exc)})") from None
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_parameters(path) -> dict | None:

@@ -88,7 +88,8 @@ class Finish:
         return combine_luminance(image, self.luminance_of.to(image.device))
 
 
-def _render(image: torch.Tensor, finish: Finish) -> Image.Image:
+def render_image(image: torch.Tensor, finish: Finish) -> Image.Image:
+    """The optimizer's image as the user sees it (``finish``: colour and range), as a PIL image."""
     return tensor_to_pil(finish(image))
 
 
@@ -266,12 +267,12 @@ class _Run:
         epoch = (self.steps - 1) // self.config.steps_per_epoch + 1 if self.config.epochs is not None else None
         progress = Progress(self.steps, self.total, losses, (shown.shape[-1], shown.shape[-2]),
                             time.perf_counter() - self.started, epoch, self.policy.precision, scale,
-                            len(self.schedule), functools.partial(_render, shown, finish))
+                            len(self.schedule), functools.partial(render_image, shown, finish))
         return self.on_step(progress) is not False
 
 
 @contextlib.contextmanager
-def _call_scope(threads: int | None, policy: ComputePolicy):
+def call_scope(threads: int | None, policy: ComputePolicy):
     """Threads and cuDNN autotuning for this call only: a library call leaves the process as it found it."""
     previous_threads = torch.get_num_threads()
     previous_benchmark = torch.backends.cudnn.benchmark
@@ -312,7 +313,7 @@ def stylize(content, styles, config: StyleConfig | None = None, *, masks=None, o
     inputs = load_inputs(content, styles, _configure(config, overrides), masks)
     config = inputs.config
     policy = resolve_policy(config.device, config.precision, config.winograd)
-    with _call_scope(config.threads, policy):
+    with call_scope(config.threads, policy):
         width, height = inputs.size(config.image_size)
         network_for(config, policy).check_size(height, width)  # fail before any work
         run = _Run(inputs, policy, terms, on_step)
@@ -348,7 +349,7 @@ def measure_losses(content, styles, image=None, config: StyleConfig | None = Non
     else:
         start = pil_to_tensor(load_image(image, config.max_input_pixels, "image").resize(inputs.size(side),
                                                                                          Image.LANCZOS))
-    with _call_scope(config.threads, policy), torch.no_grad():
+    with call_scope(config.threads, policy), torch.no_grad():
         objective = build_objective(network_for(config, policy), config, inputs.at(side))
         terms = objective.unweighted(start.to(policy.device))
     return {name: float(value) for name, value in terms.items()}

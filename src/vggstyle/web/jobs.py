@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import itertools
-import json
 import logging
 import os
 import secrets
@@ -31,10 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from ..config import StyleConfig
 from ..errors import VggstyleError
+from ..files import png_bytes
 
 log = logging.getLogger("vggstyle.web")
 
@@ -55,18 +54,6 @@ class Seat:
     """A place in the queue held for an upload still being read (JobBook.seat)."""
 
     used: bool = False
-
-
-def png_bytes(image: Image.Image, parameters: dict | None = None) -> bytes:
-    """Encode as PNG in memory; with the parameters in a 'vggstyle' text chunk, as save_image writes them."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", "vggstyle")
-    if parameters is not None:
-        info.add_text("vggstyle", json.dumps(parameters, sort_keys=True, default=str))
-    buffer = io.BytesIO()
-    # compress_level 1: previews are re-encoded every few iterations; size matters less than time.
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=1 if parameters is None else 6)
-    return buffer.getvalue()
 
 
 @dataclass(eq=False)
@@ -523,7 +510,7 @@ class JobQueue(JobBook):
         preview = None
         if not stop and (progress.step == 1 or
                          (progress.step % self.preview_every == 0 and progress.step < progress.total)):
-            preview = png_bytes(progress.image())
+            preview = png_bytes(progress.image(), compress_level=1)
         with self._lock:
             record_progress(job, progress, preview)
         return not stop

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .body import ClientGone, read_form, split_form
-from .jobs import FINISHED, STOPPED_BY_SHUTDOWN, QueueFull, png_bytes
+from ..files import png_bytes
+from .jobs import FINISHED, STOPPED_BY_SHUTDOWN, QueueFull
 from .openapi import REFUSALS, job_request_schema
 from .uploads import (VIDEO_FORMATS, UploadError, config_from_form, decode_upload, options, prepare_images,
                       upload_label, video_config_from_form)
@@ -98,7 +99,7 @@ def _decode_job(jobs, limits, config, video, files, mask_files) -> dict:
     if upload is None:
         return job
     return {**job, "content": None, "job_type": VideoJob, "input_path": upload.path, "video": video,
-            "frames": upload.frames, "fps": upload.fps, "first_frame": png_bytes(content)}
+            "frames": upload.frames, "fps": upload.fps, "first_frame": png_bytes(content, compress_level=1)}
 
 
 def _decode_content(data: bytes, what: str, name, limits):

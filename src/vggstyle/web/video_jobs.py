@@ -26,7 +26,8 @@ from pathlib import Path
 from ..config import StyleConfig
 from ..errors import VggstyleError
 from ..video import VideoConfig
-from .jobs import Job, png_bytes
+from ..files import png_bytes
+from .jobs import Job
 
 
 @dataclass(eq=False)
@@ -223,7 +224,7 @@ class VideoRunner:
         preview = None
         if not stop and (step.step == 1 or (step.step % queue.preview_every == 0 and step.step < step.steps)):
             image = step.image() if hasattr(step, "image") else None
-            preview = None if image is None else png_bytes(image)
+            preview = None if image is None else png_bytes(image, compress_level=1)
         with queue.lock:
             job.frame, job.frames, job.step, job.frame_total = step.index + 1, step.frames, step.step, step.steps
             self._enter_pass(step)
@@ -248,7 +249,7 @@ class VideoRunner:
         first_pass = done.pass_number == 1
         if first_pass:
             kept.add(done.image)
-        poster = png_bytes(done.image)
+        poster = png_bytes(done.image, compress_level=1)
         with queue.lock:
             in_progress = job.frame == done.index + 1 and job._frame_in_progress
             self._enter_pass(done)
