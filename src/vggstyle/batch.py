@@ -27,13 +27,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .batch_jobs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Job, Task, is_video  # noqa: F401 (re-exported)
 from .config import StyleConfig
 from .errors import ConfigError, OutputError
 from .files import file_sha256, write_atomically
 from .image import unwritable
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 RESULTS_NAME = "results.csv"
 RESULT_COLUMNS = ("content", "style", "output", "status", "error", "seconds", "content_loss", "style_loss",
                   "tv_loss", "total_loss", "worker", "finished")
@@ -41,25 +40,6 @@ RESULT_COLUMNS = ("content", "style", "output", "status", "error", "seconds", "c
 # that rerunning a batch on another device or with more threads still skips finished jobs.
 NOT_HASHED = {"device", "threads", "checkpoint", "max_input_pixels"}
 HASH_VERSION = 1
-
-
-@dataclass
-class Job:
-    """One stylization: a content file, a style file, per-job option overrides, an output name."""
-
-    content: Path
-    style: Path
-    options: dict = field(default_factory=dict)  # StyleConfig fields for this job only
-    output: str = ""  # file name inside the output folder; default {content-stem}__{style-stem}.png
-
-    def __post_init__(self) -> None:
-        self.content, self.style = Path(self.content), Path(self.style)
-        if not self.output:
-            suffix = ".mp4" if is_video(self.content) else ".png"
-            self.output = f"{self.content.stem}__{self.style.stem}{suffix}"
-
-    def config(self, base: StyleConfig) -> StyleConfig:
-        return base.replace(**self.options) if self.options else base
 
 
 @dataclass
@@ -81,10 +61,6 @@ class JobResult:
         return {"content": str(self.job.content), "style": str(self.job.style), "output": self.output.name,
                 "status": self.status, "error": self.error, "seconds": f"{self.seconds:.2f}", **losses,
                 "worker": self.worker, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-
-def is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 # ------------------------------------------------------------------ expanding the jobs
@@ -286,15 +262,6 @@ def append_row(path: Path, row: dict) -> None:
 
 
 # ------------------------------------------------------------------ the driver
-@dataclass
-class Task:
-    """A job ready to run: its resolved config and hash (what a runner needs, nothing else)."""
-
-    job: Job
-    config: StyleConfig
-    hash: str
-
-
 def stylize_batch(jobs, outdir, config: StyleConfig | None = None, *, scheduler: str | None = None,
                   on_result: Callable[[JobResult], None] | None = None, force: bool = False,
                   devices=("auto",), resources: dict | None = None, retries: int = 2,

@@ -10,20 +10,11 @@ import argparse
 import os
 import sys
 
-from .cli import add_config_options, config_from_args
+from .cli_common import EXIT_INTERRUPTED, EXIT_USAGE, Parser, add_config_options, config_from_args
 from .config import StyleConfig
 from .errors import ConfigError, VggstyleError
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class Parser(argparse.ArgumentParser):
-    """A usage error is one line, not a usage block."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _count(text: str) -> int:

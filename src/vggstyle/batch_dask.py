@@ -18,7 +18,7 @@ from pathlib import Path
 from distributed import Client, as_completed, get_worker
 from distributed.worker import thread_state
 
-from .batch import Task
+from .batch_jobs import Task
 from .batch_work import Outcome, describe, run_job
 from .config import StyleConfig
 from .errors import ConfigError

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batch import Task, is_video
+from .batch_jobs import Task, is_video
 from .config import StyleConfig
 from .errors import VggstyleError
 from .files import png_bytes

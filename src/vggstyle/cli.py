@@ -8,67 +8,16 @@ run, saves the image as it is and exits 130.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
-from .config import (BOOL, CHOICE, FLOAT, INT, MAX_ITERATIONS, PATHS, Option, Range, StyleConfig, config_options,
-                     number_problem, parse_text)
-from .errors import ConfigError, OutputError, VggstyleError
+from .cli_common import (EXIT_INTERRUPTED, EXIT_USAGE, GROUP_TITLES, CtrlC, Parser,  # noqa: F401 (the commands' API)
+                         add_config_options, config_from_args, number_type, run_reporting_errors)
+from .config import INT, MAX_ITERATIONS, Range, number_problem
+from .errors import ConfigError, OutputError
 from .layers import LAYER_NAMES
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-GROUP_TITLES = {
-    "weights": "loss weights (normalized: the defaults suit any --image-size)",
-    "images": "images",
-    "optimization": "optimization (one iteration = one forward + backward pass through VGG19)",
-    "style": "style statistics, colour and masks",
-    "scales": "coarse-to-fine scales (Gatys et al. 2017)",
-    "network": "network",
-    "hardware": "hardware",
-}
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line, not a usage block."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def number_type(kind: str):
-    """argparse type for an int or float: a bad value is one line naming what was expected."""
-    def parse(text: str):
-        try:
-            return parse_text(kind, text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"'{text}' is not {exc}") from None
-    parse.__name__ = kind
-    return parse
-
-
-def _argument(option: Option) -> tuple[list[str], dict]:
-    """The flags and add_argument keywords of one option, from its kind alone."""
-    shown = option.shown
-    help_text = option.help + (f" (default: {shown})" if shown not in (None, "", False) else "")
-    kwargs = {"help": help_text, "default": argparse.SUPPRESS, "dest": option.name}
-    flags = [option.flag]
-    if option.kind == BOOL:
-        kwargs.update(action="store_true", help=option.help)
-    elif option.kind == CHOICE:
-        kwargs["choices"] = option.choices
-    elif option.kind in (INT, FLOAT):
-        kwargs.update(type=number_type(option.kind), metavar="N" if option.kind == INT else "X")
-    elif option.kind == PATHS:  # --style-mask a.png --style-mask b.png, or --style-masks a.png,b.png
-        kwargs.update(action="append", metavar=option.metavar or "FILE")
-        flags.insert(0, option.flag[:-1])
-    else:  # text, lists, layers, paths: StyleConfig parses and checks them
-        kwargs["metavar"] = option.metavar or "VALUE"
-    return flags, kwargs
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
@@ -91,24 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--version", action="version", version=f"vggstyle {__version__}")
     add_config_options(parser)
     return parser
-
-
-def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One option per StyleConfig field (all but ``skip``), in its group (shared with `vggstyle video`
-    and `vggstyle batch`)."""
-    groups = {}
-    for option in config_options():
-        if option.name in skip:
-            continue
-        if option.group not in groups:
-            groups[option.group] = parser.add_argument_group(GROUP_TITLES[option.group])
-        flags, kwargs = _argument(option)
-        groups[option.group].add_argument(*flags, **kwargs)
-
-
-def config_from_args(args: argparse.Namespace) -> StyleConfig:
-    names = {o.name for o in config_options()}
-    return StyleConfig(**{k: v for k, v in vars(args).items() if k in names})
 
 
 class _ProgressBar:
@@ -144,29 +75,6 @@ class _ProgressBar:
     def close(self):
         if self.bar is not None:
             self.bar.close()
-
-
-class CtrlC:
-    """While in use (a context manager): the first Ctrl-C asks the run to stop after the current
-    iteration (``requested``) and says ``message``; a second one aborts (KeyboardInterrupt). The
-    previous handler comes back on exit. The commands' hooks return ``not requested``."""
-
-    def __init__(self, message: str):
-        self.message, self.requested, self.previous = message, False, None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{self.message}", file=sys.stderr)
-
-    def __enter__(self) -> "CtrlC":
-        self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        signal.signal(signal.SIGINT, self.previous)
-        return False
 
 
 def _check_plot(path: str | None) -> None:
@@ -213,19 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         return batch_main(argv[1:])
     parser = build_parser()
     return run_reporting_errors("vggstyle", _run, parser.parse_args(argv), "aborted; nothing saved")
-
-
-def run_reporting_errors(prog: str, run, args, aborted: str) -> int:
-    """Every command's contract: a user error is one line on stderr and exit 2; a second Ctrl-C
-    (the first stops cleanly inside ``run``) says what was kept and exits 130."""
-    try:
-        return run(args)
-    except VggstyleError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: {aborted}", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
 
 def _run(args: argparse.Namespace) -> int:

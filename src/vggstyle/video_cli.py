@@ -14,8 +14,8 @@ import sys
 import time
 from dataclasses import MISSING, fields
 
-from .cli import (EXIT_INTERRUPTED, CtrlC, Parser, add_config_options, config_from_args, number_type,
-                  run_reporting_errors)
+from .cli_common import (EXIT_INTERRUPTED, CtrlC, Parser, add_config_options, config_from_args, number_type,
+                         run_reporting_errors)
 from .config import FLOAT, INT
 from .video import VideoConfig, video_fields
 

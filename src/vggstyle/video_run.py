@@ -28,7 +28,7 @@ from .image import as_image_list, long_side_size
 from .inputs import load_inputs
 from .optional import require
 from .optimize import call_scope, network_for
-from .video import FrameDone, VideoConfig, VideoSummary, default_work_dir
+from .video_config import FrameDone, VideoConfig, VideoSummary, default_work_dir
 from .video_frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
                           revisit_start, temporal_term)
 from .video_io import VideoWriter, check_video_output, damage_report, open_video

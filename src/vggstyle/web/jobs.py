@@ -136,6 +136,12 @@ class Job:
     def extra_snapshot(self) -> dict:
         return {}
 
+    def execute(self, queue, config: StyleConfig) -> tuple[Path | None, dict]:
+        """Run this job in ``queue``'s worker: the image runner, progress recorded on every step,
+        the result written to the queue's store. Returns (the result file, its parameters)."""
+        data, parameters = run_one(queue.image_runner, self, config, lambda p: queue.on_step(self, p))
+        return queue.store.write(self.number, data), parameters
+
     @property
     def cost(self) -> float:
         """Work units (pixels x iterations): the time per unit is about constant on one device."""
@@ -497,14 +503,24 @@ class JobQueue(JobBook):
         return resolved
 
     def _execute(self, job: Job, config: StyleConfig) -> tuple[Path | None, dict]:
-        """Run the job; returns its result file (None: a video cancelled before its first frame)."""
-        if job.kind == "video":
-            from .video_jobs import VideoRunner
-            return VideoRunner(self, job, self._video_runner).run(config, self._store.directory)
-        data, parameters = run_one(self._runner, job, config, lambda p: self._on_step(job, p))
-        return self._store.write(job.number, data), parameters
+        """Run the job; returns its result file (None: a video cancelled before its first frame).
+        Each kind of job runs itself (Job.execute, VideoJob.execute): the queue knows no kind."""
+        return job.execute(self, config)
 
-    def _on_step(self, job: Job, progress) -> bool:
+    @property
+    def store(self) -> "ResultStore":
+        return self._store
+
+    @property
+    def image_runner(self) -> Runner:
+        return self._runner
+
+    @property
+    def video_runner(self):
+        """stylize_video's signature, or None: vggstyle.stylize_video."""
+        return self._video_runner
+
+    def on_step(self, job: Job, progress) -> bool:
         # This step is done (and in the image stylize returns) whatever we answer: record it first.
         stop = job.cancel.is_set() or self.closing
         preview = None

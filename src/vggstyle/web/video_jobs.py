@@ -120,6 +120,10 @@ class VideoJob(Job):
             self.input_path.unlink(missing_ok=True)
             self.input_path = None
 
+    def execute(self, queue, config: StyleConfig) -> tuple[Path | None, dict]:
+        """Run the clip in ``queue``'s worker (see VideoRunner); its MP4 goes to the queue's store."""
+        return VideoRunner(queue, self, queue.video_runner).run(config, queue.store.directory)
+
     def extra_snapshot(self) -> dict:
         later = self.frame_seconds[1:] or self.frame_seconds
         return {"frame": self.frame, "frames": self.frames, "frames_done": self.frames_done,

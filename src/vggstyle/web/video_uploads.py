@@ -26,7 +26,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import VggstyleError
-from .uploads import VIDEO_FORMATS, Limits, UploadError
+from .limits import VIDEO_FORMATS, Limits, UploadError
 
 MAX_FPS = 120  # frames a second: more is no real clip, and the frames are the work
 
