@@ -181,16 +181,16 @@ def test_a_cut_starts_the_new_shot_as_a_first_frame(tmp_path):
 
 
 def test_later_passes_go_back_then_forward_within_each_shot_toward_both_neighbours(tmp_path, monkeypatch):
-    import vggstyle.video_run as video_run
+    import vggstyle.video_passes as video_passes
     pulled_toward = []
-    original = video_run.neighbours
+    original = video_passes.neighbours
 
     def spy(content, around, *args, **kwargs):
         found = original(content, around, *args, **kwargs)
         pulled_toward.append(len(found))
         return found
 
-    monkeypatch.setattr(video_run, "neighbours", spy)
+    monkeypatch.setattr(video_passes, "neighbours", spy)
     frames = panning(3, 3) + panning(4, 3)  # a cut before frame 3
     record = Recorder()
     summary = stylize_video(make_clip(tmp_path / "cut.mp4", frames), STYLE, tmp_path / "out.mp4",

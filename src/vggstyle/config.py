@@ -159,16 +159,20 @@ class StyleConfig:
     style_weight: float = _opt(40.0, FLOAT, "weights", "how strongly the result takes the style images' textures",
                                web=True, bounds=Range(0.0, MAX_WEIGHT))
     tv_weight: float = _opt(5.0, FLOAT, "weights", "total-variation weight: smooths high-frequency noise",
-                            web=True, page_help="smoothing: higher values remove fine noise, and fine detail with it", bounds=Range(0.0, MAX_WEIGHT))
+                            web=True, page_help="smoothing: higher values remove fine noise, and fine detail with it",
+                            bounds=Range(0.0, MAX_WEIGHT))
 
     # Images.
-    image_size: int = _opt(512, INT, "images", "long side of the output in pixels", web=True, bounds=Range(16, MAX_SIDE))
+    image_size: int = _opt(512, INT, "images", "long side of the output in pixels", web=True,
+                           bounds=Range(16, MAX_SIDE))
     style_scale: float = _opt(1.0, FLOAT, "images", "style image long side, relative to --image-size", web=True,
                               page_help="size of the style images relative to the result's: below 1 gives "
-                                        "finer brush strokes, above 1 coarser ones", bounds=Range(0.0, 100.0, low_open=True))
+                                        "finer brush strokes, above 1 coarser ones",
+                              bounds=Range(0.0, 100.0, low_open=True))
     style_blend_weights: list = _opt([], FLOATS, "images", "relative weight per style image, e.g. 3,7 "
                                      "(default: equal)", web=True, metavar="LIST",
-                                     page_help="relative weight per style image (the sliders set it)", bounds=Range(0.0, MAX_WEIGHT))
+                                     page_help="relative weight per style image (the sliders set it)",
+                                     bounds=Range(0.0, MAX_WEIGHT))
     init: str = _opt("content", CHOICE_OR_PATH, "images", "starting image: content, random (seeded noise) "
                      "or an image path", web=True, choices=INIT_KEYWORDS, metavar="INIT",
                      page_help="where the result starts: the content image, or random noise (set by the seed)")
@@ -187,7 +191,8 @@ class StyleConfig:
                                              "0.9 for adam, 0 for lbfgs)", bounds=Range(0.0, 1.0, high_open=True))
     num_iterations: int | None = _opt(None, INT, "optimization", "iterations in all (or give --epochs)", web=True,
                                       shown_default=DEFAULT_ITERATIONS,
-                                      page_help="iterations in all; more take longer and settle the image further", bounds=Range(1, MAX_ITERATIONS))
+                                      page_help="iterations in all; more take longer and settle the image further",
+                                      bounds=Range(1, MAX_ITERATIONS))
     epochs: int | None = _opt(None, INT, "optimization", "epochs to run; iterations = epochs x steps per epoch",
                               web=True, page_help="instead of iterations: epochs x steps per epoch (leave "
                                                   "iterations empty then)", bounds=Range(1, MAX_ITERATIONS))
@@ -213,7 +218,8 @@ class StyleConfig:
                                      "sooner)", web=True,
                                      page_help="above this image size, optimize small first, then refine "
                                                "larger; 0: always", bounds=Range(0, 10**6))
-    min_scale: int = _opt(256, INT, "scales", "long side of the first, coarsest scale in px", web=True, bounds=Range(16, MAX_SIDE))
+    min_scale: int = _opt(256, INT, "scales", "long side of the first, coarsest scale in px", web=True,
+                          bounds=Range(16, MAX_SIDE))
     scale_steps: int | None = _opt(None, INT, "scales", "number of scales, coarse-to-fine at any size (default: "
                                    "steps of about sqrt(2) from --min-scale up to --image-size)", web=True,
                                    page_help="number of scales from the coarsest to the final size (empty: "
@@ -243,7 +249,8 @@ class StyleConfig:
     device: str = _opt("auto", TEXT, "hardware", "auto, cpu, cuda or cuda:N", web=False, metavar="DEVICE")
     precision: str = _opt("auto", CHOICE, "hardware", "auto (bf16 where the hardware has it), fp32, bf16 or fp16",
                           web=False, choices=PRECISIONS)
-    threads: int | None = _opt(None, INT, "hardware", "CPU threads (default: all physical cores)", web=False, bounds=Range(1, 1024))
+    threads: int | None = _opt(None, INT, "hardware", "CPU threads (default: all physical cores)", web=False,
+                               bounds=Range(1, 1024))
     winograd: str = _opt("auto", CHOICE, "hardware", "CPU convolutions through NNPACK's Winograd transforms: "
                          "auto (each layer on the kernel measured fastest on this machine, once, cached), on, "
                          "off (oneDNN only)", web=False, choices=AUTO_ON_OFF)

@@ -33,7 +33,8 @@ from PIL import Image
 
 from .errors import ConfigError, ImageError, first_line
 from .optional import require
-from .video_write import OUTPUT_KINDS, AudioClip, VideoWriter, check_video_output, read_parameters  # noqa: F401 (re-exported)
+from .video_write import (OUTPUT_KINDS, AudioClip, VideoWriter, check_video_output,  # noqa: F401 (re-exported)
+                          read_parameters)
 
 DEFAULT_SEQUENCE_FPS = Fraction(25)  # FFmpeg's image2 default: a folder of frames has no rate of its own
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")

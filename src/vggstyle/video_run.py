@@ -8,15 +8,12 @@ from the work dir at the end in seconds, into a temporary file renamed into plac
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
 import os
 import time
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -28,10 +25,10 @@ from .image import as_image_list, long_side_size
 from .inputs import load_inputs
 from .optional import require
 from .optimize import call_scope, network_for
-from .video_config import FrameDone, VideoConfig, VideoSummary, default_work_dir
-from .video_frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
-                          revisit_start, temporal_term)
+from .video_config import VideoConfig, VideoSummary, default_work_dir
+from .video_frame import FrameStylizer
 from .video_io import VideoWriter, check_video_output, damage_report, open_video
+from .video_passes import Pass, first_pass, later_pass
 
 
 class VideoRun:
@@ -74,14 +71,16 @@ class VideoRun:
                                    passes=self.video.passes)
             started = time.perf_counter()
             stylizer = FrameStylizer(self.inputs, self.policy, self.config.image_size)
-            self._frames(store, summary, stylizer, on_frame, on_step)
+            passes = Pass(self.video, self.clip, self.inputs, self.first_iterations, store, summary, stylizer,
+                          on_frame, on_step)
+            first_pass(passes)
             if (report := damage_report(self.clip, summary.frames)) is not None:
                 summary.warnings.append(report)
             for number in range(2, self.video.passes + 1):
                 if summary.stopped:
                     break
                 summary.pass_number = number
-                self._revisit(number, store, summary, stylizer, on_frame, on_step)
+                later_pass(passes, number)
             if not summary.stopped:
                 summary.output = self._encode(store, summary)
                 if self.video.work_dir is None:
@@ -102,131 +101,6 @@ class VideoRun:
         summary.warnings.extend(warnings)
         return path
 
-    def _frames(self, store, summary: VideoSummary, stylizer: FrameStylizer, on_frame, on_step) -> None:
-        """The first pass: every frame in order, each after the one before."""
-        shot = Shot(max(self.video.offsets))
-        records = {r["index"]: r for r in store.records()}
-        keep_content = self.video.passes > 1
-        for frame in self.clip.frames():
-            images = stylizer.images(frame.image)
-            content = np.asarray(_to_pil(images.photo))
-            if frame.index == 0:
-                stylizer.prime(images)
-            record = records.get(frame.index) if frame.index < store.done else None
-            resumed = record is not None
-            if keep_content and frame.index not in store.contents:
-                store.save_content(frame.index, Image.fromarray(content))
-            if resumed:
-                image = store.load(frame.index)
-                if record["first"]:
-                    shot.clear()
-                summary.resumed += 1
-            else:
-                image, record = self._stylize(frame, images, content, shot, stylizer, summary, on_step)
-                if image is None:
-                    summary.stopped = True
-                    return
-                store.save(frame.index, image, record)
-            shot.push(content, stylizer.as_optimized(image))
-            summary.frames += 1
-            summary.losses.append(record["losses"])
-            summary.frame_seconds.append(record["seconds"])
-            if record.get("cut"):
-                summary.cuts.append(frame.index)
-            done = FrameDone(frame.index, self.clip.frame_count, record["losses"], record["seconds"],
-                             record["first"], resumed, image, 1, self.video.passes,
-                             self.clip.frame_count)
-            if on_frame is not None and on_frame(done) is False:
-                summary.stopped = summary.frames < self.clip.frame_count or self.video.passes > 1
-                return
-
-    def _stylize(self, frame, images, content, shot: Shot, stylizer: FrameStylizer, summary, on_step):
-        """Optimize one frame; returns (image or None when stopped, its record)."""
-        started = time.perf_counter()
-        video = self.video
-        link = guide(shot, content, video.offsets, video.flow, video.motion_boundary_weight,
-                     video.tolerance) if len(shot) else None
-        first = link is None or link.cut
-        if first:
-            shot.clear()
-            start, iterations, terms = still_start(self.inputs, frame, self.config.init), self.first_iterations, ()
-        else:
-            init = {"prev-warped": None, "content": "content", "random": "random"}[video.init_frame]
-            start = prev_warped_start(link, images.content) if init is None else still_start(self.inputs, frame, init)
-            iterations = video.frame_iterations
-            terms = (temporal_term(video.temporal_weight, link),) if video.temporal_weight > 0 else ()
-
-        def hook(step: int, losses: dict, render=None) -> bool:
-            if on_step is None:
-                return True
-            return on_step(FrameStep(frame.index, self.clip.frame_count, step, iterations, losses, first,
-                                     render, 1, video.passes, self.clip.frame_count)) is not False
-
-        image, losses, done = stylizer.run(images, start, iterations, terms, hook)
-        record = {"source_index": frame.source_index, "time": str(frame.time), "first": first,
-                  "cut": bool(link is not None and link.cut),
-                  "coverage": None if link is None else round(link.coverage, 4), "iterations": done,
-                  "losses": losses, "seconds": round(time.perf_counter() - started, 3)}
-        return image, record
-
-    def _revisit(self, number: int, store, summary: VideoSummary, stylizer: FrameStylizer, on_frame, on_step) -> None:
-        """Pass ``number`` (2, 3, ...): even passes go backward, odd ones forward, shot by shot.
-
-        The frame where the previous pass ended (a shot's last frame going backward, its first going
-        forward) is where this one turns: skipped. Frames already at this pass on disk (a resumed
-        run) are taken as they are.
-        """
-        video, frames = self.video, summary.frames
-        backward = number % 2 == 0
-        records = {record["index"]: record for record in store.records()}
-        starts = sorted({0} | {i for i in range(1, frames) if records[i]["first"]}) + [frames]
-        shots = [(lo, hi - 1) for lo, hi in zip(starts, starts[1:])]
-        order = [(t, lo, hi) for lo, hi in (reversed(shots) if backward else shots)
-                 for t in (range(hi - 1, lo - 1, -1) if backward else range(lo + 1, hi + 1))]
-        content = functools.lru_cache(maxsize=4)(lambda index: np.asarray(store.load_content(index)))
-        if stylizer.styles is None:
-            stylizer.prime(stylizer.images(store.load_content(0)))
-        for t, lo, hi in order:
-            resumed = store.pass_of(t) >= number
-            if resumed:
-                image, record = store.load(t), records[t]
-            else:
-                near, far = (t + 1, t - 1) if backward else (t - 1, t + 1)
-                around = [near] + ([far] if lo <= far <= hi else [])
-
-                def hook(step: int, losses: dict, render=None, t=t) -> bool:
-                    return on_step is None or on_step(FrameStep(t, frames, step, video.frame_iterations, losses,
-                                                                False, render, number, video.passes,
-                                                                len(order))) is not False
-
-                image, record = self._revisit_frame(t, around, content, store, stylizer, hook)
-                if image is None:
-                    summary.stopped = True
-                    return
-                record = {**records[t], **record}
-                store.save(t, image, record, pass_number=number)
-                summary.frame_seconds[t] += record["seconds"]
-                summary.losses[t] = record["losses"]
-            done = FrameDone(t, frames, record["losses"], record["seconds"], False, resumed, image, number,
-                             video.passes, len(order))
-            if on_frame is not None and on_frame(done) is False:
-                summary.stopped = number < video.passes or t != order[-1][0]
-                return
-
-    def _revisit_frame(self, t: int, around: list[int], content, store, stylizer: FrameStylizer, hook):
-        """Frame ``t`` in a later pass: it starts from its last output blended toward ``around[0]``
-        (the neighbour the pass comes from, already revisited) and takes --frame-iterations with the
-        temporal term toward every frame of ``around`` (both neighbours inside its shot)."""
-        video, started = self.video, time.perf_counter()
-        found = neighbours(content(t), [(content(i), stylizer.as_optimized(store.load(i))) for i in around],
-                           video.flow, video.motion_boundary_weight, video.tolerance)
-        start = revisit_start(stylizer.as_optimized(store.load(t)), found[0])
-        terms = (neighbour_term(video.temporal_weight, found),) if video.temporal_weight > 0 else ()
-        images = stylizer.images(Image.fromarray(content(t)))
-        image, losses, done = stylizer.run(images, start, video.frame_iterations, terms, hook)
-        return image, {"iterations": done, "losses": losses, "seconds": round(time.perf_counter() - started, 3)}
-
-
 def _identity(item) -> str:
     """What a style or mask is, for the work dir's options: a path with its size and time, or a hash."""
     if isinstance(item, (str, os.PathLike)):
@@ -245,14 +119,6 @@ def _identity(item) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
 
-def still_start(inputs, frame, init: str) -> torch.Tensor:
-    """A frame started as a still: --init (content, random or an image), seeded per frame."""
-    config = inputs.config
-    generator = torch.Generator().manual_seed((config.seed or 0) + frame.index)
-    inputs = dataclasses.replace(inputs, content=frame.image, config=config.replace(init=init))
-    return inputs.start(config.image_size, generator)
-
-
 def encode(store, frames: int, output: Path, clip, parameters: dict) -> tuple[Path, list[str]]:
     """The finished frames 0 .. frames-1 as the output video, at the input's times (its rate, even
     a variable one), with its sound and the parameters in its metadata; and what was skipped or
@@ -267,11 +133,6 @@ def encode(store, frames: int, output: Path, clip, parameters: dict) -> tuple[Pa
         writer.abort()
         raise
     return writer.close(), writer.warnings
-
-
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    from .image import tensor_to_pil
-    return tensor_to_pil(image)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -1,0 +1,177 @@
+"""The passes of a video run over its frames, on the state one run shares (Pass): the first pass in
+order, each frame after the one before (a shot's first frame as a still), and the later passes back
+and forth, each frame pulled toward both neighbours. Split from video_run, which checks, resumes,
+schedules the passes and encodes."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .frame_store import FrameStore
+from .inputs import Inputs
+from .video_config import FrameDone, VideoConfig, VideoSummary
+from .video_frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
+                          revisit_start, temporal_term)
+from .video_io import VideoInput
+
+
+@dataclass
+class Pass:
+    """What every pass of one run works with: the options, the clip and inputs, the work dir, the
+    summary it fills in, the stylizer (network and style targets, built once) and the hooks."""
+
+    video: VideoConfig
+    clip: VideoInput
+    inputs: Inputs
+    first_iterations: int
+    store: FrameStore
+    summary: VideoSummary
+    stylizer: FrameStylizer
+    on_frame: Callable | None
+    on_step: Callable | None
+
+
+def first_pass(run: Pass) -> None:
+    """The first pass: every frame in order, each after the one before."""
+    shot = Shot(max(run.video.offsets))
+    records = {r["index"]: r for r in run.store.records()}
+    keep_content = run.video.passes > 1
+    for frame in run.clip.frames():
+        images = run.stylizer.images(frame.image)
+        content = np.asarray(_to_pil(images.photo))
+        if frame.index == 0:
+            run.stylizer.prime(images)
+        record = records.get(frame.index) if frame.index < run.store.done else None
+        resumed = record is not None
+        if keep_content and frame.index not in run.store.contents:
+            run.store.save_content(frame.index, Image.fromarray(content))
+        if resumed:
+            image = run.store.load(frame.index)
+            if record["first"]:
+                shot.clear()
+            run.summary.resumed += 1
+        else:
+            image, record = _stylize(run, frame, images, content, shot)
+            if image is None:
+                run.summary.stopped = True
+                return
+            run.store.save(frame.index, image, record)
+        shot.push(content, run.stylizer.as_optimized(image))
+        run.summary.frames += 1
+        run.summary.losses.append(record["losses"])
+        run.summary.frame_seconds.append(record["seconds"])
+        if record.get("cut"):
+            run.summary.cuts.append(frame.index)
+        done = FrameDone(frame.index, run.clip.frame_count, record["losses"], record["seconds"],
+                         record["first"], resumed, image, 1, run.video.passes,
+                         run.clip.frame_count)
+        if run.on_frame is not None and run.on_frame(done) is False:
+            run.summary.stopped = run.summary.frames < run.clip.frame_count or run.video.passes > 1
+            return
+
+def _stylize(run: Pass, frame, images, content, shot: Shot):
+    """Optimize one frame; returns (image or None when stopped, its record)."""
+    started = time.perf_counter()
+    video = run.video
+    link = guide(shot, content, video.offsets, video.flow, video.motion_boundary_weight,
+                 video.tolerance) if len(shot) else None
+    first = link is None or link.cut
+    if first:
+        shot.clear()
+        start, iterations, terms = still_start(run.inputs, frame, run.inputs.config.init), run.first_iterations, ()
+    else:
+        init = {"prev-warped": None, "content": "content", "random": "random"}[video.init_frame]
+        start = prev_warped_start(link, images.content) if init is None else still_start(run.inputs, frame, init)
+        iterations = video.frame_iterations
+        terms = (temporal_term(video.temporal_weight, link),) if video.temporal_weight > 0 else ()
+
+    def hook(step: int, losses: dict, render=None) -> bool:
+        if run.on_step is None:
+            return True
+        return run.on_step(FrameStep(frame.index, run.clip.frame_count, step, iterations, losses, first,
+                                 render, 1, video.passes, run.clip.frame_count)) is not False
+
+    image, losses, done = run.stylizer.run(images, start, iterations, terms, hook)
+    record = {"source_index": frame.source_index, "time": str(frame.time), "first": first,
+              "cut": bool(link is not None and link.cut),
+              "coverage": None if link is None else round(link.coverage, 4), "iterations": done,
+              "losses": losses, "seconds": round(time.perf_counter() - started, 3)}
+    return image, record
+
+def later_pass(run: Pass, number: int) -> None:
+    """Pass ``number`` (2, 3, ...): even passes go backward, odd ones forward, shot by shot.
+
+    The frame where the previous pass ended (a shot's last frame going backward, its first going
+    forward) is where this one turns: skipped. Frames already at this pass on disk (a resumed
+    run) are taken as they are.
+    """
+    video, frames = run.video, run.summary.frames
+    backward = number % 2 == 0
+    records = {record["index"]: record for record in run.store.records()}
+    starts = sorted({0} | {i for i in range(1, frames) if records[i]["first"]}) + [frames]
+    shots = [(lo, hi - 1) for lo, hi in zip(starts, starts[1:])]
+    order = [(t, lo, hi) for lo, hi in (reversed(shots) if backward else shots)
+             for t in (range(hi - 1, lo - 1, -1) if backward else range(lo + 1, hi + 1))]
+    content = functools.lru_cache(maxsize=4)(lambda index: np.asarray(run.store.load_content(index)))
+    if run.stylizer.styles is None:
+        run.stylizer.prime(run.stylizer.images(run.store.load_content(0)))
+    for t, lo, hi in order:
+        resumed = run.store.pass_of(t) >= number
+        if resumed:
+            image, record = run.store.load(t), records[t]
+        else:
+            near, far = (t + 1, t - 1) if backward else (t - 1, t + 1)
+            around = [near] + ([far] if lo <= far <= hi else [])
+
+            def hook(step: int, losses: dict, render=None, t=t) -> bool:
+                progress = FrameStep(t, frames, step, video.frame_iterations, losses, False, render, number,
+                                     video.passes, len(order))
+                return run.on_step is None or run.on_step(progress) is not False
+
+            image, record = _revisit_frame(run, t, around, content, hook)
+            if image is None:
+                run.summary.stopped = True
+                return
+            record = {**records[t], **record}
+            run.store.save(t, image, record, pass_number=number)
+            run.summary.frame_seconds[t] += record["seconds"]
+            run.summary.losses[t] = record["losses"]
+        done = FrameDone(t, frames, record["losses"], record["seconds"], False, resumed, image, number,
+                         video.passes, len(order))
+        if run.on_frame is not None and run.on_frame(done) is False:
+            run.summary.stopped = number < video.passes or t != order[-1][0]
+            return
+
+def _revisit_frame(run: Pass, t: int, around: list[int], content, hook):
+    """Frame ``t`` in a later pass: it starts from its last output blended toward ``around[0]``
+    (the neighbour the pass comes from, already revisited) and takes --frame-iterations with the
+    temporal term toward every frame of ``around`` (both neighbours inside its shot)."""
+    video, started = run.video, time.perf_counter()
+    found = neighbours(content(t), [(content(i), run.stylizer.as_optimized(run.store.load(i))) for i in around],
+                       video.flow, video.motion_boundary_weight, video.tolerance)
+    start = revisit_start(run.stylizer.as_optimized(run.store.load(t)), found[0])
+    terms = (neighbour_term(video.temporal_weight, found),) if video.temporal_weight > 0 else ()
+    images = run.stylizer.images(Image.fromarray(content(t)))
+    image, losses, done = run.stylizer.run(images, start, video.frame_iterations, terms, hook)
+    return image, {"iterations": done, "losses": losses, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def still_start(inputs, frame, init: str) -> torch.Tensor:
+    """A frame started as a still: --init (content, random or an image), seeded per frame."""
+    config = inputs.config
+    generator = torch.Generator().manual_seed((config.seed or 0) + frame.index)
+    inputs = dataclasses.replace(inputs, content=frame.image, config=config.replace(init=init))
+    return inputs.start(config.image_size, generator)
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    from .image import tensor_to_pil
+    return tensor_to_pil(image)
