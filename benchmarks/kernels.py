@@ -18,7 +18,7 @@ import torch
 
 from vggstyle.config import StyleConfig
 from vggstyle.device import resolve_policy
-from vggstyle.optimize import _weights
+from vggstyle.engine import loaded_weights
 from vggstyle.vgg import VGG19Features
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}; {torch.get_num_threads()} threads")
     config = StyleConfig()
     policy = resolve_policy("auto", "auto")
-    weights = _weights(config.weights_source, config.weights, config.weights_preprocessing)
+    weights = loaded_weights(config.weights_source, config.weights, config.weights_preprocessing)
     layers = [*config.content_layers, *config.style_layers]
     width, height = args.image_size, args.image_size * 3 // 4
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))

@@ -52,15 +52,15 @@ def bf16_anywhere(monkeypatch):
     unfused autocast convolutions (slow, the same bf16 numbers), so that the logic around reduced
     precision (the float32 fallback, the first steps) is tested on AVX2-only CPUs too. Yields
     whether it is emulated."""
-    from vggstyle import device, optimize, vgg
+    from vggstyle import device, engine, vgg
     emulated = not device.cpu_runs_bf16()
     if emulated:
         monkeypatch.setattr(device, "cpu_runs_bf16", lambda: True)
         monkeypatch.setattr(vgg, "fused_conv_relu_available", lambda policy: False)
-        optimize.network.cache_clear()
+        engine.network.cache_clear()
     yield emulated
     if emulated:
-        optimize.network.cache_clear()
+        engine.network.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from vggstyle.config import StyleConfig
 from vggstyle.device import resolve_policy
 from vggstyle.errors import ConfigError
 from vggstyle.inputs import load_inputs
-from vggstyle.optimize import build_objective, network_for
+from vggstyle.engine import build_objective, network_for
 
 CONTENT = EXAMPLES / "content" / "tubingen.jpg"
 STYLE = EXAMPLES / "style" / "starry_night.jpg"

@@ -515,7 +515,7 @@ def test_original_colors_match_the_styles_to_the_first_frame_not_to_a_placeholde
     from vggstyle.config import StyleConfig
     from vggstyle.device import resolve_policy
     from vggstyle.inputs import load_inputs
-    from vggstyle.optimize import style_features
+    from vggstyle.engine import style_features
     from vggstyle.video_frame import FrameStylizer
     config = StyleConfig(image_size=48, original_colors=mode, precision="fp32")
     inputs = load_inputs(Image.new("RGB", (64, 48)), STYLE, config)  # the driver's placeholder content

@@ -15,10 +15,8 @@ flags are set for the call only and restored after it.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,17 +24,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .color import combine_luminance
-from .config import CHECKPOINT_AUTO_PIXELS, StyleConfig
-from .device import ComputePolicy, resolve_policy, set_threads
+from .config import StyleConfig
+from .device import ComputePolicy, resolve_policy
 from .errors import ConfigError
 from .image import load_image, pil_to_tensor, tensor_to_pil
 from .inputs import Inputs, ScaleImages, load_inputs
-from .loop import NonFiniteLoss, make_optimizer, optimize
-from .objective import ContentTerm, Objective, StyleTerm, TVTerm
-from .style import make_statistic
-from .vgg import VGG19Features
-from .weights import LoadedWeights, load_weights
+from .objective import Objective
+from .engine import Finish, build_objective, call_scope, loaded_weights, network_for, render_image, run_steps
 
 
 @dataclass
@@ -70,155 +64,7 @@ class Progress:
 OnStep = Callable[[Progress], "bool | None"]
 
 
-@dataclass(frozen=True)
-class Finish:
-    """The image the user sees from the one optimized: clamped, and with --original-colors
-    luminance the content's colours put back. Holds the content photo at this scale only."""
-
-    luminance_of: torch.Tensor | None = None  # the content photo, when its colours go back
-
-    @classmethod
-    def for_images(cls, config: StyleConfig, images: ScaleImages) -> "Finish":
-        return cls(images.photo if config.original_colors == "luminance" else None)
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        image = image.detach()
-        if self.luminance_of is None:
-            return image.clamp(0.0, 1.0)
-        return combine_luminance(image, self.luminance_of.to(image.device))
-
-
-def render_image(image: torch.Tensor, finish: Finish) -> Image.Image:
-    """The optimizer's image as the user sees it (``finish``: colour and range), as a PIL image."""
-    return tensor_to_pil(finish(image))
-
-
-# ------------------------------------------------------------------------------ network and objective
-@functools.lru_cache(maxsize=2)
-def _weights(source: str, path: str | None, preprocessing: str) -> LoadedWeights:
-    # Cached: a server or notebook stylizing many images reads and dequantizes once.
-    return load_weights(source, path, preprocessing)
-
-
-@functools.lru_cache(maxsize=4)
-def network(source: str, path: str | None, preprocessing: str, layers: tuple[str, ...], pooling: str,
-            policy: ComputePolicy) -> VGG19Features:
-    """The frozen network for these layers, built once per process and shared (its forward has
-    no state: a server's worker threads, a batch's jobs and a video's frames reuse it)."""
-    return VGG19Features(_weights(source, path, preprocessing), layers, pooling, policy)
-
-
-def network_for(config: StyleConfig, policy: ComputePolicy) -> VGG19Features:
-    layers = tuple(dict.fromkeys([*config.content_layers, *config.style_layers]))
-    return network(config.weights_source, config.weights, config.weights_preprocessing, layers, config.pooling,
-                   policy)
-
-
-def style_features(net: VGG19Features, images: ScaleImages) -> list[dict[str, torch.Tensor]]:
-    """VGG's features of each style image (every layer the network returns): the style targets are
-    built from them, and the content term's reference floor. Computed once per scale, or once per
-    video: a caller that keeps them passes them to build_objective."""
-    with torch.no_grad():
-        features = []
-        for style in images.styles:
-            net.check_size(style.shape[-2], style.shape[-1])
-            features.append(net(style.to(net.policy.device)))
-        return features
-
-
-def build_objective(net: VGG19Features, config: StyleConfig, images: ScaleImages, extra_terms=(),
-                    styles: list[dict[str, torch.Tensor]] | None = None) -> Objective:
-    """The Objective of one scale: content, style and TV terms (targets computed here, once) and
-    any extra terms, in that order. styles: style_features(net, images), when already computed."""
-    device = net.policy.device
-    _, _, height, width = images.content.shape
-    net.check_size(height, width)
-    styles = style_features(net, images) if styles is None else styles
-    with torch.no_grad():
-        features = net(images.content.to(device))
-        content = ContentTerm(config.content_weight, {n: features[n] for n in config.content_layers},
-                              config.content_layers, [{n: f[n] for n in config.content_layers} for f in styles])
-        del features
-        generator = torch.Generator().manual_seed(config.seed or 0)  # on the CPU: the same draws on any device
-        masks = None if images.masks is None else [m.to(device) for m in images.masks]
-        style = StyleTerm(config.style_weight, make_statistic(config.style_loss, generator), config.style_layers,
-                          styles, config.style_blend_weights or [1.0] * len(images.styles), masks)
-    checkpoint = config.checkpoint == "on" or (config.checkpoint == "auto"
-                                               and width * height > CHECKPOINT_AUTO_PIXELS)
-    return Objective(net, [content, style, TVTerm(config.tv_weight), *extra_terms], checkpoint=checkpoint)
-
-
 # ------------------------------------------------------------------------------ the drivers
-class IterateAverage:
-    """The EMA of the iterates (--ema-decay): started at the first iterate, so it needs no bias
-    correction. With decay 0 it is the last iterate itself."""
-
-    def __init__(self, decay: float):
-        self.decay = decay
-        self.value: torch.Tensor | None = None
-
-    def update(self, image: torch.Tensor) -> None:
-        if self.decay > 0:
-            with torch.no_grad():
-                self.value = (image.detach().clone() if self.value is None
-                              else self.value.mul_(self.decay).add_(image.detach(), alpha=1.0 - self.decay))
-
-    def current(self, image: torch.Tensor) -> torch.Tensor:
-        return image.detach() if self.value is None else self.value
-
-
-@dataclass
-class Steps:
-    """What run_steps did: the image to show (the EMA when on), steps taken, whether on_step stopped
-    it, the precision it ended in and the last losses."""
-
-    image: torch.Tensor
-    done: int
-    stopped: bool
-    policy: ComputePolicy
-    losses: dict
-
-
-def run_steps(start: torch.Tensor, steps: int, config: StyleConfig, policy: ComputePolicy,
-              make_objective: Callable[[ComputePolicy], Objective],
-              on_step: Callable[[int, torch.Tensor, dict], bool] | None = None, step_offset: int = 0) -> Steps:
-    """The loop with what every driver (a still's scale, a video's frame) adds to it: Adam's clamp to
-    0..1 (L-BFGS is left unclamped: clamping breaks its curvature pairs), the EMA of the iterates, and
-    the float32 fallback: a non-finite loss in reduced precision asks make_objective for a float32
-    objective and goes on from the last good image.
-
-    on_step(step, shown image, losses) after each step (step counted within this call); False stops.
-    step_offset: steps done before this call, for the warning's iteration number.
-    """
-    image = start.to(policy.device).contiguous().requires_grad_(True)
-    average = IterateAverage(config.ema)
-    state = {"done": 0, "stopped": False, "losses": {}}
-
-    def hook(step: int, current: torch.Tensor, losses: dict) -> bool:
-        if config.optimizer == "adam":
-            with torch.no_grad():
-                current.clamp_(0.0, 1.0)
-        average.update(current)
-        state["losses"] = losses
-        if on_step is not None and on_step(state["done"] + step, average.current(current), losses) is False:
-            state["stopped"] = True
-        return not state["stopped"]
-
-    while state["done"] < steps and not state["stopped"]:
-        optimizer = make_optimizer(config.optimizer, image, config.lr)
-        try:
-            state["done"] += optimize(image, make_objective(policy), steps - state["done"], optimizer, hook)
-        except NonFiniteLoss as exc:
-            if policy.autocast_dtype is None:
-                raise
-            warnings.warn(f"non-finite loss or gradient in {policy.precision} at iteration "
-                          f"{step_offset + state['done'] + exc.step}; continuing in float32", RuntimeWarning,
-                          stacklevel=3)
-            policy = policy.as_float32()
-            state["done"] += exc.step - 1
-    return Steps(average.current(image), state["done"], state["stopped"], policy, state["losses"])
-
-
 class _Run:
     """One stylization: the coarse-to-fine schedule over run_steps, and the Progress records.
     State that outlives a scale: the step count, the clock, the precision."""
@@ -271,23 +117,6 @@ class _Run:
         return self.on_step(progress) is not False
 
 
-@contextlib.contextmanager
-def call_scope(threads: int | None, policy: ComputePolicy):
-    """Threads and cuDNN autotuning for this call only: a library call leaves the process as it found it."""
-    previous_threads = torch.get_num_threads()
-    previous_benchmark = torch.backends.cudnn.benchmark
-    if threads:
-        set_threads(threads)
-    if policy.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size per scale: let cuDNN pick the fastest kernels
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous_benchmark
-        if torch.get_num_threads() != previous_threads:
-            torch.set_num_threads(previous_threads)
-
-
 def _configure(config: StyleConfig | None, overrides: dict) -> StyleConfig:
     masks = overrides.get("style_masks")
     if masks is not None and not isinstance(masks, str) and any(not isinstance(m, (str, bytes)) and
@@ -326,7 +155,7 @@ def stylize(content, styles, config: StyleConfig | None = None, *, masks=None, o
         "device_used": str(policy.device),
         "precision_used": run.policy.precision,
         "kernels_used": run.kernels,  # of the last scale: onednn, winograd or 'winograd at N of M layers'
-        "weights_origin": _weights(config.weights_source, config.weights, config.weights_preprocessing).origin,
+        "weights_origin": loaded_weights(config.weights_source, config.weights, config.weights_preprocessing).origin,
         "scales_used": [size for size, _ in run.schedule],
         "size": list(result.size),
     }

@@ -23,7 +23,7 @@ from .flow import link, long_term_weights, warp
 from .image import tensor_to_pil
 from .inputs import Inputs, ScaleImages
 from .objective import Objective
-from .optimize import Finish, build_objective, network_for, render_image, run_steps, style_features
+from .engine import Finish, build_objective, network_for, render_image, run_steps, style_features
 from .optional import require
 from .temporal import TemporalTerm
 

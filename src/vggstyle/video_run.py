@@ -24,7 +24,7 @@ from .frame_store import open_frame_store
 from .image import as_image_list, long_side_size
 from .inputs import load_inputs
 from .optional import require
-from .optimize import call_scope, network_for
+from .engine import call_scope, network_for
 from .video_config import VideoConfig, VideoSummary, default_work_dir
 from .video_frame import FrameStylizer
 from .video_io import VideoWriter, check_video_output, damage_report, open_video
