@@ -377,21 +377,6 @@ class JobBook:
             eta = self._speed.eta(job, list(self._running.values()), self._pending, self._worker_count)
             return snapshot(job, position, eta)
 
-    def stop(self) -> None:
-        """Begin shutting down without waiting: refuse new jobs, cancel the waiting ones, ask the
-        running ones to stop after their current iteration. Safe to call from a signal handler."""
-        with self._lock:
-            self.closing = True
-            while self._pending:
-                job = self._pending.popleft()
-                job.error = STOPPED_BY_SHUTDOWN
-                job.finish(CANCELLED)
-            for job in self._running.values():
-                job.error = STOPPED_BY_SHUTDOWN
-                job.cancel.set()
-                job.version += 1
-            self._lock.notify_all()
-
     # ------------------------------------------------------------------ bookkeeping (lock held)
     def _has_room(self) -> bool:
         """Room for one more: max_queued may wait, and an idle worker takes one at once."""
@@ -422,10 +407,10 @@ class JobQueue(JobBook):
         super().__init__(max_queued=max_queued, keep_results=keep_results, keep_seconds=keep_seconds,
                          workers=len(devices))
         self.preview_every = max(1, preview_every)
-        self._runner = runner or _default_runner
-        self._video_runner = video_runner  # stylize_video's signature; None: vggstyle.stylize_video
-        self._store = ResultStore()
-        self.directory = self._store.directory
+        self.image_runner = runner or _default_runner  # stylize's signature
+        self.video_runner = video_runner  # stylize_video's signature; None: vggstyle.stylize_video
+        self.store = ResultStore()  # where each job kind writes its result (Job.execute)
+        self.directory = self.store.directory
         self.devices = tuple(devices)
         self._workers = [threading.Thread(target=self._work, args=(device,), daemon=True,
                                           name=f"vggstyle-worker-{i}-{device}")
@@ -439,6 +424,21 @@ class JobQueue(JobBook):
                     "running": len(self._running), "uploading": self._seats, "max_queued": self.max_queued,
                     "kept_results": sum(1 for j in self._jobs.values() if j.state in FINISHED)}
 
+    def stop(self) -> None:
+        """Begin shutting down without waiting: refuse new jobs, cancel the waiting ones, ask the
+        running ones to stop after their current iteration. Safe to call from a signal handler."""
+        with self._lock:
+            self.closing = True
+            while self._pending:
+                job = self._pending.popleft()
+                job.error = STOPPED_BY_SHUTDOWN
+                job.finish(CANCELLED)
+            for job in self._running.values():
+                job.error = STOPPED_BY_SHUTDOWN
+                job.cancel.set()
+                job.version += 1
+            self._lock.notify_all()
+
     def close(self, timeout: float = 30.0) -> bool:
         """stop(), wait up to ``timeout`` seconds in all for the workers, delete the results
         directory. Returns whether every worker ended (one stuck in a long step may not have)."""
@@ -447,7 +447,7 @@ class JobQueue(JobBook):
         for worker in self._workers:
             if worker is not threading.current_thread():
                 worker.join(max(0.0, deadline - time.monotonic()))
-        self._store.remove()
+        self.store.remove()
         return not any(w.is_alive() for w in self._workers if w is not threading.current_thread())
 
     # ------------------------------------------------------------------ worker side
@@ -481,7 +481,7 @@ class JobQueue(JobBook):
             config = job.config.replace(device=resolved)
             with self._lock:
                 job.config, job.device = config, resolved
-            path, parameters = self._execute(job, config)
+            path, parameters = job.execute(self, config)  # each kind runs itself: the queue knows none
             state = CANCELLED if job.cancel.is_set() else DONE
         except Exception as exc:  # noqa: BLE001 - one bad job must not take the worker down
             state, error, path = FAILED, _error_message(exc), job.partial_result
@@ -502,38 +502,32 @@ class JobQueue(JobBook):
                 log.exception("job %s: could not learn its speed", job.number)
         return resolved
 
-    def _execute(self, job: Job, config: StyleConfig) -> tuple[Path | None, dict]:
-        """Run the job; returns its result file (None: a video cancelled before its first frame).
-        Each kind of job runs itself (Job.execute, VideoJob.execute): the queue knows no kind."""
-        return job.execute(self, config)
-
-    @property
-    def store(self) -> "ResultStore":
-        return self._store
-
-    @property
-    def image_runner(self) -> Runner:
-        return self._runner
-
-    @property
-    def video_runner(self):
-        """stylize_video's signature, or None: vggstyle.stylize_video."""
-        return self._video_runner
-
     def on_step(self, job: Job, progress) -> bool:
-        # This step is done (and in the image stylize returns) whatever we answer: record it first.
+        """stylize's on_step for an image job."""
+        return self.record_step(job, progress.step, progress.total, progress.image,
+                                lambda: record_progress(job, progress))
+
+    def record_step(self, job: Job, step: int, total: int, image: Callable, record: Callable[[], None]) -> bool:
+        """One iteration of ``job`` is done (and in the image its run returns, whatever we answer):
+        a preview from ``image()`` at the first step and every preview_every-th but the last, then
+        ``record()`` copies the step onto the job under the lock, and the version moves. Every kind
+        of job reports through this. Returns whether the run goes on (not cancelled, not stopping)."""
         stop = job.cancel.is_set() or self.closing
         preview = None
-        if not stop and (progress.step == 1 or
-                         (progress.step % self.preview_every == 0 and progress.step < progress.total)):
-            preview = png_bytes(progress.image(), compress_level=1)
+        if not stop and (step == 1 or (step % self.preview_every == 0 and step < total)):
+            picture = image()
+            preview = None if picture is None else png_bytes(picture, compress_level=1)
         with self._lock:
-            record_progress(job, progress, preview)
+            record()
+            if preview is not None:
+                job.preview = preview
+                job.preview_version += 1
+            job.version += 1
         return not stop
 
 
-def record_progress(job: Job, progress, preview: bytes | None) -> None:
-    """Copy what a Progress reports onto the job (the queue's lock held)."""
+def record_progress(job: Job, progress) -> None:
+    """Copy what a still's Progress reports onto the job (the queue's lock held)."""
     job.step = progress.step
     job.losses = dict(progress.losses)
     job.working_size = tuple(progress.size)
@@ -543,10 +537,6 @@ def record_progress(job: Job, progress, preview: bytes | None) -> None:
     job.iterations_per_second = progress.iterations_per_second
     if job.first_step is None:
         job.first_step = (job.elapsed, job.units_done())
-    if preview is not None:
-        job.preview = preview
-        job.preview_version += 1
-    job.version += 1
 
 
 def log_failure(job: Job, exc: Exception) -> None:

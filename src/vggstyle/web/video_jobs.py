@@ -223,23 +223,18 @@ class VideoRunner:
         return kept.close()
 
     def on_step(self, step) -> bool:
-        job, queue = self.job, self.queue
-        stop = job.cancel.is_set() or queue.closing
-        preview = None
-        if not stop and (step.step == 1 or (step.step % queue.preview_every == 0 and step.step < step.steps)):
-            image = step.image() if hasattr(step, "image") else None
-            preview = None if image is None else png_bytes(image, compress_level=1)
-        with queue.lock:
-            job.frame, job.frames, job.step, job.frame_total = step.index + 1, step.frames, step.step, step.steps
-            self._enter_pass(step)
-            job.losses = dict(step.losses)
-            job.elapsed = time.time() - self.started
-            job.iterations_per_second = job.iterations / job.elapsed if job.elapsed > 0 else 0.0
-            if preview is not None:
-                job.preview = preview
-                job.preview_version += 1
-            job.version += 1
-        return not stop
+        """stylize_video's on_step: through the queue's one progress recorder."""
+        image = step.image if hasattr(step, "image") else (lambda: None)
+        return self.queue.record_step(self.job, step.step, step.steps, image, lambda: self._record(step))
+
+    def _record(self, step) -> None:
+        """Called under the queue's lock: the frame, pass, iteration and losses of a FrameStep."""
+        job = self.job
+        job.frame, job.frames, job.step, job.frame_total = step.index + 1, step.frames, step.step, step.steps
+        self._enter_pass(step)
+        job.losses = dict(step.losses)
+        job.elapsed = time.time() - self.started
+        job.iterations_per_second = job.iterations / job.elapsed if job.elapsed > 0 else 0.0
 
     def _enter_pass(self, progress) -> None:
         """Called under the queue's lock: a new pass starts its own frame count."""
