@@ -98,6 +98,17 @@ def number_problem(flag: str, value, whole: bool, allowed: Range, *, in_list: bo
     return f"{flag} must be {kind} {allowed.words()}, got {text}"
 
 
+def check_bounds(flag: str, value, whole: bool, allowed: Range, max_items: int = MAX_LIST_ITEMS) -> None:
+    """Raise ConfigError (one line) unless ``value``, a number or a list of at most ``max_items``
+    numbers, is within ``allowed``: StyleConfig's and VideoConfig's fields are checked by it."""
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) > max_items:
+        raise ConfigError(f"{flag} has {len(value)} values; give at most {max_items}")
+    for item in items:
+        if problem := number_problem(flag, item, whole, allowed, in_list=isinstance(value, list)):
+            raise ConfigError(problem)
+
+
 @dataclass(frozen=True)
 class Option:
     """One StyleConfig field as the CLI, the web form and the page see it."""
@@ -366,16 +377,8 @@ class StyleConfig:
     def _check_numbers(self) -> None:
         for option in config_options():
             value = getattr(self, option.name)
-            if option.bounds is None or (value is None and option.optional):
-                continue
-            if option.kind in (INTS, FLOATS):
-                if len(value) > MAX_LIST_ITEMS:
-                    raise ConfigError(f"{option.flag} has {len(value)} values; give at most {MAX_LIST_ITEMS}")
-                for item in value:
-                    if problem := number_problem(option.flag, item, option.whole, option.bounds, in_list=True):
-                        raise ConfigError(problem)
-            elif problem := number_problem(option.flag, value, option.whole, option.bounds):
-                raise ConfigError(problem)
+            if option.bounds is not None and not (value is None and option.optional):
+                check_bounds(option.flag, value, option.whole, option.bounds)
 
     def _check_weights(self) -> None:
         if self.content_weight == 0 and self.style_weight == 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .config import MAX_ITERATIONS, MAX_WEIGHT, Range, StyleConfig, number_problem
+from .config import MAX_ITERATIONS, MAX_WEIGHT, Range, StyleConfig, check_bounds
 from .errors import ConfigError
 
 
@@ -98,15 +98,8 @@ class VideoConfig:
             value, allowed = getattr(self, f.name), f.metadata.get("bounds")
             if allowed is None or value is None:
                 continue
-            flag, whole = f"--{f.name.replace('_', '-')}", f.type.startswith(("int", "list"))
-            if isinstance(value, list):
-                if len(value) > MAX_LONG_TERM:
-                    raise ConfigError(f"{flag} has {len(value)} values; give at most {MAX_LONG_TERM}")
-                problems = [number_problem(flag, item, whole, allowed, in_list=True) for item in value]
-            else:
-                problems = [number_problem(flag, value, whole, allowed)]
-            if problem := next((p for p in problems if p), None):
-                raise ConfigError(problem)
+            check_bounds(f"--{f.name.replace('_', '-')}", value, f.type.startswith(("int", "list")), allowed,
+                         MAX_LONG_TERM)
         if self.init_frame not in INIT_FRAMES:
             raise ConfigError(f"unknown --init-frame '{self.init_frame}': choose one of {', '.join(INIT_FRAMES)}")
         if self.flow not in FLOW_CHOICES:

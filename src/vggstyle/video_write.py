@@ -116,7 +116,7 @@ class VideoWriter:
         if self._sink is None:
             raise OutputError(f"output {self.path}: no frames were written; nothing to save")
         try:
-            self._sink.finish(self.frames_written)
+            self._sink.finish()
         except BaseException as exc:
             self._sink.discard()
             if isinstance(exc, OSError):
@@ -192,7 +192,6 @@ class _ContainerSink:
             except av.error.FFmpegError as exc:
                 warnings.append(f"the sound of {audio.source.name} cannot be read ({first_line(exc)}); "
                                 "the video is written without it")
-        self.count = 0
 
     def write(self, array: np.ndarray, time: Fraction) -> None:
         av = require("av")
@@ -204,9 +203,8 @@ class _ContainerSink:
         frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
         self.end = pts * self.time_base + 1 / self.fps  # the last frame is shown for one frame's time
         self.container.mux(self.stream.encode(frame))
-        self.count += 1
 
-    def finish(self, frames: int) -> None:
+    def finish(self) -> None:
         self.container.mux(self.stream.encode(None))
         if self.sound:
             self.sound.write(self.end)
@@ -334,7 +332,7 @@ class _GifSink:
         self.frames.append(Image.fromarray(array, "RGB").quantize(256))
         self.times.append(time)
 
-    def finish(self, frames: int) -> None:
+    def finish(self) -> None:
         ticks = [round(t * 100) for t in self.times] + [round((self.times[-1] + 1 / self.fps) * 100)]
         delays = [max(2, b - a) * 10 for a, b in zip(ticks, ticks[1:])]  # ms; players treat < 2 cs as 10
         tmp = _temp_file(self.path)
@@ -361,7 +359,7 @@ class _FolderSink:
         Image.fromarray(array, "RGB").save(self.tmp / f"frame_{self.count:06d}.png")
         self.count += 1
 
-    def finish(self, frames: int) -> None:
+    def finish(self) -> None:
         _publish(self.tmp, self.path)
 
     def discard(self) -> None:

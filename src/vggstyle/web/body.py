@@ -12,7 +12,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 
-from .uploads import FILE_FIELDS, Limits, UploadError, form_options
+from .limits import Limits, UploadError, shutting_down, too_large
+from .uploads import FILE_FIELDS, form_options
 
 MAX_PART_BYTES = 64 * 1024  # one form value (files are bounded by max_upload_mb)
 POLL_SECONDS = 0.25  # how often a body that is being waited for checks the clock and the server's state
@@ -57,7 +58,7 @@ class _BodyReader:
             if self.pending.done():
                 break
             if self.stopping():
-                raise UploadError(503, "the server is shutting down; send the job again when it is back")
+                raise shutting_down()
             if now > self.deadline or now - last > self.pause:
                 raise UploadError(408, f"the upload was too slow (this server waits {self.limits.upload_seconds:g} s "
                                        "for one job's files); send it again over a faster connection")
@@ -65,8 +66,7 @@ class _BodyReader:
         chunk = message.get("body", b"")
         self.received += len(chunk)
         if self.received > self.limits.max_upload_bytes:
-            raise UploadError(413, f"the upload is over this server's limit of {self.limits.max_upload_mb:g} MB "
-                                   "per job; send smaller images")
+            raise too_large(self.limits)
         if self.preamble is not None:
             chunk = self._after_preamble(chunk, message.get("more_body", False))
             message = {**message, "body": chunk}
@@ -108,8 +108,7 @@ async def read_form(request: Request, limits: Limits, stopping: Callable[[], boo
     boundary = _boundary(content_type)
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limits.max_upload_bytes:
-        raise UploadError(413, f"the upload is over this server's limit of {limits.max_upload_mb:g} MB "
-                               "per job; send smaller images")
+        raise too_large(limits)
     body = _BodyReader(request, limits, boundary, stopping)
     try:
         form = await Request(request.scope, body).form(

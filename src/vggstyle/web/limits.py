@@ -64,3 +64,14 @@ class UploadError(VggstyleError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def shutting_down() -> UploadError:
+    """The refusal of an upload that arrives, or is still arriving, while the server stops."""
+    return UploadError(503, "the server is shutting down; send the job again when it is back")
+
+
+def too_large(limits: Limits) -> UploadError:
+    """The refusal of a body over the server's upload limit (by its Content-Length or as it arrives)."""
+    return UploadError(413, f"the upload is over this server's limit of {limits.max_upload_mb:g} MB per job; "
+                            "send smaller images")

@@ -18,6 +18,7 @@ from .body import ClientGone, read_form, split_form
 from ..files import png_bytes
 from .jobs import FINISHED, STOPPED_BY_SHUTDOWN, QueueFull
 from .openapi import REFUSALS, job_request_schema
+from .limits import shutting_down
 from .uploads import (VIDEO_FORMATS, UploadError, config_from_form, decode_upload, options, prepare_images,
                       upload_label, video_config_from_form)
 from .video_jobs import VideoJob
@@ -78,7 +79,7 @@ def _decode_job(jobs, limits, config, video, files, mask_files) -> dict:
     images; a video content is written to the queue's directory and checked frame by frame.
     Returns JobQueue.submit's arguments. Only the job being decoded holds its bytes in memory."""
     if jobs.closing:
-        raise UploadError(503, "the server is shutting down; send the job again when it is back")
+        raise shutting_down()
     (file, what, name), upload = files[0], None
     data = _bytes_of(file)
     if is_video(data):
