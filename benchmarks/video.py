@@ -46,7 +46,7 @@ OPTIONS = {"b": {"temporal_weight": 0.0, "passes": 1}, "c": {}, "d": {"long_term
 
 def input_frames(clip: Path, count: int, side: int) -> list[Image.Image]:
     from vggstyle.image import long_side_size
-    from vggstyle.video_io import open_video
+    from vggstyle.video.reader import open_video
     video = open_video(clip, end=f"f{count}")
     return [f.image.resize(long_side_size(f.image.size, side), Image.LANCZOS) for f in video.frames()]
 
@@ -66,9 +66,9 @@ def still_row(frames, style, args) -> tuple[list[Image.Image], list[float]]:
 def driver_row(name, frames, style, first: Image.Image, args, workdir: Path) -> tuple[list[Image.Image], list[float]]:
     """stylize_video on the frames (a folder), resuming after (a)'s first frame placed in its work dir."""
     from vggstyle.config import StyleConfig
-    from vggstyle.frame_store import open_frame_store
+    from vggstyle.video.store import open_frame_store
     from vggstyle.video import VideoConfig
-    from vggstyle.video_run import VideoRun
+    from vggstyle.video.run import VideoRun
 
     source = workdir / "input"
     source.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def driver_row(name, frames, style, first: Image.Image, args, workdir: Path) -> 
 
 
 def floor_row(frames, first: Image.Image, args) -> tuple[list[Image.Image], list[float]]:
-    from vggstyle.flow import optical_flow, warp
+    from vggstyle.video.flow import optical_flow, warp
     outputs, seconds, current = [first], [0.0], np.asarray(first, np.float32) / 255
     for previous, frame in zip(frames, frames[1:]):
         started = time.perf_counter()
@@ -121,7 +121,7 @@ def distances(frames, outputs, style) -> tuple[float, float]:
 
 def strip(frames, rows: dict, path: Path, columns: int = 4, thumb: int = 160) -> None:
     """Input and each row's frames (``columns`` of them, spread evenly) as one JPEG."""
-    from vggstyle.video_notebook import pick
+    from vggstyle.video.notebook import pick
     picks = pick(len(frames), columns)
     labelled = [("input", frames)] + [(f"({k})", v) for k, v in rows.items()]
     height = round(thumb * frames[0].height / frames[0].width)
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "video")
     parser.add_argument("--strip", type=Path, default=None, help="write a JPEG strip of the frames here")
     args = parser.parse_args()
-    from vggstyle.flow import warping_error
+    from vggstyle.video.flow import warping_error
 
     frames = input_frames(args.input, args.frames, args.image_size)
     base = warping_error(frames, method="farneback").value

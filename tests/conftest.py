@@ -191,7 +191,8 @@ class FakeVideoRunner:
         import numpy as np
 
         from vggstyle.video import FrameDone, VideoSummary
-        from vggstyle.video_io import VideoWriter, open_video
+        from vggstyle.video.reader import open_video
+        from vggstyle.video.writer import VideoWriter
         self.calls.append({"config": config, "video": video, "input": input})
         clip = open_video(input)
         done = []
@@ -218,7 +219,7 @@ class FakeVideoRunner:
                             pass_number=self.passes)
 
     def _frame(self, index, count, image, number, pass_frames, on_step) -> bool:
-        from vggstyle.video_frame import FrameStep
+        from vggstyle.video.frame import FrameStep
         for step in range(1, self.steps + 1):
             if index == self.hold_at and step == 1 and number == self.hold_in_pass:
                 self.held.set()

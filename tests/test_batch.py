@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import vggstyle
-from vggstyle import batch_work
+from vggstyle.batch import work as batch_work
 from vggstyle.batch import RESULT_COLUMNS, Job, jobs_from_pairs
 from vggstyle.cli import main
 from conftest import EXAMPLES, ROOT
@@ -200,14 +200,14 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_continues(images, tmp_path, monkeypatc
 
 
 def test_ctrl_c_while_an_output_is_written_still_writes_its_row(images, tmp_path, monkeypatch, stub):
-    from vggstyle import batch
-    write = batch.write_atomically
+    from vggstyle.batch import outdir
+    write = outdir.write_atomically
 
     def interrupted_write(path, data):
         _thread.interrupt_main()  # Ctrl-C arrives between the output and its results.csv row
         write(path, data)
 
-    monkeypatch.setattr(batch, "write_atomically", interrupted_write)
+    monkeypatch.setattr(outdir, "write_atomically", interrupted_write)
     args = ["batch", "--contents", str(images / "contents"), "--styles", str(images / "styles"),
             "-o", str(tmp_path), *FAST]
     assert main(args) == 130
@@ -340,7 +340,7 @@ def test_scheduler_without_distributed_says_how_to_install(images, tmp_path, mon
 
 
 def test_scheduler_from_the_environment(monkeypatch):
-    from vggstyle.batch_cli import build_parser
+    from vggstyle.cli.batch import build_parser
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:8786")
     assert build_parser().parse_args(["-o", "x"]).scheduler == "tcp://127.0.0.1:8786"
 
@@ -462,7 +462,7 @@ def test_dask_batch_runs_on_the_workers_and_a_rerun_skips(cluster, images, tmp_p
                      "--scheduler", cluster.address, env=cluster.env)
     assert proc.returncode == 1, proc.stderr
     good, bad = sorted(rows(tmp_path), key=lambda row: row["output"], reverse=True)
-    assert good["status"] == "done" and good["worker"].startswith("tcp://127.0.0.1:")
+    assert good["status"] == "done" and good["worker"].startswith("tcp://127.0.0.1:"), good["error"]
     assert vggstyle.read_parameters(tmp_path / good["output"])["iterations_done"] == 2
     assert bad["status"] == "failed"
     assert bad["error"].startswith(f"content image {images / 'bad.png'}: not an image Pillow can read")

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 import vggstyle
-from vggstyle.cli import build_parser, main
+from vggstyle.cli import main
+from vggstyle.cli.still import build_parser
 
 FAST = ["--image-size", "48", "--num-iterations", "3"]
 

@@ -129,7 +129,7 @@ def test_bad_scales():
 
 # ---------------------------------------------------------------- option specs
 def test_every_field_declares_its_option_spec():
-    from vggstyle.cli import GROUP_TITLES
+    from vggstyle.cli.common import GROUP_TITLES
     from vggstyle.config import KINDS, config_fields, config_options
 
     options = config_options()

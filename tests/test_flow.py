@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLES
-from vggstyle import flow as F
+from vggstyle.video import flow as F
 
 SHIFT = (3, 2)  # pixels per frame: content moves left by 3 and up by 2
 H, W = 72, 96
@@ -145,7 +145,7 @@ def test_unknown_method_is_one_line():
 
 def test_no_cut_in_the_real_clip():
     """People walking past a fixed camera (examples/video/walkway.mp4): no pair is taken for a cut."""
-    from vggstyle.video_io import open_video
+    from vggstyle.video.reader import open_video
     frames = [np.asarray(f.image) for f in open_video(EXAMPLES / "video" / "walkway.mp4").frames()]
     coverage = [F.link(a, b, "dis-fast").coverage for a, b in zip(frames, frames[1:])]
     assert len(frames) == 20 and min(coverage) > 0.9 > F.CUT_THRESHOLD

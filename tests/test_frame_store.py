@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from vggstyle.errors import OutputError
-from vggstyle.frame_store import open_frame_store, options_hash
+from vggstyle.video.store import open_frame_store, options_hash
 
 OPTIONS = {"style_weight": 1e5, "styles": ["a.png"], "frame_iterations": 50}
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import ROOT
 from odd_media import panning, sound_only, texture, write_clip
-from vggstyle.temporal import TemporalTerm
+from vggstyle.video.temporal import TemporalTerm
 from vggstyle.video import stylize_video
 
 STYLE = ROOT / "examples" / "style" / "starry_night.jpg"
@@ -92,7 +92,7 @@ def test_long_term_term_is_the_sum_over_earlier_frames():
 
 
 def test_long_term_weights_count_each_pixel_for_the_closest_consistent_frame():
-    from vggstyle.video_frame import Shot, guide
+    from vggstyle.video.frame import Shot, guide
     frames = panning(1, 4, shift=2)
     shot = Shot(4)
     for array in frames[:3]:
@@ -105,7 +105,7 @@ def test_long_term_weights_count_each_pixel_for_the_closest_consistent_frame():
 
 
 def test_prev_warped_start_follows_the_motion_and_paints_the_uncovered_strip_from_its_surroundings():
-    from vggstyle.video_frame import Shot, guide, prev_warped_start, to_array, to_tensor
+    from vggstyle.video.frame import Shot, guide, prev_warped_start, to_array, to_tensor
     frames = panning(2, 2, shift=3)
     previous_output = texture(9)[:48, :64].astype(np.float32) / 255  # any "stylized" picture of frame 0
     previous_output[:, 40:] = (0.9, 0.1, 0.2)  # its right part one colour, unlike the content there
@@ -129,7 +129,7 @@ def test_prev_warped_start_follows_the_motion_and_paints_the_uncovered_strip_fro
 
 
 def test_where_the_flow_loses_track_the_frame_starts_from_the_content_free_of_the_temporal_term():
-    from vggstyle.video_frame import Shot, guide, prev_warped_start, to_array, to_tensor
+    from vggstyle.video.frame import Shot, guide, prev_warped_start, to_array, to_tensor
     background = texture(21)[:48, :64]
 
     def bar_at(x):  # a thin dark bar (an arm) moving over a still background: DIS keeps it still
@@ -156,7 +156,7 @@ def test_where_the_flow_loses_track_the_frame_starts_from_the_content_free_of_th
 
 
 def test_motion_boundaries_keep_the_temporal_term_unless_asked_to_free_them():
-    from vggstyle.video_frame import Shot, guide
+    from vggstyle.video.frame import Shot, guide
     moving = panning(5, 2, shift=3)
     frames = [np.concatenate([panning(6, 1)[0][:, :32], f[:, 32:]], axis=1) for f in moving]  # half still
     shot = Shot(1)
@@ -181,7 +181,7 @@ def test_a_cut_starts_the_new_shot_as_a_first_frame(tmp_path):
 
 
 def test_later_passes_go_back_then_forward_within_each_shot_toward_both_neighbours(tmp_path, monkeypatch):
-    import vggstyle.video_passes as video_passes
+    import vggstyle.video.passes as video_passes
     pulled_toward = []
     original = video_passes.neighbours
 
@@ -207,7 +207,7 @@ def test_later_passes_go_back_then_forward_within_each_shot_toward_both_neighbou
 
 
 def test_two_passes_are_steadier_than_one(tmp_path):
-    from vggstyle.flow import warping_error
+    from vggstyle.video.flow import warping_error
     frames = panning(3, 6)
     clip = folder(tmp_path / "in", frames)
     errors = {}
@@ -260,7 +260,7 @@ def test_a_scene_after_a_black_opening_keeps_its_content_as_a_still_would(tmp_pa
     was warped into frame 1 and held there (content and style both far worse than a still's)."""
     from vggstyle import stylize
     from vggstyle.optimize import measure_losses
-    from vggstyle.video_io import open_video
+    from vggstyle.video.reader import open_video
     scene = panning(4, 3)
     frames = [np.zeros_like(scene[0])] + scene[:3]
     out = tmp_path / "out"
@@ -284,7 +284,7 @@ def test_a_failure_while_encoding_keeps_the_frames_and_the_rerun_only_encodes(tm
     """Issue #19: the encoding (with the sound) comes after every frame is stylized; when it failed
     the user got a traceback, and the rerun failed the same way. Now: one line saying where the
     frames are and that the same command encodes them; the rerun stylizes nothing."""
-    from vggstyle import video_run
+    from vggstyle.video import run as video_run
     from vggstyle.cli import main
     clip = make_clip(tmp_path / "clip.mp4", panning(1, 3), tone=True)
     out = tmp_path / "out.mp4"
@@ -516,7 +516,7 @@ def test_original_colors_match_the_styles_to_the_first_frame_not_to_a_placeholde
     from vggstyle.device import resolve_policy
     from vggstyle.inputs import load_inputs
     from vggstyle.engine import style_features
-    from vggstyle.video_frame import FrameStylizer
+    from vggstyle.video.frame import FrameStylizer
     config = StyleConfig(image_size=48, original_colors=mode, precision="fp32")
     inputs = load_inputs(Image.new("RGB", (64, 48)), STYLE, config)  # the driver's placeholder content
     stylizer = FrameStylizer(inputs, resolve_policy("cpu", "fp32"), 48)
@@ -534,7 +534,7 @@ def test_a_frame_falls_back_to_float32_with_its_network_and_style_features(monke
     from vggstyle.device import resolve_policy
     from vggstyle.inputs import load_inputs
     from vggstyle.objective import Objective
-    from vggstyle.video_frame import FrameStylizer
+    from vggstyle.video.frame import FrameStylizer
     calls = {"n": 0}
     original = Objective.unweighted
 

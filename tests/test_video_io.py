@@ -13,7 +13,8 @@ from PIL import Image
 from conftest import EXAMPLES
 from odd_media import sound_only, write_clip
 from vggstyle.errors import ConfigError, ImageError, OutputError
-from vggstyle.video_io import VideoWriter, check_video_output, damage_report, open_video, parse_position
+from vggstyle.video.reader import damage_report, open_video, parse_position
+from vggstyle.video.writer import VideoWriter, check_video_output
 
 NTSC = Fraction(30000, 1001)
 

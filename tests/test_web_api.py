@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import wait_for_job  # noqa: E402
 from vggstyle import StyleConfig  # noqa: E402
-from vggstyle.web.server import create_app, main  # noqa: E402
+from vggstyle.cli.serve import main  # noqa: E402
+from vggstyle.web.server import create_app  # noqa: E402
 from vggstyle.web.uploads import Limits  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")

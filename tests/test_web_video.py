@@ -22,8 +22,8 @@ av = pytest.importorskip("av", reason="video needs PyAV")
 from conftest import EXAMPLES, FakeVideoRunner, httpx, results_dirs, stop, wait_for_job  # noqa: E402
 from odd_media import clip_bytes  # noqa: E402
 from vggstyle.video import FrameDone, VideoConfig  # noqa: E402
-from vggstyle.video_io import open_video  # noqa: E402
-from vggstyle.web.server import build_parser  # noqa: E402
+from vggstyle.video.reader import open_video  # noqa: E402
+from vggstyle.cli.serve import build_parser  # noqa: E402
 from vggstyle.web.video_jobs import _default_video_runner  # noqa: E402
 
 FPS = 10
@@ -238,7 +238,7 @@ def test_too_long_a_video_is_refused_413_before_queueing(make_client, tmp_path):
 
 def test_frames_over_the_pixel_limit_are_refused_413_before_decoding(make_client, tmp_path, monkeypatch):
     client = make_client(video_runner=FakeVideoRunner(), max_input_pixels=64 * 48 - 1)
-    monkeypatch.setattr("vggstyle.video_io.open_video", lambda *a, **k: pytest.fail("decoded"))
+    monkeypatch.setattr("vggstyle.video.reader.open_video", lambda *a, **k: pytest.fail("decoded"))
     assert "64x48 px" in post(client, clip_bytes(tmp_path, frames=2), expect=413)["detail"]
     assert leftovers(client) == []
 

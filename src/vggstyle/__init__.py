@@ -18,7 +18,7 @@ _LAZY = {
     "stylize": "optimize", "Progress": "optimize",
     "load_image": "image", "save_image": "image", "read_parameters": "image",
     "show": "notebook", "stylize_batch": "batch",
-    "stylize_video": "video", "VideoConfig": "video", "show_video": "video_notebook",
+    "stylize_video": "video", "VideoConfig": "video", "show_video": "video.notebook",
 }
 
 __all__ = ["stylize", "stylize_batch", "stylize_video", "StyleConfig", "VideoConfig", "Progress", "load_image",

@@ -1,5 +1,5 @@
-"""The engine both drivers run on (the still's, optimize.stylize, and the video's, video_run and
-video_passes): the network cache, the style targets, the objective of one scale, the step loop
+"""The engine both drivers run on (the still's, optimize.stylize, and the video's, video.run and
+video.passes): the network cache, the style targets, the objective of one scale, the step loop
 with its float32 fallback, EMA and clamp, rendering the image as the user sees it, and the call
 scope that leaves the process as it found it. Public, so that no driver reaches into another's
 private names."""

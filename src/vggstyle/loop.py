@@ -2,7 +2,7 @@
 
 The loop knows nothing of scales, precision, colour or rendering: it steps an optimizer
 over one image against one objective and reports each step. The drivers (optimize.py and
-video_passes.py, through engine.run_steps) wrap it (coarse-to-fine scales, the float32 fallback) or hook into it (the EMA of iterates,
+video/passes.py, through engine.run_steps) wrap it (coarse-to-fine scales, the float32 fallback) or hook into it (the EMA of iterates,
 Adam's clamp, progress records).
 
 One *iteration* is one optimizer step and costs exactly one forward and one backward pass

@@ -1,4 +1,4 @@
-"""`vggstyle serve`: the web page and its HTTP API (FastAPI; OpenAPI at /docs).
+"""The web page and its HTTP API (FastAPI; OpenAPI at /docs); `vggstyle serve` (cli/serve.py) runs it.
 
     POST   /api/jobs               multipart: file `content` (an image, or a video up to --max-video-seconds),
                                    file(s) `style`, StyleConfig fields -> 202 job
@@ -20,25 +20,18 @@ create_app, so `import vggstyle.web.server` and `vggstyle serve --help` work wit
 [web] extra; torch is imported with the first job.
 """
 
-import argparse
 import contextlib
 import logging
-import os
 import signal
 import socket
-import sys
 import threading
 import time
-from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..config import FLOAT
 from .uploads import Limits, UploadError
 
 STATIC = Path(__file__).parent / "static"
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 SHUTDOWN_SECONDS = 3.0  # for open connections and then for the workers; the process is gone within 5 s
 log = logging.getLogger("vggstyle.web")
 
@@ -182,7 +175,7 @@ class _SecurityHeaders:
 
 
 # ---------------------------------------------------------------------------- running it
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host.strip("[]"), port), family=family)
 
@@ -224,7 +217,7 @@ def _uvicorn_server(app, log_level: str):
 @contextlib.contextmanager
 def background_server(app, host: str = "127.0.0.1", port: int = 0):
     """Serve ``app`` with uvicorn in a thread (port 0: a free one); yield its base URL; stop it on exit."""
-    sock = _bind(host, port)
+    sock = bind(host, port)
     server = _uvicorn_server(app, "warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="vggstyle-uvicorn")
     thread.start()
@@ -242,95 +235,14 @@ def background_server(app, host: str = "127.0.0.1", port: int = 0):
         sock.close()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vggstyle serve", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Serve the vggstyle web page and HTTP API (OpenAPI at /docs). Binds 127.0.0.1: only this "
-                    "machine can reach it unless --host says otherwise.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--device", action="append", dest="devices", metavar="DEVICE",
-                        help="run a worker on this device (auto, cpu, cuda, cuda:N); repeat for one worker per "
-                             "device (default: one worker on auto)")
-    group = parser.add_argument_group("limits")
-    for f in fields(Limits):
-        is_float = f.metadata["kind"] == FLOAT
-        group.add_argument(f"--{f.name.replace('_', '-')}", type=float if is_float else int, default=f.default,
-                           help=f.metadata["help"], metavar="X" if is_float else "N")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="how much the server logs")
-    return parser
-
-
-def _check_args(parser, args) -> Limits:
-    """The serve options, checked before anything starts: one line and exit 2 for a bad one."""
-    from ..config import StyleConfig
-    from ..errors import ConfigError
-
-    try:
-        limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)}).check()
-    except ValueError as exc:
-        parser.error(str(exc))
-    if not 0 <= args.port <= 65535:
-        parser.error(f"--port must be 0..65535, got {args.port}")
-    for device in args.devices or ["auto"]:
-        try:
-            StyleConfig(device=device).validate()
-        except ConfigError as exc:
-            parser.error(str(exc))
-    return limits
-
-
-def _missing_web_extra() -> str | None:
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart)
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        return exc.name
-    return None
-
-
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    limits = _check_args(parser, args)
-    missing = _missing_web_extra()
-    if missing:
-        print(f"vggstyle serve: error: needs the web extra ({missing} is missing): pip install 'vggstyle[web]'",
-              file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        sock = _bind(args.host, args.port)
-    except OSError as exc:
-        print(f"vggstyle serve: error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
-              "choose another --port", file=sys.stderr)
-        return EXIT_USAGE
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
-    loopback = args.host.strip("[]") in LOOPBACK_NAMES
-    app = create_app(limits, args.devices or ["auto"], allowed_hosts=LOOPBACK_NAMES if loopback else None)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"vggstyle: serving on http://{shown}:{port}/ (API docs at /docs; Ctrl-C to stop)", file=sys.stderr)
-    if not loopback:
-        print("vggstyle: warning: listening beyond this machine: anyone who can reach it can run jobs",
-              file=sys.stderr)
-    return _serve_until_signal(app, sock, args.log_level)
-
-
-def _serve_until_signal(app, sock, log_level: str) -> int:
-    """Run until SIGINT (exit 130) or SIGTERM (exit 0): the running job is cancelled, the queue
-    stops, event streams close, the results directory is removed, all within about 5 s."""
+def serve_until_signal(app, sock, log_level: str) -> tuple[bool, bool]:
+    """Run until SIGINT or SIGTERM: the running job is cancelled, the queue stops, event streams
+    close, the results directory is removed, all within about 5 s. Returns (interrupted: the
+    signal was SIGINT, workers_ended: no worker is still inside a step)."""
     server = _uvicorn_server(app, log_level)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C before uvicorn had taken the signal over
         server.received.append(signal.SIGINT)
     workers_ended = app.state.jobs.close(SHUTDOWN_SECONDS)  # done already unless a second Ctrl-C forced it
-    code = EXIT_INTERRUPTED if signal.SIGINT in server.received else 0
-    print("vggstyle: stopped", file=sys.stderr)
-    if not workers_ended:  # a worker is inside a long step (or loading the network): do not wait for it
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    return signal.SIGINT in server.received, workers_ended

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 from PIL import Image
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from ..config import StyleConfig
 from ..errors import VggstyleError
-from ..video import VideoConfig
 from ..files import png_bytes
+from ..video import VideoConfig
 from .jobs import Job
 
 
@@ -148,7 +148,8 @@ class FramesKept:
 
     def add(self, image) -> None:
         if self.writer is None:  # the sound too, trimmed to the frames written when it is closed
-            from ..video_io import VideoWriter, open_video
+            from ..video.reader import open_video
+            from ..video.writer import VideoWriter
             self.writer = VideoWriter(self.path, self.fps, audio=open_video(self.source).audio())
         self.writer.write(image)
 

@@ -82,7 +82,7 @@ def _check_clip(path: Path, label: str, limits: Limits) -> VideoUpload:
     if not takes_video():
         raise UploadError(415, f"{label}: this server takes images only (videos need PyAV and OpenCV: "
                                "pip install 'vggstyle[video]' where it runs)")
-    from ..video_io import open_video  # PyAV, imported when a video arrives
+    from ..video.reader import open_video  # PyAV, imported when a video arrives
 
     _check_header(path, label, limits)  # before open_video decodes the first frame
 

@@ -12,9 +12,9 @@ from PIL import Image
 def _frames(source) -> list[Image.Image]:
     """A clip (video file, folder, pattern) or a list of images / paths, as RGB images."""
     if isinstance(source, (list, tuple)):
-        from .image import load_image
+        from ..image import load_image
         return [load_image(item, what="frame") for item in source]
-    from .video_io import open_video
+    from .reader import open_video
     return [frame.image for frame in open_video(source).frames()]
 
 

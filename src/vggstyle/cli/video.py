@@ -14,10 +14,10 @@ import sys
 import time
 from dataclasses import MISSING, fields
 
-from .cli_common import (EXIT_INTERRUPTED, CtrlC, Parser, add_config_options, config_from_args, number_type,
+from ..config import FLOAT, INT
+from ..video import VideoConfig, video_fields
+from .common import (EXIT_INTERRUPTED, CtrlC, Parser, add_config_options, config_from_args, number_type,
                          run_reporting_errors)
-from .config import FLOAT, INT
-from .video import VideoConfig, video_fields
 
 _KINDS = {"float": FLOAT, "float | None": FLOAT, "int": INT, "int | None": INT}
 
@@ -107,8 +107,8 @@ def _run(args: argparse.Namespace) -> int:
     config.validate(num_styles=len(args.styles))
     video = video_config_from_args(args).validate()
 
-    from .device import set_threads
-    from .video import stylize_video  # torch, PyAV and OpenCV are imported after the cheap checks
+    from ..device import set_threads
+    from ..video import stylize_video  # torch, PyAV and OpenCV are imported after the cheap checks
 
     set_threads(config.threads)  # the process's thread count is the command's choice, as in `vggstyle`
 

@@ -1,6 +1,6 @@
 """What a video run is told and what it tells: VideoConfig (the knobs only a video has), FrameDone
 (after each frame), VideoSummary (at the end) and where the finished frames go. Below both the
-facade (video.stylize_video) and the driver (video_run), which share these types."""
+facade (video.stylize_video) and the driver (video.run), which share these types."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .config import MAX_ITERATIONS, MAX_WEIGHT, Range, StyleConfig, check_bounds
-from .errors import ConfigError
+from ..config import MAX_ITERATIONS, MAX_WEIGHT, Range, StyleConfig, check_bounds
+from ..errors import ConfigError
 
 
 INIT_FRAMES = ("prev-warped", "content", "random")

@@ -1,7 +1,7 @@
 """One batch job turned into an outcome (output bytes, losses, timings), and the local runner.
 
 run_job is what runs wherever the work happens, on this machine or on a Dask worker; it
-never writes into the output folder, it returns the bytes (batch.record writes them).
+never writes into the output folder, it returns the bytes (outdir.record writes them).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batch_jobs import Task, is_video
-from .config import StyleConfig
-from .errors import VggstyleError
-from .files import png_bytes
+from ..config import StyleConfig
+from ..errors import VggstyleError
+from ..files import png_bytes
+from .jobs import Task, is_video
 
 @dataclass
 class Outcome:
@@ -32,7 +32,7 @@ class Outcome:
 
 
 def _stylize(content, style, config, on_step):
-    from .optimize import stylize  # torch is imported here, on whichever machine does the work
+    from ..optimize import stylize  # torch is imported here, on whichever machine does the work
     return stylize(content, style, config, on_step=on_step)
 
 
@@ -91,7 +91,7 @@ def video_work_dir(batch_hash: str) -> Path:
 def _run_video(content: Path, style: Path, config: StyleConfig, batch_hash: str, start: float, stop) -> Outcome:
     """A video content goes through stylize_video (flicker-free, frame rate and sound kept); the
     MP4 records batch_hash in its metadata, as a PNG result does, so a rerun skips it."""
-    from .video import VideoConfig, stylize_video
+    from ..video import VideoConfig, stylize_video
 
     work = video_work_dir(batch_hash)
     with tempfile.TemporaryDirectory(prefix="vggstyle-video-") as folder:
@@ -123,7 +123,7 @@ class LocalRunner:
             return
         import torch
 
-        from .device import physical_cores, set_threads
+        from ..device import physical_cores, set_threads
         threads = tasks[0].config.threads  # the entry point's job: the library leaves threads alone
         cpu_jobs = sum(device == "cpu" for device in self.devices)
         before = torch.get_num_threads()  # given back when the batch ends: a library call leaves no trace
@@ -174,7 +174,7 @@ def _device_name(device: str) -> str:
     if device != "auto":
         return device
     try:
-        from .device import resolve_device
+        from ..device import resolve_device
         return str(resolve_device("auto"))
     except Exception:  # noqa: BLE001 - only a label for results.csv
         return device

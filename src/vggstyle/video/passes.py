@@ -1,6 +1,6 @@
 """The passes of a video run over its frames, on the state one run shares (Pass): the first pass in
 order, each frame after the one before (a shot's first frame as a still), and the later passes back
-and forth, each frame pulled toward both neighbours. Split from video_run, which checks, resumes,
+and forth, each frame pulled toward both neighbours. Split from run.py, which checks, resumes,
 schedules the passes and encodes."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .frame_store import FrameStore
-from .inputs import Inputs
-from .video_config import FrameDone, VideoConfig, VideoSummary
-from .video_frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
+from ..inputs import Inputs
+from .config import FrameDone, VideoConfig, VideoSummary
+from .frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
                           revisit_start, temporal_term)
-from .video_io import VideoInput
+from .reader import VideoInput
+from .store import FrameStore
 
 
 @dataclass
@@ -173,5 +173,5 @@ def still_start(inputs, frame, init: str) -> torch.Tensor:
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
-    from .image import tensor_to_pil
+    from ..image import tensor_to_pil
     return tensor_to_pil(image)

@@ -1,7 +1,7 @@
 """stylize_video(): a clip stylized frame by frame without flicker (Ruder, Dosovitskiy and Brox 2016).
 
-Data flows one way: the input (video_io.open_video) -> each frame's content target at the working
-size -> its guide from the earlier frames of the shot (video_frame.guide: optical flow on the
+Data flows one way: the input (reader.open_video) -> each frame's content target at the working
+size -> its guide from the earlier frames of the shot (frame.guide: optical flow on the
 content frames, warped earlier outputs, consistency weights) -> the objective of the still images
 plus the temporal term -> the frame store (resumable work dir) -> the video writer.
 
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .config import StyleConfig
-from .video_config import (FLOW_CHOICES, INIT_FRAMES, FrameDone, VideoConfig, VideoSummary,  # noqa: F401
+from ..config import StyleConfig
+from .config import (FLOW_CHOICES, INIT_FRAMES, FrameDone, VideoConfig, VideoSummary,  # noqa: F401
                            default_work_dir, split_overrides, video_fields)
 
 
@@ -45,11 +45,11 @@ def stylize_video(input, styles, output, config: StyleConfig | None = None, *, v
     finished frames stay in the work dir, no output is written, and the same call again resumes.
     on_message(text): the work dir's news ('resuming after N finished frames',
     'options changed (...); starting over'), also kept in the summary's ``message``.
-    An mp4 or webm output records the parameters in its metadata (video_io.read_parameters), with
+    An mp4 or webm output records the parameters in its metadata (video.writer.read_parameters), with
     ``tags`` (JSON-able) added to them, as a PNG result carries its own. Damaged media skipped on
     the way (a sound packet the decoder refuses) is in the summary's ``warnings``.
     """
-    from .video_run import VideoRun  # torch, PyAV and OpenCV are imported here
+    from .run import VideoRun  # torch, PyAV and OpenCV are imported here
 
     style_changes, video_changes = split_overrides(overrides)
     config = (config or StyleConfig()).replace(**style_changes) if style_changes else (config or StyleConfig())

@@ -1,6 +1,6 @@
 """Writing a stylized clip: .mp4, .webm, .gif or a folder of PNG frames, atomically, with the sound.
 
-Why it is built this way (re-exported by ``video_io``; split out to keep each module one job):
+Why it is built this way (reading is reader.py; each module one job):
 - Every output is first written beside its destination (``.NAME.part-XXXX``) and renamed when
   complete: a crash, Ctrl-C or kill leaves the destination untouched, never half a video.
 - The frame rate is given as a Fraction and used as the stream's rate, so 24000/1001 stays exact
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import OutputError, first_line
-from .image import check_parent_folder
-from .optional import require
+from ..errors import OutputError, first_line
+from ..image import check_parent_folder
+from ..optional import require
 
 OUTPUT_KINDS = {".mp4": "mp4", ".webm": "webm", ".gif": "gif", "": "folder"}
 COPYABLE_AUDIO = {"mp4": {"aac", "mp3", "alac"}, "webm": {"opus", "vorbis"}}

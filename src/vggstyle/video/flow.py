@@ -21,7 +21,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .optional import require
+from ..optional import require
 
 FLOW_METHODS = ("dis-fast", "dis-medium", "farneback")
 CUT_THRESHOLD = 0.5  # share of consistent pixels below which two frames are a shot cut (see is_cut)
@@ -43,7 +43,7 @@ def optical_flow(source, target, method: str = "dis-medium") -> np.ndarray:
         flow = cv2.calcOpticalFlowFarneback(a, b, None, pyr_scale=0.5, levels=5, winsize=15, iterations=3,
                                             poly_n=5, poly_sigma=1.2, flags=cv2.OPTFLOW_FARNEBACK_GAUSSIAN)
     else:
-        from .errors import ConfigError
+        from ..errors import ConfigError
         raise ConfigError(f"--flow '{method}': unknown method; use one of {', '.join(FLOW_METHODS)}")
     return np.ascontiguousarray(flow, dtype=np.float32)
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import OutputError
-from .files import write_atomically
+from ..errors import OutputError
+from ..files import write_atomically
 
 MANIFEST = "manifest.json"
 RECORDS = "frames.jsonl"

@@ -15,48 +15,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from distributed import Client, as_completed, get_worker
-from distributed.worker import thread_state
+from distributed import Client, as_completed
 
-from .batch_jobs import Task
-from .batch_work import Outcome, describe, run_job
-from .config import StyleConfig
-from .errors import ConfigError
-
-CONNECT_TIMEOUT = "20s"
-# The scheduler unpickles each task, so it needs vggstyle importable too, as every worker does.
-ENVIRONMENT_HINT = " (install the same vggstyle on the scheduler and on every worker)"
+from ..config import StyleConfig
+from ..remote import ENVIRONMENT_HINT, connect, worker_context
+from .jobs import Task
+from .work import Outcome, describe, run_job
 
 
 def remote_job(content_name: str, content_bytes: bytes, style_name: str, style_bytes: bytes,
                config: StyleConfig, batch_hash: str) -> dict:
     """The task: runs on a worker, returns the outcome as plain data (bytes, numbers, text)."""
-    worker = get_worker()
-    from .device import set_threads
-    set_threads(worker.state.nthreads)  # torch's threads: the worker's --nthreads, not every core
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="vggstyle-task-") as folder:
+    with worker_context() as (address, _, stop), tempfile.TemporaryDirectory(prefix="vggstyle-task-") as folder:
         content = _write(Path(folder) / "content", content_name, content_bytes)
         style = _write(Path(folder) / "style", style_name, style_bytes)
-        stop = _Cancelled(worker, getattr(thread_state, "key", None))
         outcome = run_job(content, style, config, batch_hash, stop=stop, catch_all=False)
         for path, name in ((content, content_name), (style, style_name)):  # messages name the user's files
             outcome.error = outcome.error.replace(str(path), name)
     outcome.timings["worker_total"] = time.perf_counter() - start
     return {"status": outcome.status, "data": outcome.data, "error": outcome.error, "losses": outcome.losses,
-            "timings": outcome.timings, "worker": worker.address}
-
-
-class _Cancelled:
-    """Set once the client has cancelled this task (Ctrl-C): Dask cannot stop a running thread,
-    but the optimization checks this after every iteration and ends, freeing the worker."""
-
-    def __init__(self, worker, key):
-        self.worker, self.key = worker, key
-
-    def is_set(self) -> bool:
-        task = self.worker.state.tasks.get(self.key) if self.key is not None else None
-        return self.key is not None and (task is None or task.state == "cancelled")
+            "timings": outcome.timings, "worker": address}
 
 
 def _write(folder: Path, name: str, data: bytes) -> Path:
@@ -64,15 +43,6 @@ def _write(folder: Path, name: str, data: bytes) -> Path:
     path = folder / Path(name).name
     path.write_bytes(data)
     return path
-
-
-def connect(address: str) -> Client:
-    """A client of the scheduler at ``address``; one clear line when there is none."""
-    try:
-        return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ConfigError(f"--scheduler {address}: cannot reach a Dask scheduler there ({exc}); start one "
-                          "with `dask scheduler` or fix the address") from None
 
 
 class DaskRunner:

@@ -1,4 +1,4 @@
-"""The jobs of a batch as the facade (batch.py) and its runners (batch_work, batch_dask) share them:
+"""The jobs of a batch as the facade (batch/__init__) and its runners (work, cluster) share them:
 below all three, so none imports another to know what a job is."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import StyleConfig
+from ..config import StyleConfig
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}

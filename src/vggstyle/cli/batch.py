@@ -10,9 +10,9 @@ import argparse
 import os
 import sys
 
-from .cli_common import EXIT_INTERRUPTED, EXIT_USAGE, Parser, add_config_options, config_from_args
-from .config import StyleConfig
-from .errors import ConfigError, VggstyleError
+from ..config import StyleConfig
+from ..errors import ConfigError, VggstyleError
+from .common import EXIT_INTERRUPTED, EXIT_USAGE, Parser, add_config_options, config_from_args
 
 EXIT_FAILED = 1
 
@@ -69,7 +69,7 @@ def parse_resources(items: list[str]) -> dict[str, float]:
 
 
 def _jobs(args: argparse.Namespace):
-    from .batch import jobs_from_pairs, jobs_from_paths
+    from ..batch import jobs_from_pairs, jobs_from_paths
 
     if args.pairs and (args.contents or args.styles):
         raise ConfigError("give either --pairs or --contents with --styles, not both")
@@ -102,13 +102,13 @@ def _where(args: argparse.Namespace, config: StyleConfig) -> tuple[StyleConfig, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from .batch_progress import JobBar
+    from ..batch.progress import JobBar
 
     bar = None
     try:
         config, runner = _where(args, config_from_args(args))
         jobs = _jobs(args)
-        from .batch import check_jobs, stylize_batch
+        from ..batch import check_jobs, stylize_batch
         check_jobs(jobs, config)  # stylize_batch checks again; here so that an error comes before the bar
         bar = JobBar(len(jobs), args.quiet)
         results = stylize_batch(jobs, args.outdir, config, force=args.force, on_result=bar, **runner)

@@ -31,10 +31,9 @@ from typing import Iterator, NamedTuple
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError, ImageError, first_line
-from .optional import require
-from .video_write import (OUTPUT_KINDS, AudioClip, VideoWriter, check_video_output,  # noqa: F401 (re-exported)
-                          read_parameters)
+from ..errors import ConfigError, ImageError, first_line
+from ..optional import require
+from .writer import AudioClip
 
 DEFAULT_SEQUENCE_FPS = Fraction(25)  # FFmpeg's image2 default: a folder of frames has no rate of its own
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -365,7 +364,7 @@ def _sequence_info(source: Path, paths: list[Path], kind: str, fps) -> VideoInfo
 
 
 def _sequence_frames(video: VideoInput) -> Iterator[InputFrame]:
-    from .image import load_image
+    from ..image import load_image
     info = video.info
     for number in range(video.first, video.stop):
         path = info.paths[number]
@@ -380,5 +379,5 @@ def _sequence_frames(video: VideoInput) -> Iterator[InputFrame]:
         yield InputFrame(number - video.first, number, image, Fraction(number - video.first) / info.fps)
 
 
-__all__ = ["OUTPUT_KINDS", "AudioClip", "InputFrame", "Position", "VideoInfo", "VideoInput", "VideoWriter",
-           "check_video_output", "damage_report", "open_video", "parse_position", "probe_video", "read_parameters"]
+__all__ = ["InputFrame", "Position", "VideoInfo", "VideoInput",
+           "damage_report", "open_video", "parse_position", "probe_video"]

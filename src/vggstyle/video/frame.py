@@ -1,6 +1,6 @@
 """One frame of a video: its temporal guide (flow, warped earlier outputs, weights) and its optimization.
 
-Why it is split from video.py: video.py walks the clip (decode, resume, write); this module holds
+Why it is split from run.py and passes.py: they walk the clip (decode, resume, passes, write); this module holds
 what one frame needs, so each is small. What is shared by all frames of a video (the network,
 the style features, the decoded style images) is built once in FrameStylizer; each frame adds its
 own content target and, after the first frame of a shot, the temporal term.
@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .color import gray_to_rgb, luminance
+from ..color import gray_to_rgb, luminance
+from ..engine import Finish, build_objective, network_for, render_image, run_steps, style_features
+from ..image import tensor_to_pil
+from ..inputs import Inputs, ScaleImages
+from ..objective import Objective
+from ..optional import require
 from .flow import link, long_term_weights, warp
-from .image import tensor_to_pil
-from .inputs import Inputs, ScaleImages
-from .objective import Objective
-from .engine import Finish, build_objective, network_for, render_image, run_steps, style_features
-from .optional import require
 from .temporal import TemporalTerm
 
 

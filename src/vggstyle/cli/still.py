@@ -1,4 +1,4 @@
-"""The `vggstyle` command: a thin adapter from argv to stylize() and back to files.
+"""`vggstyle CONTENT STYLE...`: a thin adapter from argv to stylize() and back to files.
 
 Options are generated from StyleConfig's fields, so defaults and help live in one
 place. Every user error is one line on stderr and exit code 2; Ctrl-C stops the
@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .cli_common import (EXIT_INTERRUPTED, EXIT_USAGE, GROUP_TITLES, CtrlC, Parser,  # noqa: F401 (the commands' API)
-                         add_config_options, config_from_args, number_type, run_reporting_errors)
-from .config import INT, MAX_ITERATIONS, Range, number_problem
-from .errors import ConfigError, OutputError
-from .layers import LAYER_NAMES
+from .. import __version__
+from ..config import INT, MAX_ITERATIONS, Range, number_problem
+from ..errors import ConfigError, OutputError
+from ..layers import LAYER_NAMES
+from .common import (EXIT_INTERRUPTED, CtrlC, Parser, add_config_options, config_from_args, number_type,
+                     run_reporting_errors)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
@@ -67,7 +67,7 @@ class _ProgressBar:
                                      f"tv {losses['tv']:.3g} total {losses['total']:.4g}", refresh=False)
             self.bar.update(progress.step - self.bar.n)
         if self.save_every and progress.step % self.save_every == 0:
-            from .image import save_image
+            from ..image import save_image
             name = f"{self.output.stem}_{progress.step:04d}{self.output.suffix}"
             save_image(progress.image(), self.output.with_name(name), self.parameters)
         return not self.ctrl_c.requested
@@ -84,7 +84,7 @@ def _check_plot(path: str | None) -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ConfigError("--plot needs matplotlib: pip install 'vggstyle[plot]'") from None
-    from .image import check_output_path
+    from ..image import check_output_path
     if Path(path).suffix.lower() != ".png":
         raise OutputError(f"--plot {path}: the plot is a PNG; give a file name ending in .png")
     check_output_path(path)
@@ -97,8 +97,8 @@ def write_plot(history: list[dict], path: str) -> None:
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from .image import save_image
-    from .notebook import plot_losses
+    from ..image import save_image
+    from ..notebook import plot_losses
 
     fig = Figure(figsize=(7, 4), dpi=100, layout="constrained")
     plot_losses(fig.add_subplot(), history)
@@ -108,23 +108,12 @@ def write_plot(history: list[dict], path: str) -> None:
     save_image(Image.open(buffer).convert("RGB"), path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "video":
-        from .video_cli import main as video_main
-        return video_main(argv[1:])
-    if argv and argv[0] == "serve":
-        from .web.server import main as serve_main
-        return serve_main(argv[1:])
-    if argv and argv[0] == "batch":
-        from .batch_cli import main as batch_main
-        return batch_main(argv[1:])
-    parser = build_parser()
-    return run_reporting_errors("vggstyle", _run, parser.parse_args(argv), "aborted; nothing saved")
+def main(argv: list[str]) -> int:
+    return run_reporting_errors("vggstyle", _run, build_parser().parse_args(argv), "aborted; nothing saved")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .image import check_output_path, save_image
+    from ..image import check_output_path, save_image
 
     config = config_from_args(args)
     config.validate(num_styles=len(args.styles))
@@ -133,8 +122,8 @@ def _run(args: argparse.Namespace) -> int:
     output = check_output_path(args.output)
     _check_plot(args.plot)
 
-    from .device import set_threads
-    from .optimize import stylize  # torch is imported here, after the cheap checks
+    from ..device import set_threads
+    from ..optimize import stylize  # torch is imported here, after the cheap checks
 
     set_threads(config.threads)  # the process's thread count is the command's choice, not the library's
     parameters = config.to_dict()

@@ -8,8 +8,8 @@ import argparse
 import signal
 import sys
 
-from .config import BOOL, CHOICE, FLOAT, INT, PATHS, Option, StyleConfig, config_options, parse_text
-from .errors import VggstyleError
+from ..config import BOOL, CHOICE, FLOAT, INT, PATHS, Option, StyleConfig, config_options, parse_text
+from ..errors import VggstyleError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

@@ -3,7 +3,7 @@
 Why in two phases (frames, then encoding): every finished frame is in the work dir before the
 next starts, so the slow phase can be killed at any moment and resumed; the output is encoded
 from the work dir at the end in seconds, into a temporary file renamed into place
-(video_write), so no partial video is ever left, even by kill -9 during the frames.
+(writer.py), so no partial video is ever left, even by kill -9 during the frames.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .config import StyleConfig
-from .device import resolve_policy
-from .errors import OutputError, VggstyleError, first_line
-from .frame_store import open_frame_store
-from .image import as_image_list, long_side_size
-from .inputs import load_inputs
-from .optional import require
-from .engine import call_scope, network_for
-from .video_config import VideoConfig, VideoSummary, default_work_dir
-from .video_frame import FrameStylizer
-from .video_io import VideoWriter, check_video_output, damage_report, open_video
-from .video_passes import Pass, first_pass, later_pass
+from ..config import StyleConfig
+from ..device import resolve_policy
+from ..engine import call_scope, network_for
+from ..errors import OutputError, VggstyleError, first_line
+from ..image import as_image_list, long_side_size
+from ..inputs import load_inputs
+from ..optional import require
+from .config import VideoConfig, VideoSummary, default_work_dir
+from .frame import FrameStylizer
+from .passes import Pass, first_pass, later_pass
+from .reader import damage_report, open_video
+from .store import open_frame_store
+from .writer import VideoWriter, check_video_output
 
 
 class VideoRun:
