@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import atexit
 import io
+import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,7 +92,7 @@ def small_images(tmp_path_factory):
 
 @pytest.fixture
 def make_client():
-    """make_client(runner=None, video_runner=None, **limits) -> a TestClient of a fresh web app; each
+    """make_client(runner=None, video_runner=None, scheduler=None, **limits) -> a TestClient of a fresh web app; each
     is shut down (and its queue closed) after the test."""
     from fastapi.testclient import TestClient
 
@@ -97,8 +100,9 @@ def make_client():
     from vggstyle.web.uploads import Limits
     stack = []
 
-    def make(runner=None, video_runner=None, **limits):
-        client = TestClient(create_app(Limits(**limits), runner=runner, video_runner=video_runner))
+    def make(runner=None, video_runner=None, scheduler=None, **limits):
+        client = TestClient(create_app(Limits(**limits), runner=runner, video_runner=video_runner,
+                                       scheduler=scheduler))
         client.__enter__()
         stack.append(client)
         return client
@@ -235,6 +239,42 @@ class FakeVideoRunner:
         return True
 
 
+class FakeSpreadRunner:
+    """stylize_video spread over a cluster, as the web app sees it, no network: SpreadProgress before
+    each chunk pass, then that chunk's frames (chunks of 3, the second chunk first), two passes.
+    ``hold_after``: after that many chunk passes, wait for ``release``."""
+
+    def __init__(self, hold_after: int | None = None):
+        self.hold_after, self.held, self.release = hold_after, threading.Event(), threading.Event()
+        self.calls = []
+
+    def __call__(self, input, styles, output, config, *, video, masks=None, on_step, on_frame, scheduler=None):
+        import numpy as np
+
+        from vggstyle.video import FrameDone, SpreadProgress, VideoSummary
+        from vggstyle.video.reader import open_video
+        from vggstyle.video.writer import VideoWriter
+        self.calls.append({"scheduler": scheduler, "video": video})
+        clip = open_video(input)
+        images = [Image.fromarray(255 - np.asarray(f.image.resize((48, 36)))) for f in clip.frames()]
+        count = len(images)
+        chunks = [range(3, count), range(0, 3)]
+        tasks = [(chunk, number) for number in (1, 2) for chunk in chunks]
+        losses = {"content": 1.0, "style": 2.0, "total": 3.0}
+        for done, (chunk, number) in enumerate(tasks):
+            if done == self.hold_after:
+                self.held.set()
+                assert self.release.wait(30)
+            if on_step(SpreadProgress(done, len(tasks), 2, len(chunks), 0.5 * (len(tasks) - done))) is False:
+                return VideoSummary(None, done, count, clip.fps, (48, 36), 0.0, stopped=True, passes=2)
+            for t in chunk:
+                on_frame(FrameDone(t, count, losses, 0.01, t == 0 and number == 1, False, images[t], number, 2, count))
+        with VideoWriter(output, clip.fps) as writer:
+            for image in images:
+                writer.write(image)
+        return VideoSummary(output, count, count, clip.fps, (48, 36), 0.0, passes=2, pass_number=2)
+
+
 # ------------------------------------------------------------------ `vggstyle serve` as a real process
 def free_port() -> int:
     with socket.socket() as sock:
@@ -295,3 +335,129 @@ def stop(process, sig) -> tuple[float, str]:
         if process.poll() is None:
             process.kill()
     return time.monotonic() - start, stderr
+
+
+# ---------------------------------------------------------------------------- a local Dask cluster
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _stop(pids: list[int], timeout: float = 20.0) -> list[int]:
+    """SIGTERM each of our processes by PID, then SIGKILL what is left; return the PIDs still alive."""
+    import psutil
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    _, alive = psutil.wait_procs([p for p in map(process_of, pids) if p], timeout=timeout)
+    for process in alive:
+        process.kill()
+    _, alive = psutil.wait_procs(alive, timeout=5)
+    return [p.pid for p in alive]
+
+
+def process_of(pid: int):
+    import psutil
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """`dask scheduler` and `dask worker --nworkers 2 --nthreads 1` on 127.0.0.1 (for the batch and the
+    video tests), stopped by PID at the end of the session."""
+    pytest.importorskip("distributed")
+    from distributed import Client
+
+    folder = tmp_path_factory.mktemp("dask")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
+                                                         if p)}
+    loopback = ["--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+    started: list[subprocess.Popen] = []
+    seen: set[int] = set()
+    client = None
+    try:
+        scheduler_file = folder / "scheduler.json"
+        started.append(subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--port", "0", *loopback,
+                                         "--scheduler-file", str(scheduler_file)], env=env,
+                                        stdout=open(folder / "scheduler.log", "wb"), stderr=subprocess.STDOUT))
+        deadline = time.time() + 60
+        while not scheduler_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        started.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nworkers", "2",
+                                         "--nthreads", "1", *loopback, "--local-directory", str(folder / "work")],
+                                        env=env, stdout=open(folder / "worker.log", "wb"),
+                                        stderr=subprocess.STDOUT))
+        client = Client(address, timeout="30s", set_as_default=False)
+        client.wait_for_workers(2, timeout=120)
+        state = SimpleNamespace(address=address, client=client, env=env, started=started, seen=seen,
+                                pids=lambda: _all_pids(started, seen))
+        yield state
+    finally:
+        if client is not None:
+            client.close()
+        pids = _all_pids(started, seen)
+        assert _stop([p.pid for p in started[::-1]] + sorted(pids - {p.pid for p in started})) == []
+        assert not [pid for pid in pids if process_of(pid) and process_of(pid).status() != "zombie"]
+
+
+def _all_pids(started: list, seen: set) -> set[int]:
+    for process in started:
+        seen.add(process.pid)
+        seen.update(_descendants(process.pid))
+    return set(seen)
+
+
+def assert_loopback_only(pids: set[int]) -> int:
+    """Every TCP socket of these processes is bound to, and talks to, loopback only (ss -tanp)."""
+    listing = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, check=True).stdout
+    checked = 0
+    for line in listing.splitlines()[1:]:
+        owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
+        if not owners & pids:
+            continue
+        state, _, _, local, peer = line.split()[:5]
+        ends = [local] if state == "LISTEN" else [local, peer]  # a listening socket's peer is '*'
+        hosts = [end.rsplit(":", 1)[0].strip("[]") for end in ends]
+        assert all(host in LOOPBACK_HOSTS for host in hosts), line
+        checked += 1
+    return checked
+
+
+def kill_worker_while(cluster, proc, pid: int, timeout: float = 300) -> tuple[int, str, str]:
+    """SIGKILL the worker process ``pid`` while ``proc`` (a command against the cluster) runs; check
+    every socket is on loopback; return (sockets checked, stdout, stderr) once ``proc`` has ended."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        sockets = assert_loopback_only(cluster.pids() | {proc.pid})
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return sockets, out, err
+
+
+def executing_tasks(client) -> dict:
+    """{worker address: keys of the tasks running there now}."""
+    return client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing])
+
+
+def wait_until_executing(client, proc, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        executing = executing_tasks(client)
+        if any(executing.values()):
+            return executing
+        time.sleep(0.3)
+    raise AssertionError("no task ever ran")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import _thread
 import csv
-import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,7 +20,8 @@ import vggstyle
 from vggstyle.batch import work as batch_work
 from vggstyle.batch import RESULT_COLUMNS, Job, jobs_from_pairs
 from vggstyle.cli import main
-from conftest import EXAMPLES, ROOT
+from conftest import (EXAMPLES, assert_loopback_only, executing_tasks, kill_worker_while, process_of,
+                      wait_until_executing)
 
 FAST = ["--image-size", "32", "--num-iterations", "2", "-q"]
 
@@ -352,102 +351,6 @@ def test_jobs_from_pairs_resolves_paths_against_the_csv(tmp_path):
 
 
 # ------------------------------------------------------------------ on a real Dask cluster
-LOOPBACK_HOSTS = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-
-
-def _descendants(pid: int) -> list[int]:
-    import psutil
-    try:
-        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _stop(pids: list[int], timeout: float = 20.0) -> list[int]:
-    """SIGTERM each of our processes by PID, then SIGKILL what is left; return the PIDs still alive."""
-    import psutil
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    _, alive = psutil.wait_procs([p for p in map(_process, pids) if p], timeout=timeout)
-    for process in alive:
-        process.kill()
-    _, alive = psutil.wait_procs(alive, timeout=5)
-    return [p.pid for p in alive]
-
-
-def _process(pid: int):
-    import psutil
-    try:
-        return psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return None
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """`dask scheduler` and `dask worker --nworkers 2 --nthreads 1` on 127.0.0.1, stopped by PID at the end."""
-    pytest.importorskip("distributed")
-    from distributed import Client
-
-    folder = tmp_path_factory.mktemp("dask")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
-                                                         if p)}
-    loopback = ["--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
-    started: list[subprocess.Popen] = []
-    seen: set[int] = set()
-    client = None
-    try:
-        scheduler_file = folder / "scheduler.json"
-        started.append(subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--port", "0", *loopback,
-                                         "--scheduler-file", str(scheduler_file)], env=env,
-                                        stdout=open(folder / "scheduler.log", "wb"), stderr=subprocess.STDOUT))
-        deadline = time.time() + 60
-        while not scheduler_file.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
-        started.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nworkers", "2",
-                                         "--nthreads", "1", *loopback, "--local-directory", str(folder / "work")],
-                                        env=env, stdout=open(folder / "worker.log", "wb"),
-                                        stderr=subprocess.STDOUT))
-        client = Client(address, timeout="30s", set_as_default=False)
-        client.wait_for_workers(2, timeout=120)
-        state = SimpleNamespace(address=address, client=client, env=env, started=started, seen=seen,
-                                pids=lambda: _all_pids(started, seen))
-        yield state
-    finally:
-        if client is not None:
-            client.close()
-        pids = _all_pids(started, seen)
-        assert _stop([p.pid for p in started[::-1]] + sorted(pids - {p.pid for p in started})) == []
-        assert not [pid for pid in pids if _process(pid) and _process(pid).status() != "zombie"]
-
-
-def _all_pids(started: list, seen: set) -> set[int]:
-    for process in started:
-        seen.add(process.pid)
-        seen.update(_descendants(process.pid))
-    return set(seen)
-
-
-def assert_loopback_only(pids: set[int]) -> int:
-    """Every TCP socket of these processes is bound to, and talks to, loopback only (ss -tanp)."""
-    listing = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, check=True).stdout
-    checked = 0
-    for line in listing.splitlines()[1:]:
-        owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
-        if not owners & pids:
-            continue
-        state, _, _, local, peer = line.split()[:5]
-        ends = [local] if state == "LISTEN" else [local, peer]  # a listening socket's peer is '*'
-        hosts = [end.rsplit(":", 1)[0].strip("[]") for end in ends]
-        assert all(host in LOOPBACK_HOSTS for host in hosts), line
-        checked += 1
-    return checked
-
-
 def run_batch(*args, env, wait=True):
     command = [sys.executable, "-m", "vggstyle", "batch", *map(str, args)]
     if wait:
@@ -482,15 +385,13 @@ def test_a_worker_killed_mid_task_loses_nothing(cluster, images, tmp_path):
                      "-o", tmp_path, "--image-size", "32", "--num-iterations", "20", "-q",
                      "--scheduler", cluster.address, env=cluster.env, wait=False)
     try:
-        executing = _wait_until_executing(client, proc)
+        executing = wait_until_executing(client, proc)
         address, key = next((address, keys[0]) for address, keys in executing.items() if keys)
-        pid = pids[address]
-        os.kill(pid, signal.SIGKILL)
-        sockets = assert_loopback_only(cluster.pids() | {proc.pid})
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    except BaseException:
+        proc.kill()
+        raise
+    pid = pids[address]
+    sockets, out, err = kill_worker_while(cluster, proc, pid)
     assert proc.returncode == 0, err
     table = rows(tmp_path)
     assert sorted(row["output"] for row in table) == ["tubingen__shipwreck.png", "tubingen__starry.png"]
@@ -499,23 +400,8 @@ def test_a_worker_killed_mid_task_loses_nothing(cluster, images, tmp_path):
     killed_output = ["tubingen__shipwreck.png", "tubingen__starry.png"][index]
     (rerun_row,) = [row for row in table if row["output"] == killed_output]
     assert rerun_row["worker"] != address  # finished by another (or the restarted) worker process
-    assert _process(pid) is None or _process(pid).status() == "zombie"
+    assert process_of(pid) is None or process_of(pid).status() == "zombie"
     assert sockets >= 6
-
-
-def _executing(client) -> dict:
-    """{worker address: keys of the tasks running there now}."""
-    return client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing])
-
-
-def _wait_until_executing(client, proc, timeout: float = 120) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        executing = _executing(client)
-        if any(executing.values()):
-            return executing
-        time.sleep(0.3)
-    raise AssertionError("no task ever ran")
 
 
 @pytest.mark.slow
@@ -526,7 +412,7 @@ def test_ctrl_c_on_dask_stops_the_running_tasks_and_a_rerun_continues(cluster, i
             "-o", tmp_path, "--image-size", "32", "-q", "--scheduler", cluster.address]
     proc = run_batch(*args, "--num-iterations", "500", env=cluster.env, wait=False)
     try:
-        _wait_until_executing(cluster.client, proc)
+        wait_until_executing(cluster.client, proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -534,9 +420,9 @@ def test_ctrl_c_on_dask_stops_the_running_tasks_and_a_rerun_continues(cluster, i
             proc.kill()
     assert proc.returncode == 130 and "stopped; finished jobs are kept" in err, err
     deadline = time.time() + 120
-    while any(_executing(cluster.client).values()) and time.time() < deadline:
+    while any(executing_tasks(cluster.client).values()) and time.time() < deadline:
         time.sleep(0.2)
-    assert not any(_executing(cluster.client).values()) and not any(cluster.client.processing().values())
+    assert not any(executing_tasks(cluster.client).values()) and not any(cluster.client.processing().values())
     assert not (tmp_path / "results.csv").exists()
     rerun = run_batch(*args, "--num-iterations", "3", env=cluster.env)
     assert rerun.returncode == 0, rerun.stderr

@@ -246,7 +246,9 @@ def test_a_fade_from_black_stylizes_the_black_frame(tmp_path):
     base = texture(5)[:48, :64].astype(np.float32)
     frames = [(base * gain).astype(np.uint8) for gain in (0.0, 0.3, 0.6, 1.0)]
     out = tmp_path / "out"
-    stylize_video(make_clip(tmp_path / "fade.mp4", frames), STYLE, out, **FAST)
+    # 20 first-frame iterations, not FAST's 6: from black, 6 L-BFGS steps moved the picture by a std
+    # of 2.1 with one of this machine's measured kernel plans (kernels.py) and over 5 with another
+    stylize_video(make_clip(tmp_path / "fade.mp4", frames), STYLE, out, **{**FAST, "first_frame_iterations": 20})
     first = Image.open(out / sorted(os.listdir(out))[0]).convert("RGB")
     black = Image.new("RGB", first.size)
     options = {"image_size": 48, "single_scale": True, "precision": "fp32"}

@@ -322,6 +322,37 @@ def test_a_video_content_shows_frames_and_plays_the_mp4_result(browser, tmp_path
         page.close()
 
 
+def test_a_video_spread_over_a_cluster_says_its_chunk_passes(browser, tmp_path):
+    """Issue #21: `vggstyle serve --scheduler`: the page counts chunk passes, not frames, and its bar
+    follows them; then the result plays as any video's."""
+    pytest.importorskip("av", reason="video needs PyAV")
+    from conftest import FakeSpreadRunner  # stylize_video spread over a cluster, as the server sees it
+    from odd_media import clip_bytes
+
+    clip = tmp_path / "walk.mp4"
+    clip.write_bytes(clip_bytes(tmp_path, frames=6, name="source.mp4"))
+    style, _ = tiny(tmp_path, "style/starry_night.jpg", 48, "starry.png")
+    runner = FakeSpreadRunner(hold_after=2)
+    app = create_app(Limits(), video_runner=runner, allowed_hosts=LOOPBACK_NAMES, scheduler="tcp://127.0.0.1:8786")
+    with background_server(app) as url:
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#content-file", str(clip))
+        page.set_input_files("#style-files", str(style))
+        page.wait_for_selector("#style-list li")
+        page.click("#start")
+        assert runner.held.wait(30)
+        page.wait_for_selector("#status >> text=/Spread over the cluster: 1 of 4 chunk passes done \\(2 chunks, 2 "
+                               "running\\) · about \\d+ s left/")
+        assert page.evaluate("document.getElementById('bar').value") == pytest.approx(0.25, abs=0.01)
+        runner.release.set()
+        page.wait_for_selector("#result-video:not([hidden])")
+        assert page.inner_text("#status").startswith("Done: 6 frames")
+        page.close()
+
+
 def test_tiff_is_taken_and_a_text_file_named_mp4_is_not(browser, tmp_path):
     """Before: a TIFF (which the server reads) was refused when picked, and a text file named .mp4
     was shown as a video and refused only at Start."""

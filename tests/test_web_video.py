@@ -19,7 +19,7 @@ pytest.importorskip("fastapi", reason="the web app needs the [web] extra (fastap
 pytest.importorskip("multipart", reason="the web app needs python-multipart (the [web] extra)")
 av = pytest.importorskip("av", reason="video needs PyAV")
 
-from conftest import EXAMPLES, FakeVideoRunner, httpx, results_dirs, stop, wait_for_job  # noqa: E402
+from conftest import EXAMPLES, FakeSpreadRunner, FakeVideoRunner, httpx, results_dirs, stop, wait_for_job  # noqa: E402
 from odd_media import clip_bytes  # noqa: E402
 from vggstyle.video import FrameDone, VideoConfig  # noqa: E402
 from vggstyle.video.reader import open_video  # noqa: E402
@@ -119,6 +119,36 @@ def test_a_later_pass_is_reported_and_a_cancel_in_it_keeps_the_first_passs_frame
     assert final["state"] == "cancelled" and final["has_result"] and final["pass"] == 2
     result = client.get(f"/api/jobs/{job['id']}/result")
     assert read_video(result.content, tmp_path) == (6, Fraction(FPS), (48, 36))  # each frame once
+    assert leftovers(client) == []
+
+
+def test_a_video_job_spread_over_a_cluster_reports_chunk_passes_and_a_cancel_keeps_frames_in_order(
+        make_client, tmp_path):
+    """Issue #21: with a scheduler, a video job is spread over it; the job says how many chunk passes
+    are done, its ETA is the run's own; frames arrive chunk by chunk (frames 4-6 before 1-3), and
+    what a cancel keeps are the first frames in order."""
+    runner = FakeSpreadRunner(hold_after=2)
+    client = make_client(video_runner=runner, scheduler="tcp://127.0.0.1:8786")
+    job = post(client, clip_bytes(tmp_path))
+    assert runner.held.wait(30)
+    now = client.get(f"/api/jobs/{job['id']}").json()
+    assert runner.calls[0]["scheduler"] == "tcp://127.0.0.1:8786"
+    assert now["spread"] == {"done": 1, "total": 4, "running": 2, "chunks": 2, "eta_seconds": 1.5}
+    assert now["eta_seconds"] == 1.5 and now["frames_done"] == 6
+    runner.release.set()
+    final = wait(client, job["id"], lambda j: j["state"] not in ("queued", "running"))
+    assert final["state"] == "done" and final["frames_done"] == 6 and final["spread"]["done"] == 3  # the fake reports before each
+    result = client.get(f"/api/jobs/{job['id']}/result")
+    assert read_video(result.content, tmp_path) == (6, Fraction(FPS), (48, 36))
+
+    runner = FakeSpreadRunner(hold_after=1)  # chunk 2's frames (4-6) are back, chunk 1's are not
+    client = make_client(video_runner=runner, scheduler="tcp://127.0.0.1:8786")
+    job = post(client, clip_bytes(tmp_path))
+    assert runner.held.wait(30)
+    assert client.delete(f"/api/jobs/{job['id']}").json()["cancel_requested"]
+    runner.release.set()
+    final = wait(client, job["id"], lambda j: j["state"] not in ("queued", "running"))
+    assert final["state"] == "cancelled" and not final["has_result"]  # no first frames in order yet
     assert leftovers(client) == []
 
 
@@ -337,4 +367,19 @@ def test_real_video_job_end_to_end(make_client, tmp_path):
     assert final["frames_done"] == 1 and final["step"] < 2000
     result = client.get(f"/api/jobs/{job['id']}/result")
     assert read_video(result.content, tmp_path) == (1, Fraction(FPS), (48, 36))
+    assert leftovers(client) == []
+
+
+@pytest.mark.slow
+def test_a_real_video_job_spread_over_a_dask_cluster(make_client, cluster, tmp_path):
+    """`vggstyle serve --scheduler`: the job's chunk passes run on the cluster's workers (issue #21)."""
+    client = make_client(video_runner=one_thread, scheduler=cluster.address)
+    job = post(client, clip_bytes(tmp_path, frames=3), num_iterations=3, frame_iterations=2, seed=0)
+    seen = events(client, job["id"])
+    final = seen[-1]
+    assert final["state"] == "done", final["error"]
+    assert final["spread"]["total"] == 3 and final["frames_done"] == 3  # one chunk, three passes
+    assert any(e["spread"] and e["spread"]["done"] < 3 for e in seen if e["state"] == "running")
+    result = client.get(f"/api/jobs/{job['id']}/result")
+    assert read_video(result.content, tmp_path) == (3, Fraction(FPS), (48, 36))
     assert leftovers(client) == []

@@ -1,4 +1,5 @@
-"""The Dask runner: one task per job on a `dask scheduler` / `dask worker` cluster.
+"""The Dask runner: one task per image job on a `dask scheduler` / `dask worker` cluster, and each
+clip spread over the cluster by the video wing (one task per chunk and pass).
 
 Inputs travel as bytes in the task's arguments and results come back as bytes, so the
 workers need no shared filesystem and no access to the client's paths. At most
@@ -19,7 +20,7 @@ from distributed import Client, as_completed
 
 from ..config import StyleConfig
 from ..remote import ENVIRONMENT_HINT, connect, worker_context
-from .jobs import Task
+from .jobs import Task, is_video
 from .work import Outcome, describe, run_job
 
 
@@ -56,6 +57,16 @@ class DaskRunner:
         self.max_in_flight = max_in_flight
 
     def __call__(self, tasks: list[Task]):
+        """The images first, one task each; then each clip spread over the whole cluster from here
+        (stylize_video with this scheduler: its chunks are the tasks, its work dir is here)."""
+        yield from self._images([task for task in tasks if not is_video(task.job.content)])
+        for task in (task for task in tasks if is_video(task.job.content)):
+            outcome = run_job(task.job.content, task.job.style, task.config, task.hash,
+                              cluster={"scheduler": self.address, "resources": self.resources, "retries": self.retries})
+            outcome.worker = outcome.worker or f"spread over {self.address}"
+            yield task, outcome
+
+    def _images(self, tasks: list[Task]):
         if not tasks:
             return
         client = connect(self.address)

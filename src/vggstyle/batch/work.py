@@ -37,12 +37,13 @@ def _stylize(content, style, config, on_step):
 
 
 def run_job(content: Path, style: Path, config: StyleConfig, batch_hash: str, *, stop=None,
-            catch_all: bool = True) -> Outcome:
+            catch_all: bool = True, cluster: dict | None = None) -> Outcome:
     """Stylize one pair; a user-fixable error (bad image, bad option) becomes a failed outcome.
 
     stop: a threading.Event; when set, the optimization ends after the current iteration and the
     outcome is 'stopped'. catch_all=False lets unexpected errors (out of memory, bugs) raise, so
-    that Dask's retries= can run them again elsewhere.
+    that Dask's retries= can run them again elsewhere. cluster: stylize_video's scheduler,
+    resources and retries, for a clip spread over a cluster from here.
     """
     start = time.perf_counter()
     last = {}
@@ -53,7 +54,7 @@ def run_job(content: Path, style: Path, config: StyleConfig, batch_hash: str, *,
 
     try:
         if is_video(content):
-            return _run_video(content, style, config, batch_hash, start, stop)
+            return _run_video(content, style, config, batch_hash, start, stop, cluster or {})
         image = _stylize(content, style, config, on_step)
         if stop is not None and stop.is_set():
             return Outcome("stopped")
@@ -88,7 +89,8 @@ def video_work_dir(batch_hash: str) -> Path:
     return Path(tempfile.gettempdir()) / f"vggstyle-batch-{batch_hash[:24]}.frames"
 
 
-def _run_video(content: Path, style: Path, config: StyleConfig, batch_hash: str, start: float, stop) -> Outcome:
+def _run_video(content: Path, style: Path, config: StyleConfig, batch_hash: str, start: float, stop,
+               cluster: dict) -> Outcome:
     """A video content goes through stylize_video (flicker-free, frame rate and sound kept); the
     MP4 records batch_hash in its metadata, as a PNG result does, so a rerun skips it."""
     from ..video import VideoConfig, stylize_video
@@ -98,7 +100,7 @@ def _run_video(content: Path, style: Path, config: StyleConfig, batch_hash: str,
         output = Path(folder) / f"{content.stem}__{style.stem}.mp4"
         summary = stylize_video(content, [style], output, config, video=VideoConfig(work_dir=str(work)),
                                 on_step=lambda progress: not (stop is not None and stop.is_set()),
-                                tags={"batch_hash": batch_hash})
+                                tags={"batch_hash": batch_hash}, **cluster)
         if summary.stopped:
             return Outcome("stopped")
         data = output.read_bytes()

@@ -10,17 +10,11 @@ import argparse
 import os
 import sys
 
-from ..config import StyleConfig
 from ..errors import ConfigError, VggstyleError
-from .common import EXIT_INTERRUPTED, EXIT_USAGE, Parser, add_config_options, config_from_args
+from .common import (EXIT_INTERRUPTED, EXIT_USAGE, Parser, add_config_options, add_where_options, config_from_args,
+                     count_type, where_from_args)
 
 EXIT_FAILED = 1
-
-
-def _count(text: str) -> int:
-    if not (text.isdigit() and len(text.lstrip("0")) <= 7 and int(text) <= 1_000_000):
-        raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a whole number from 0 to 1,000,000")
-    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,34 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--force", action="store_true", help="redo jobs whose output already exists")
     jobs.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only failures")
     run = parser.add_argument_group("where the jobs run")
-    run.add_argument("--device", action="append", dest="devices", metavar="DEVICE",
-                     help="this machine: one job at a time on this device (auto, cpu, cuda, cuda:N); repeat "
-                          "for one job per device at once (default: auto). With --scheduler: the workers' device")
-    run.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), metavar="ADDRESS",
-                     help="a Dask scheduler, tcp://HOST:PORT: one task per job on its workers "
-                          "(default: $DASK_SCHEDULER_ADDRESS, else this machine)")
-    run.add_argument("--worker-resources", action="append", default=[], metavar="NAME=N",
-                     help="with --scheduler: run each task only where a worker offers this, e.g. GPU=1")
-    run.add_argument("--retries", type=_count, default=2, metavar="N",
-                     help="with --scheduler: run a task that raised again up to N times (default: 2)")
-    run.add_argument("--max-in-flight", type=_count, metavar="N",
+    add_where_options(run, "one job at a time on this device (auto, cpu, cuda, cuda:N); repeat for one job per "
+                           "device at once", "one task per job on its workers")
+    run.add_argument("--max-in-flight", type=count_type, metavar="N",
                      help="with --scheduler: tasks submitted at once (default: twice the workers' threads)")
     add_config_options(parser, skip=("device",))
     return parser
-
-
-def parse_resources(items: list[str]) -> dict[str, float]:
-    """['GPU=1', 'MEMORY=8e9,FOO=2'] -> {'GPU': 1.0, 'MEMORY': 8e9, 'FOO': 2.0}."""
-    resources = {}
-    for part in (p.strip() for item in items for p in item.split(",") if p.strip()):
-        name, _, amount = part.partition("=")
-        try:
-            resources[name.strip()] = float(amount)
-        except ValueError:
-            raise ConfigError(f"--worker-resources {part}: give NAME=NUMBER, e.g. GPU=1") from None
-        if not name.strip():
-            raise ConfigError(f"--worker-resources {part}: give NAME=NUMBER, e.g. GPU=1")
-    return resources
 
 
 def _jobs(args: argparse.Namespace):
@@ -80,33 +52,15 @@ def _jobs(args: argparse.Namespace):
     return jobs_from_paths(args.contents, args.styles)
 
 
-def _where(args: argparse.Namespace, config: StyleConfig) -> tuple[StyleConfig, dict]:
-    """The base config (with the workers' device) and the keyword arguments of stylize_batch's runner."""
-    devices = args.devices or ["auto"]
-    for device in devices:
-        StyleConfig(device=device).validate()
-    if not args.scheduler:
-        if args.worker_resources:
-            raise ConfigError("--worker-resources needs --scheduler (it says which Dask workers may run a job)")
-        return config, {"devices": devices}
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        raise ConfigError("--scheduler needs Dask's distributed package: pip install 'vggstyle[cluster]'") from None
-    if len(devices) > 1:
-        raise ConfigError("with --scheduler, give at most one --device (the device every worker uses)")
-    return config.replace(device=devices[0]), {
-        "scheduler": args.scheduler, "resources": parse_resources(args.worker_resources),
-        "retries": args.retries, "max_in_flight": args.max_in_flight or None}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from ..batch.progress import JobBar
 
     bar = None
     try:
-        config, runner = _where(args, config_from_args(args))
+        config, runner = where_from_args(args, config_from_args(args))
+        if "scheduler" in runner:
+            runner["max_in_flight"] = args.max_in_flight or None
         jobs = _jobs(args)
         from ..batch import check_jobs, stylize_batch
         check_jobs(jobs, config)  # stylize_batch checks again; here so that an error comes before the bar

@@ -5,11 +5,12 @@ the exit codes. Below the commands, which import it; it imports none of them."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
 from ..config import BOOL, CHOICE, FLOAT, INT, PATHS, Option, StyleConfig, config_options, parse_text
-from ..errors import VggstyleError
+from ..errors import ConfigError, VggstyleError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -114,3 +115,58 @@ def run_reporting_errors(prog: str, run, args, aborted: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: {aborted}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+# ---------------------------------------------------------------------------- where the work runs
+def count_type(text: str) -> int:
+    if not (text.isdigit() and len(text.lstrip("0")) <= 7 and int(text) <= 1_000_000):
+        raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a whole number from 0 to 1,000,000")
+    return int(text)
+
+
+def add_where_options(group, device_help: str, scheduled: str) -> None:
+    """--device (repeated), --scheduler, --worker-resources, --retries: where a command's work runs."""
+    group.add_argument("--device", action="append", dest="devices", metavar="DEVICE",
+                       help=f"this machine: {device_help} (default: auto). With --scheduler: the workers' device")
+    group.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), metavar="ADDRESS",
+                       help=f"a Dask scheduler, tcp://HOST:PORT: {scheduled} "
+                            "(default: $DASK_SCHEDULER_ADDRESS, else this machine)")
+    group.add_argument("--worker-resources", action="append", default=[], metavar="NAME=N",
+                       help="with --scheduler: run each task only where a worker offers this, e.g. GPU=1")
+    group.add_argument("--retries", type=count_type, default=2, metavar="N",
+                       help="with --scheduler: run a task that raised again up to N times (default: 2)")
+
+
+def parse_resources(items: list[str]) -> dict[str, float]:
+    """['GPU=1', 'MEMORY=8e9,FOO=2'] -> {'GPU': 1.0, 'MEMORY': 8e9, 'FOO': 2.0}."""
+    resources = {}
+    for part in (p.strip() for item in items for p in item.split(",") if p.strip()):
+        name, _, amount = part.partition("=")
+        try:
+            resources[name.strip()] = float(amount)
+        except ValueError:
+            raise ConfigError(f"--worker-resources {part}: give NAME=NUMBER, e.g. GPU=1") from None
+        if not name.strip():
+            raise ConfigError(f"--worker-resources {part}: give NAME=NUMBER, e.g. GPU=1")
+    return resources
+
+
+def where_from_args(args: argparse.Namespace, config: StyleConfig) -> tuple[StyleConfig, dict]:
+    """The config (with the workers' device) and the keyword arguments that say where the work runs
+    (stylize_batch's and stylize_video's: devices, or scheduler, resources and retries)."""
+    devices = args.devices or ["auto"]
+    for device in devices:
+        StyleConfig(device=device).validate()
+    if not args.scheduler:
+        if args.worker_resources:
+            raise ConfigError("--worker-resources needs --scheduler (it says which Dask workers may run a job)")
+        return config, {"devices": devices}
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ConfigError("--scheduler needs Dask's distributed package: pip install 'vggstyle[cluster]'") from None
+    if len(devices) > 1:
+        raise ConfigError("with --scheduler, give at most one --device (the device every worker uses)")
+    return config.replace(device=devices[0]), {
+        "scheduler": args.scheduler, "resources": parse_resources(args.worker_resources),
+        "retries": args.retries}

@@ -7,6 +7,7 @@ before anything starts); 130 after Ctrl-C, 0 after SIGTERM.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", action="append", dest="devices", metavar="DEVICE",
                         help="run a worker on this device (auto, cpu, cuda, cuda:N); repeat for one worker per "
                              "device (default: one worker on auto)")
+    parser.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), metavar="ADDRESS",
+                        help="a Dask scheduler, tcp://HOST:PORT: each video job is spread over its workers, chunk "
+                             "by chunk (default: $DASK_SCHEDULER_ADDRESS, else this machine)")
     group = parser.add_argument_group("limits")
     for f in fields(Limits):
         is_float = f.metadata["kind"] == FLOAT
@@ -52,6 +56,8 @@ def _check_args(parser, args) -> Limits:
             StyleConfig(device=device).validate()
         except ConfigError as exc:
             parser.error(str(exc))
+    if args.scheduler and importlib.util.find_spec("distributed") is None:
+        parser.error("--scheduler needs Dask's distributed package: pip install 'vggstyle[cluster]'")
     return limits
 
 
@@ -82,7 +88,8 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     loopback = args.host.strip("[]") in LOOPBACK_NAMES
-    app = create_app(limits, args.devices or ["auto"], allowed_hosts=LOOPBACK_NAMES if loopback else None)
+    app = create_app(limits, args.devices or ["auto"], allowed_hosts=LOOPBACK_NAMES if loopback else None,
+                     scheduler=args.scheduler or None)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"vggstyle: serving on http://{shown}:{port}/ (API docs at /docs; Ctrl-C to stop)", file=sys.stderr)

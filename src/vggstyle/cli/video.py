@@ -15,9 +15,9 @@ import time
 from dataclasses import MISSING, fields
 
 from ..config import FLOAT, INT
-from ..video import VideoConfig, video_fields
-from .common import (EXIT_INTERRUPTED, CtrlC, Parser, add_config_options, config_from_args, number_type,
-                         run_reporting_errors)
+from ..video import SpreadProgress, VideoConfig, video_fields
+from .common import (EXIT_INTERRUPTED, CtrlC, Parser, add_config_options, add_where_options, config_from_args,
+                     number_type, run_reporting_errors, where_from_args)
 
 _KINDS = {"float": FLOAT, "float | None": FLOAT, "int": INT, "int | None": INT}
 
@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         if "metavar" in f.metadata:
             kwargs["metavar"] = f.metadata["metavar"]
         group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
-    add_config_options(parser)
+    add_where_options(parser.add_argument_group("where it runs (a clip spread over workers: docs/video.md)"),
+                      "the device (auto, cpu, cuda, cuda:N); repeat to spread the clip over several, one chunk of "
+                      "frames per device at once", "the clip cut into chunks, one task per chunk and pass on its workers")
+    add_config_options(parser, skip=("device",))
     return parser
 
 
@@ -74,6 +77,8 @@ class _Bar:
                         file=sys.stderr)
 
     def step(self, progress) -> bool:
+        if isinstance(progress, SpreadProgress):
+            return self.spread(progress)
         self._ensure(progress)
         if self.bar is not None:
             text = " ".join(f"{k} {v:.3g}" for k, v in progress.losses.items() if k != "total")
@@ -81,7 +86,22 @@ class _Bar:
             self.bar.set_postfix_str(f"{kind} {progress.index + 1} it {progress.step}/{progress.steps} {text}")
         return not self.ctrl_c.requested
 
+    def spread(self, progress: SpreadProgress) -> bool:
+        """A clip over many workers: one bar over its chunks' passes."""
+        if not self.quiet and self.bar is None:
+            from tqdm import tqdm
+            self.pass_number = "spread"
+            self.bar = tqdm(total=progress.total, desc=f"{progress.chunks} chunks x passes", unit="task",
+                            dynamic_ncols=True, file=sys.stderr)
+        if self.bar is not None:
+            self.bar.update(progress.done - self.bar.n)
+            eta = "" if progress.eta_seconds is None else f", about {progress.eta_seconds:.0f} s left"
+            self.bar.set_postfix_str(f"{progress.running} running{eta}")
+        return not self.ctrl_c.requested
+
     def frame(self, done) -> bool:
+        if self.pass_number == "spread":
+            return not self.ctrl_c.requested
         self._ensure(done)
         if self.bar is not None:
             self.bar.update(1)
@@ -103,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config, where = where_from_args(args, config_from_args(args))
     config.validate(num_styles=len(args.styles))
     video = video_config_from_args(args).validate()
 
@@ -117,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             summary = stylize_video(args.input, args.styles, args.output, config, video=video,
-                                    on_frame=bar.frame, on_step=bar.step, on_message=bar.message)
+                                    on_frame=bar.frame, on_step=bar.step, on_message=bar.message, **where)
         finally:
             bar.close()
     for warning in summary.warnings:  # damaged media: said even with --quiet, once, at the end

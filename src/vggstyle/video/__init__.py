@@ -26,14 +26,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import StyleConfig
-from .config import (FLOW_CHOICES, INIT_FRAMES, FrameDone, VideoConfig, VideoSummary,  # noqa: F401
-                           default_work_dir, split_overrides, video_fields)
+from ..errors import ConfigError
+from .config import (FLOW_CHOICES, INIT_FRAMES, FrameDone, SpreadProgress, VideoConfig,  # noqa: F401
+                     VideoSummary, default_work_dir, split_overrides, video_fields)
 
 
 def stylize_video(input, styles, output, config: StyleConfig | None = None, *, video: VideoConfig | None = None,
                   masks=None, on_frame: Callable[[FrameDone], "bool | None"] | None = None,
                   on_step: Callable | None = None, on_message: Callable[[str], None] | None = None,
-                  tags: dict | None = None, **overrides) -> VideoSummary:
+                  tags: dict | None = None, scheduler: str | None = None, devices=None,
+                  resources: dict | None = None, retries: int = 2, **overrides) -> VideoSummary:
     """Stylize the clip ``input`` in the style of ``styles`` and write it to ``output``.
 
     input: a video file (mp4, mov, mkv, avi, webm, gif), a folder of frames or a printf pattern.
@@ -48,11 +50,48 @@ def stylize_video(input, styles, output, config: StyleConfig | None = None, *, v
     An mp4 or webm output records the parameters in its metadata (video.writer.read_parameters), with
     ``tags`` (JSON-able) added to them, as a PNG result carries its own. Damaged media skipped on
     the way (a sound packet the decoder refuses) is in the summary's ``warnings``.
-    """
-    from .run import VideoRun  # torch, PyAV and OpenCV are imported here
 
+    Spread over workers (docs/video.md): ``scheduler`` (a Dask scheduler, tcp://HOST:PORT) or
+    several ``devices`` ("cuda:0", "cuda:1"; one thread each here) cut the clip into shots and
+    chunks (``chunk_frames``, ``chunk_overlap``), one task per chunk and pass; with a scheduler,
+    ``devices`` is at most one (the workers' device), ``resources`` (e.g. {"GPU": 1}) says which
+    workers may run a task and ``retries`` how often a task that raised runs again. on_step then
+    receives a SpreadProgress about four times a second (returning False stops) and on_frame each
+    frame as its chunk's pass comes back.
+    """
     style_changes, video_changes = split_overrides(overrides)
     config = (config or StyleConfig()).replace(**style_changes) if style_changes else (config or StyleConfig())
     video = ((video or VideoConfig()).replace(**video_changes) if video_changes else (video or VideoConfig()))
-    return VideoRun(input, styles, output, config, video.validate(), masks, tags).run(on_frame, on_step, on_message)
+    devices = check_devices(devices, scheduler)
+    if devices and (scheduler or len(devices) == 1):
+        config = config.replace(device=devices[0])
+    spread = bool(scheduler) or len(devices) > 1
+
+    from .run import VideoRun  # torch, PyAV and OpenCV are imported here
+
+    run = VideoRun(input, styles, output, config, video.validate(), masks, tags, spread=spread)
+    if not spread:
+        return run.run(on_frame, on_step, on_message)
+    from .spread import runner_for
+
+    runner = runner_for(scheduler, devices, config.threads, resources, retries)
+    try:
+        return run.run(on_frame, on_step, on_message, runner=runner)
+    finally:
+        runner.close()
+
+
+def check_devices(devices, scheduler: str | None) -> list[str]:
+    """The devices of a call, each checked; with a scheduler at most one (every worker's)."""
+    devices = [devices] if isinstance(devices, str) else list(devices or [])
+    for device in devices:
+        StyleConfig(device=device).validate()
+    if scheduler and len(devices) > 1:
+        raise ConfigError("with a scheduler, give at most one device (the device every worker uses)")
+    if scheduler:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise ConfigError("a scheduler needs Dask's distributed package: pip install 'vggstyle[cluster]'") from None
+    return devices
 

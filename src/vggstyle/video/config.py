@@ -70,6 +70,10 @@ class VideoConfig:
                                 "the output, removed when the video is written)", metavar="DIR")
     fps: float | None = _opt(None, "frame rate of a folder of frames or a pattern (default 25)", metavar="X",
                              bounds=Range(0.0, 1000.0, low_open=True))
+    chunk_frames: int = _opt(48, "spread over workers (a scheduler or several devices): a shot longer than this is "
+                                 "cut into chunks of about this many frames, one task each", bounds=Range(2, 100_000))
+    chunk_overlap: int = _opt(4, "spread over workers: frames before its own that a chunk also stylizes in the first "
+                                 "pass, cross-faded with the chunk before (0: none)", bounds=Range(0, 1000))
 
     def __post_init__(self) -> None:
         if isinstance(self.long_term, str):
@@ -131,6 +135,19 @@ class FrameDone:
 
 
 @dataclass
+class SpreadProgress:
+    """A clip spread over workers, about four times a second while it waits on them (for on_step):
+    chunk passes finished of ``total``, tasks sent and not back yet, the chunks, the seconds left (None: not known
+    before the first task ends)."""
+
+    done: int
+    total: int
+    running: int
+    chunks: int
+    eta_seconds: float | None
+
+
+@dataclass
 class VideoSummary:
     """What stylize_video did. ``losses``: the weighted terms of each frame's last iteration;
     ``cuts``: the frames (0-based) where a new shot started; ``seconds``: this run's wall time."""
@@ -150,6 +167,7 @@ class VideoSummary:
     passes: int = 1
     pass_number: int = 1  # the pass running when it ended (``passes`` when complete)
     warnings: list[str] = field(default_factory=list)  # damaged media skipped or dropped, one line each
+    tasks: list[tuple[int, int, float]] = field(default_factory=list)  # spread: (chunk, pass, worker seconds) each
 
 
 def split_overrides(overrides: dict) -> tuple[dict, dict]:

@@ -20,6 +20,7 @@ from .config import FrameDone, VideoConfig, VideoSummary
 from .frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
                           revisit_start, temporal_term)
 from .reader import VideoInput
+from .split import pass_order, shots
 from .store import FrameStore
 
 
@@ -29,7 +30,7 @@ class Pass:
     summary it fills in, the stylizer (network and style targets, built once) and the hooks."""
 
     video: VideoConfig
-    clip: VideoInput
+    clip: VideoInput | None  # None on a worker: a chunk's frames come as bytes (chunk.py)
     inputs: Inputs
     first_iterations: int
     store: FrameStore
@@ -59,7 +60,7 @@ def first_pass(run: Pass) -> None:
                 shot.clear()
             run.summary.resumed += 1
         else:
-            image, record = _stylize(run, frame, images, content, shot)
+            image, record = stylize_frame(run, frame, images, content, shot)
             if image is None:
                 run.summary.stopped = True
                 return
@@ -77,8 +78,9 @@ def first_pass(run: Pass) -> None:
             run.summary.stopped = run.summary.frames < run.clip.frame_count or run.video.passes > 1
             return
 
-def _stylize(run: Pass, frame, images, content, shot: Shot):
-    """Optimize one frame; returns (image or None when stopped, its record)."""
+def stylize_frame(run: Pass, frame, images, content, shot: Shot):
+    """Optimize one frame of the first pass after the frames of ``shot``; returns (image or None
+    when stopped, its record)."""
     started = time.perf_counter()
     video = run.video
     link = guide(shot, content, video.offsets, video.flow, video.motion_boundary_weight,
@@ -96,8 +98,8 @@ def _stylize(run: Pass, frame, images, content, shot: Shot):
     def hook(step: int, losses: dict, render=None) -> bool:
         if run.on_step is None:
             return True
-        return run.on_step(FrameStep(frame.index, run.clip.frame_count, step, iterations, losses, first,
-                                 render, 1, video.passes, run.clip.frame_count)) is not False
+        return run.on_step(FrameStep(frame.index, run.summary.total_frames, step, iterations, losses, first,
+                                     render, 1, video.passes, run.summary.total_frames)) is not False
 
     image, losses, done = run.stylizer.run(images, start, iterations, terms, hook)
     record = {"source_index": frame.source_index, "time": str(frame.time), "first": first,
@@ -107,22 +109,25 @@ def _stylize(run: Pass, frame, images, content, shot: Shot):
     return image, record
 
 def later_pass(run: Pass, number: int) -> None:
-    """Pass ``number`` (2, 3, ...): even passes go backward, odd ones forward, shot by shot.
-
-    The frame where the previous pass ended (a shot's last frame going backward, its first going
-    forward) is where this one turns: skipped. Frames already at this pass on disk (a resumed
-    run) are taken as they are.
-    """
-    video, frames = run.video, run.summary.frames
-    backward = number % 2 == 0
+    """Pass ``number`` (2, 3, ...) over every shot (split.pass_order: even passes backward, odd
+    ones forward, each turning where the pass before ended)."""
+    frames = run.summary.frames
     records = {record["index"]: record for record in run.store.records()}
-    starts = sorted({0} | {i for i in range(1, frames) if records[i]["first"]}) + [frames]
-    shots = [(lo, hi - 1) for lo, hi in zip(starts, starts[1:])]
-    order = [(t, lo, hi) for lo, hi in (reversed(shots) if backward else shots)
-             for t in (range(hi - 1, lo - 1, -1) if backward else range(lo + 1, hi + 1))]
-    content = functools.lru_cache(maxsize=4)(lambda index: np.asarray(run.store.load_content(index)))
+    order = pass_order(shots([i for i in range(1, frames) if records[i]["first"]], frames), number)
     if run.stylizer.styles is None:
         run.stylizer.prime(run.stylizer.images(run.store.load_content(0)))
+    if revisit(run, number, order, records, len(order)) is False:
+        run.summary.stopped = True
+
+
+def revisit(run: Pass, number: int, order: list[tuple[int, int, int]], records: dict, pass_frames: int):
+    """Revisit the frames of ``order`` ((frame, shot first, shot last) each) in pass ``number``:
+    each frame pulled toward its neighbours in its shot, the one the pass comes from first.
+    Frames already at this pass in the store (a resumed run) are taken as they are. Returns False
+    when stopped (a hook said so), None otherwise."""
+    video, frames = run.video, run.summary.frames
+    backward = number % 2 == 0
+    content = functools.lru_cache(maxsize=4)(lambda index: np.asarray(run.store.load_content(index)))
     for t, lo, hi in order:
         resumed = run.store.pass_of(t) >= number
         if resumed:
@@ -133,22 +138,21 @@ def later_pass(run: Pass, number: int) -> None:
 
             def hook(step: int, losses: dict, render=None, t=t) -> bool:
                 progress = FrameStep(t, frames, step, video.frame_iterations, losses, False, render, number,
-                                     video.passes, len(order))
+                                     video.passes, pass_frames)
                 return run.on_step is None or run.on_step(progress) is not False
 
             image, record = _revisit_frame(run, t, around, content, hook)
             if image is None:
-                run.summary.stopped = True
-                return
+                return False
             record = {**records[t], **record}
             run.store.save(t, image, record, pass_number=number)
             run.summary.frame_seconds[t] += record["seconds"]
             run.summary.losses[t] = record["losses"]
         done = FrameDone(t, frames, record["losses"], record["seconds"], False, resumed, image, number,
-                         video.passes, len(order))
+                         video.passes, pass_frames)
         if run.on_frame is not None and run.on_frame(done) is False:
-            run.summary.stopped = number < video.passes or t != order[-1][0]
-            return
+            return False if (number < video.passes or t != order[-1][0]) else None
+    return None
 
 def _revisit_frame(run: Pass, t: int, around: list[int], content, hook):
     """Frame ``t`` in a later pass: it starts from its last output blended toward ``around[0]``

@@ -27,6 +27,7 @@ from ..optional import require
 from .config import VideoConfig, VideoSummary, default_work_dir
 from .frame import FrameStylizer
 from .passes import Pass, first_pass, later_pass
+from .spread import check_spreadable, source_bytes, spread_passes
 from .reader import damage_report, open_video
 from .store import open_frame_store
 from .writer import VideoWriter, check_video_output
@@ -36,8 +37,9 @@ class VideoRun:
     """One stylize_video() call. The constructor checks everything cheap (options, output, input,
     styles) before any network is built or any frame stylized."""
 
-    def __init__(self, input, styles, output, config: StyleConfig, video: VideoConfig, masks=None, tags=None):
-        self.video, self.tags = video, dict(tags or {})
+    def __init__(self, input, styles, output, config: StyleConfig, video: VideoConfig, masks=None, tags=None,
+                 spread: bool = False):
+        self.video, self.tags, self.spread = video, dict(tags or {}), spread
         self.output = check_video_output(output)
         self.clip = open_video(input, start=video.start, end=video.end, max_frames=video.max_frames,
                                max_input_pixels=config.max_input_pixels, fps=video.fps)
@@ -50,6 +52,9 @@ class VideoRun:
         self.first_iterations = video.first_frame_iterations or self.config.iterations
         self.sources = [_identity(s) for s in as_image_list(styles)] + \
                        [_identity(m) for m in (as_image_list(masks) if masks is not None else [])]
+        self.styles, self.masks = styles, masks
+        if spread:
+            check_spreadable(self.config)
 
     def options(self) -> dict:
         """What decides how a frame looks: a change starts the work dir over (--end, --max-frames and
@@ -58,11 +63,15 @@ class VideoRun:
         video = {k: getattr(self.video, k) for k in ("temporal_weight", "frame_iterations", "init_frame",
                                                      "long_term", "flow", "motion_boundary_weight", "passes",
                                                      "warp_tolerance")}
+        if self.spread:  # how the clip is cut changes its seams
+            video.update(chunk_frames=self.video.chunk_frames, chunk_overlap=self.video.chunk_overlap)
         return {**config, **video, "first_frame_iterations": self.first_iterations,
                 "input": _identity(self.clip.info.source), "start_frame": self.clip.first,
                 "fps": str(self.clip.fps), "styles_and_masks": self.sources}
 
-    def run(self, on_frame=None, on_step=None, on_message=None) -> VideoSummary:
+    def run(self, on_frame=None, on_step=None, on_message=None, runner=None) -> VideoSummary:
+        """Every pass, then the encoding; ``runner`` (spread.LocalChunks or DaskChunks): the passes
+        spread over its workers chunk by chunk."""
         with call_scope(self.config.threads, self.policy):
             network_for(self.config, self.policy).check_size(self.size[1], self.size[0])
             store, message = open_frame_store(self.work_dir, self.options())
@@ -71,17 +80,15 @@ class VideoRun:
             summary = VideoSummary(None, 0, self.clip.frame_count, self.clip.fps, self.size, 0.0, message=message,
                                    passes=self.video.passes)
             started = time.perf_counter()
-            stylizer = FrameStylizer(self.inputs, self.policy, self.config.image_size)
+            stylizer = None if runner else FrameStylizer(self.inputs, self.policy, self.config.image_size)
             passes = Pass(self.video, self.clip, self.inputs, self.first_iterations, store, summary, stylizer,
                           on_frame, on_step)
-            first_pass(passes)
+            if runner is not None:
+                spread_passes(passes, runner, *source_bytes(self.styles, self.masks, self.config))
+            else:
+                self._passes(passes)
             if (report := damage_report(self.clip, summary.frames)) is not None:
                 summary.warnings.append(report)
-            for number in range(2, self.video.passes + 1):
-                if summary.stopped:
-                    break
-                summary.pass_number = number
-                later_pass(passes, number)
             if not summary.stopped:
                 summary.output = self._encode(store, summary)
                 if self.video.work_dir is None:
@@ -89,6 +96,15 @@ class VideoRun:
                     _remove_if_empty(self.work_dir)
             summary.seconds = time.perf_counter() - started
         return summary
+
+    def _passes(self, passes: Pass) -> None:
+        """One machine: the first pass, then each later one, frame by frame."""
+        first_pass(passes)
+        for number in range(2, self.video.passes + 1):
+            if passes.summary.stopped:
+                break
+            passes.summary.pass_number = number
+            later_pass(passes, number)
 
     def _encode(self, store, summary: VideoSummary) -> Path:
         """The output from the work dir. If writing it fails, the frames stay and the message says

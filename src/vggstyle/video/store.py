@@ -33,9 +33,10 @@ from ..files import write_atomically
 
 MANIFEST = "manifest.json"
 RECORDS = "frames.jsonl"
+PLAN = "plan.json"  # a run spread over workers: the clip's length and its shot cuts
 FRAME_NAME = re.compile(r"^frame_(\d{6})(?:\.pass(\d+))?\.png$")
 CONTENT_NAME = re.compile(r"^content_(\d{6})\.png$")
-TEMP_NAME = re.compile(r"^\.(frame_\d{6}(\.pass\d+)?\.png|content_\d{6}\.png|manifest\.json)\.part-")
+TEMP_NAME = re.compile(r"^\.(frame_\d{6}(\.pass\d+)?\.png|content_\d{6}\.png|manifest\.json|plan\.json)\.part-")
 VERSION = 2
 
 
@@ -112,22 +113,41 @@ class FrameStore:
         number = pass_number or self.passes.get(index, 1)
         return self.folder / (f"frame_{index:06d}.png" if number == 1 else f"frame_{index:06d}.pass{number}.png")
 
-    def save(self, index: int, image: Image.Image, record: dict | None = None, pass_number: int = 1) -> Path:
+    def kept_path(self, index: int, pass_number: int) -> Path:
+        """The file of frame ``index`` as it was after ``pass_number``: that pass's, or the latest
+        before it that is kept (a pass that turned at the frame left it as it was)."""
+        for number in range(min(pass_number, self.passes.get(index, 1)), 1, -1):
+            path = self.frame_path(index, number)
+            if path.exists():
+                return path
+        return self.frame_path(index, 1)
+
+    def save(self, index: int, image: Image.Image, record: dict | None = None, pass_number: int = 1,
+             keep_older: bool = False) -> Path:
         """Store a finished frame (of a pass): its record first, then the PNG by an atomic rename,
-        then the frame's file of an earlier pass, if any, is removed."""
+        then the frame's file of an earlier pass, if any, is removed (kept with ``keep_older``: a
+        chunk's edge frame, which its neighbour reads at the earlier pass; ``clear`` removes it)."""
         self._append_record({**(record or {}), "index": index, "pass": pass_number})
         path = self.frame_path(index, pass_number)
         self._write(path, image, f"frame {index}")
         older = self.passes.get(index)
         self.passes[index] = pass_number
-        if older is not None and older != pass_number:
+        if older is not None and older != pass_number and not keep_older:
             self.frame_path(index, older).unlink(missing_ok=True)
         return path
 
-    def load(self, index: int) -> Image.Image:
-        """A finished frame, its latest pass, as an RGB image (to warp from, or to encode the video)."""
-        with Image.open(self.frame_path(index)) as image:
+    def load(self, index: int, pass_number: int | None = None) -> Image.Image:
+        """A finished frame, its latest pass (or ``pass_number``'s, if kept), as an RGB image (to warp
+        from, or to encode the video)."""
+        with Image.open(self.frame_path(index) if pass_number is None else self.kept_path(index, pass_number)) as image:
             return image.convert("RGB")
+
+    def frame_bytes(self, index: int, pass_number: int | None = None) -> bytes:
+        """A finished frame's PNG file as it is (for a worker: no decoding and encoding again)."""
+        return (self.frame_path(index) if pass_number is None else self.kept_path(index, pass_number)).read_bytes()
+
+    def content_bytes(self, index: int) -> bytes:
+        return (self.folder / f"content_{index:06d}.png").read_bytes()
 
     def save_content(self, index: int, image: Image.Image) -> None:
         """The content frame at the working size, for the passes after the first."""
@@ -141,29 +161,25 @@ class FrameStore:
     def records(self) -> list[dict]:
         """For each finished frame 0 .. done-1, in order: the record of its latest pass on disk,
         with ``seconds`` summed over its passes (rebuilds the summary)."""
-        latest: dict[tuple[int, int], dict] = {}
-        path = self.folder / RECORDS
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line torn by a kill
-                if isinstance(record, dict) and isinstance(record.get("index"), int):
-                    latest[record["index"], record.get("pass", 1)] = record
-        out = []
-        for index in range(self.done):
-            number = self.passes[index]
+        by_index = self.records_by_index()
+        return [by_index[index] for index in range(self.done) if index in by_index]
+
+    def records_by_index(self) -> dict[int, dict]:
+        """The same for every frame on disk, in any order (a clip spread over workers fills it
+        chunk by chunk)."""
+        latest = _records_by_pass(self.folder / RECORDS)
+        out = {}
+        for index, number in sorted(self.passes.items()):
             if (index, number) in latest:
                 seconds = sum(latest[index, p].get("seconds", 0.0) for p in range(1, number + 1)
                               if (index, p) in latest)
-                out.append({**latest[index, number], "seconds": round(seconds, 3)})
+                out[index] = {**latest[index, number], "seconds": round(seconds, 3)}
         return out
 
     def clear(self) -> None:
         """Delete this module's files (frames, content frames, records, manifest) and nothing else."""
         for path in self.folder.iterdir():
-            if FRAME_NAME.match(path.name) or CONTENT_NAME.match(path.name) or path.name in (RECORDS, MANIFEST):
+            if FRAME_NAME.match(path.name) or CONTENT_NAME.match(path.name) or path.name in (RECORDS, MANIFEST, PLAN):
                 path.unlink()
         self.passes.clear()
         self.contents.clear()
@@ -185,6 +201,38 @@ class FrameStore:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+
+def load_plan(store: FrameStore) -> dict | None:
+    """What a run spread over workers found before the passes (the clip's length, its shot cuts)."""
+    try:
+        plan = json.loads((store.folder / PLAN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return plan if isinstance(plan, dict) else None
+
+
+def save_plan(store: FrameStore, plan: dict | None) -> None:
+    """Keep ``plan`` in the work dir (None: remove it); ``clear`` removes it with the frames."""
+    if plan is None:
+        (store.folder / PLAN).unlink(missing_ok=True)
+        return
+    text = json.dumps(plan, sort_keys=True)
+    write_atomically(store.folder / PLAN, lambda f: f.write(text.encode()))
+
+
+def _records_by_pass(path: Path) -> dict[tuple[int, int], dict]:
+    """The last record of each (frame, pass) in the records file."""
+    latest: dict[tuple[int, int], dict] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            if isinstance(record, dict) and isinstance(record.get("index"), int):
+                latest[record["index"], record.get("pass", 1)] = record
+    return latest
 
 
 def _remove_temporaries(folder: Path) -> None:

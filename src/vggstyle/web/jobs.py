@@ -401,7 +401,7 @@ class JobQueue(JobBook):
 
     def __init__(self, devices=("auto",), *, max_queued: int = 16, keep_results: int = 50,
                  keep_seconds: float = 3600.0, preview_every: int = 5, runner: Runner | None = None,
-                 video_runner=None):
+                 video_runner=None, scheduler: str | None = None):
         if not devices:
             raise ValueError("give at least one device")
         super().__init__(max_queued=max_queued, keep_results=keep_results, keep_seconds=keep_seconds,
@@ -409,6 +409,7 @@ class JobQueue(JobBook):
         self.preview_every = max(1, preview_every)
         self.image_runner = runner or _default_runner  # stylize's signature
         self.video_runner = video_runner  # stylize_video's signature; None: vggstyle.stylize_video
+        self.scheduler = scheduler  # a Dask scheduler the video jobs are spread over; None: this machine
         self.store = ResultStore()  # where each job kind writes its result (Job.execute)
         self.directory = self.store.directory
         self.devices = tuple(devices)

@@ -45,14 +45,15 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
 def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, video_runner=None,
-               allowed_hosts=None):
+               allowed_hosts=None, scheduler: str | None = None):
     """The FastAPI app with its own JobQueue (``app.state.jobs``), closed when the app shuts down.
 
     devices: one worker thread per entry ("auto", "cpu", "cuda:0", ...); runner replaces
     vggstyle.stylize (same signature) and video_runner vggstyle.stylize_video (the keywords the
     worker passes: video, masks, on_step, on_frame), for tests and embedding; allowed_hosts: the Host header
     values to answer (`vggstyle serve` on a loopback address passes LOOPBACK_NAMES, so a web page
-    elsewhere cannot reach the server by pointing its own name at 127.0.0.1: DNS rebinding).
+    elsewhere cannot reach the server by pointing its own name at 127.0.0.1: DNS rebinding);
+    scheduler: a Dask scheduler each video job is spread over (its chunks are the cluster's tasks).
     """
     from fastapi import FastAPI
     from fastapi.responses import FileResponse
@@ -67,7 +68,7 @@ def create_app(limits: Limits | None = None, devices=("auto",), *, runner=None, 
     limits = (limits or Limits()).check()
     jobs = JobQueue(devices, max_queued=limits.max_queue, keep_results=limits.keep_results,
                     keep_seconds=limits.keep_minutes * 60, preview_every=limits.preview_every, runner=runner,
-                    video_runner=video_runner)
+                    video_runner=video_runner, scheduler=scheduler)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -17,6 +17,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 from ..config import StyleConfig
 from ..errors import VggstyleError
 from ..files import png_bytes
-from ..video import VideoConfig
+from ..video import SpreadProgress, VideoConfig
 from .jobs import Job
 
 
@@ -53,6 +54,7 @@ class VideoJob(Job):
     first_frame: bytes | None = None  # the content's first frame at the job's size (PNG): "before"
     first_result: bytes | None = None  # that frame in the result (PNG): "after"
     first_result_latest: bytes | None = None  # ... as the last pass left it (the first pass's is kept on a cancel)
+    spread: dict | None = None  # spread over a cluster: chunk passes done, total, running, chunks, ETA
 
     kind = "video"
     media_type = "video/mp4"
@@ -100,7 +102,10 @@ class VideoJob(Job):
 
     def seconds_left(self) -> float:
         """From the measured seconds per frame (frames after the first: they are the most), and
-        for the frame in progress its iterations left at the speed shown so far."""
+        for the frame in progress its iterations left at the speed shown so far; spread over a
+        cluster, the run's own estimate from its chunks' seconds."""
+        if self.spread is not None and self.spread["eta_seconds"] is not None:
+            return self.spread["eta_seconds"]
         per_iteration = self.elapsed / max(1, self.iterations)
         later = self.frame_seconds[1:]
         per_frame = sum(later) / len(later) if later else per_iteration * self.video.frame_iterations
@@ -129,15 +134,15 @@ class VideoJob(Job):
         return {"frame": self.frame, "frames": self.frames, "frames_done": self.frames_done,
                 "pass": self.pass_number, "passes": self.passes, "pass_frames": self.pass_frames,
                 "pass_done": self.pass_done, "fps": float(self.fps), "iterations_total": self.iterations,
-                "seconds_per_frame": round(sum(later) / len(later), 3) if later else None}
+                "seconds_per_frame": round(sum(later) / len(later), 3) if later else None, "spread": self.spread}
 
 
-def _default_video_runner(input, styles, output, config, *, video, masks=None, on_step, on_frame):
+def _default_video_runner(input, styles, output, config, *, video, masks=None, on_step, on_frame, scheduler=None):
     from ..device import set_threads
     from ..video import stylize_video  # torch, PyAV and OpenCV come with the first video job
     set_threads(config.threads)  # the server's process-wide choice, as for still jobs
     return stylize_video(input, styles, output, config, video=video, masks=masks, on_step=on_step,
-                         on_frame=on_frame)
+                         on_frame=on_frame, scheduler=scheduler)
 
 
 class FramesKept:
@@ -145,8 +150,10 @@ class FramesKept:
 
     def __init__(self, path: Path, fps: Fraction, source: Path):
         self.path, self.fps, self.source, self.writer = path, fps, source, None
+        self.count = 0
 
     def add(self, image) -> None:
+        self.count += 1
         if self.writer is None:  # the sound too, trimmed to the frames written when it is closed
             from ..video.reader import open_video
             from ..video.writer import VideoWriter
@@ -179,6 +186,8 @@ class VideoRunner:
         kept = FramesKept(output, job.fps, job.input_path)  # the same name: only one of the two is ever completed
         video = job.video.replace(work_dir=str(work))
         extra = {"masks": job.masks} if job.masks else {}
+        if self.queue.scheduler:
+            extra["scheduler"] = self.queue.scheduler
         try:
             summary = self.runner(job.input_path, job.styles, output, config, video=video,
                                   on_step=self.on_step, on_frame=lambda done: self.on_frame(done, kept), **extra)
@@ -225,6 +234,9 @@ class VideoRunner:
 
     def on_step(self, step) -> bool:
         """stylize_video's on_step: through the queue's one progress recorder."""
+        if isinstance(step, SpreadProgress):
+            return self.queue.record_step(self.job, step.done, step.total, lambda: None,
+                                          lambda: self._record_spread(step))
         image = step.image if hasattr(step, "image") else (lambda: None)
         return self.queue.record_step(self.job, step.step, step.steps, image, lambda: self._record(step))
 
@@ -237,6 +249,11 @@ class VideoRunner:
         job.elapsed = time.time() - self.started
         job.iterations_per_second = job.iterations / job.elapsed if job.elapsed > 0 else 0.0
 
+    def _record_spread(self, progress: SpreadProgress) -> None:
+        """Called under the queue's lock: a clip spread over a cluster reports its chunk passes."""
+        self.job.spread = dataclasses.asdict(progress)
+        self.job.elapsed = time.time() - self.started
+
     def _enter_pass(self, progress) -> None:
         """Called under the queue's lock: a new pass starts its own frame count."""
         job = self.job
@@ -245,18 +262,21 @@ class VideoRunner:
         job.reported_passes, job.pass_frames = progress.passes, progress.pass_frames or job.frames
 
     def on_frame(self, done, kept: FramesKept) -> bool:
+        """A finished frame. Spread over a cluster, frames come chunk by chunk and passes overlap:
+        what a cancel keeps is the first frames in order, up to the first one not back yet."""
         job, queue = self.job, self.queue
         first_pass = done.pass_number == 1
-        if first_pass:
+        if first_pass and done.index == kept.count:
             kept.add(done.image)
         poster = png_bytes(done.image, compress_level=1)
         with queue.lock:
             in_progress = job.frame == done.index + 1 and job._frame_in_progress
-            self._enter_pass(done)
+            if not queue.scheduler:
+                self._enter_pass(done)
             if first_pass:
-                job.frames_done = done.index + 1
+                job.frames_done += 1
                 job.frame_seconds.append(done.seconds)
-            else:
+            elif not queue.scheduler:
                 job.pass_done, job.pass_last = job.pass_done + 1, done.index + 1
             job.iterations_done += job.step if in_progress else 0
             job.poster = poster

@@ -467,6 +467,10 @@ function imageStatus(job, eta) {
 }
 
 function videoStatus(job, eta) {
+  if (job.spread) {
+    const { done, total, running, chunks } = job.spread;
+    return `Spread over the cluster: ${done} of ${total} chunk passes done (${chunks} chunks, ${running} running)${eta}`;
+  }
   if (!job.frame) return "Starting (loading the network, reading the video)…";
   const pace = job.seconds_per_frame ? ` · ${job.seconds_per_frame.toFixed(1)} s per frame` : "";
   const pass = job.passes > 1 ? `Pass ${job.pass} of ${job.passes}: f` : "F";
@@ -475,6 +479,7 @@ function videoStatus(job, eta) {
 
 function fractionDone(job) {
   if (job.kind !== "video") return job.total ? job.step / job.total : 0;
+  if (job.spread) return job.spread.total ? job.spread.done / job.spread.total : 0;
   const passes = job.passes || 1;
   if ((job.pass || 1) === 1) {
     const current = job.frame > job.frames_done && job.total ? job.step / job.total : 0;
