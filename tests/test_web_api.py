@@ -145,9 +145,9 @@ def test_style_masks_are_uploaded_one_per_style(make_client, content, style, sty
     seen = {}
 
     def recording(content_image, styles, config, *, on_step, masks=None):
-        from vggstyle.web.jobs import _default_runner
+        from vggstyle.web.jobs import default_runner
         seen["masks"] = masks
-        return _default_runner(content_image, styles, config, on_step=on_step, masks=masks)
+        return default_runner(content_image, styles, config, on_step=on_step, masks=masks)
 
     client = make_client(runner=recording)
     masks = [("style_mask", ("left.png", mask_png((96, 72), True), "image/png")),

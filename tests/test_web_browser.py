@@ -33,13 +33,13 @@ from vggstyle.web.uploads import Limits  # noqa: E402
 def paced(content, styles, config, *, on_step, masks=None):
     """vggstyle.stylize at no more than 20 iterations a second, so that the previews a browser sees do
     not depend on how fast this machine is (a real 512 px job takes about a second an iteration)."""
-    from vggstyle.web.jobs import _default_runner
+    from vggstyle.web.jobs import default_runner
 
     def step(progress):
         time.sleep(0.05)
         return on_step(progress)
 
-    return _default_runner(content, styles, config, on_step=step, masks=masks)
+    return default_runner(content, styles, config, on_step=step, masks=masks)
 
 
 def tiny(tmp_path, source, side, name):

@@ -24,7 +24,7 @@ from odd_media import clip_bytes  # noqa: E402
 from vggstyle.video import FrameDone, VideoConfig  # noqa: E402
 from vggstyle.video.reader import open_video  # noqa: E402
 from vggstyle.cli.serve import build_parser  # noqa: E402
-from vggstyle.web.video_jobs import _default_video_runner  # noqa: E402
+from vggstyle.web.video_jobs import default_video_runner  # noqa: E402
 
 FPS = 10
 
@@ -336,7 +336,7 @@ def test_options_openapi_and_serve_document_video(make_client):
 # ------------------------------------------------------------------ one real job
 def one_thread(input, styles, output, config, **hooks):
     """The server's runner with one thread (on a shared 2-core machine two threads thrash), in fp32."""
-    return _default_video_runner(input, styles, output, config.replace(threads=1, precision="fp32"), **hooks)
+    return default_video_runner(input, styles, output, config.replace(threads=1, precision="fp32"), **hooks)
 
 
 def test_real_video_job_end_to_end(make_client, tmp_path):

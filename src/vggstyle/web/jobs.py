@@ -180,7 +180,8 @@ def snapshot(job: Job, position: int | None, eta: float | None) -> dict:
     }
 
 
-def _default_runner(content, styles, config, *, on_step, masks=None):
+def default_runner(content, styles, config, *, on_step, masks=None):
+    """A still job unless create_app is given another runner: vggstyle.stylize, on the server's threads."""
     from ..device import set_threads
     from ..optimize import stylize  # torch is imported with the first job, not with the server
     set_threads(config.threads)  # the server's process-wide choice (physical cores), made here, not by stylize
@@ -407,7 +408,7 @@ class JobQueue(JobBook):
         super().__init__(max_queued=max_queued, keep_results=keep_results, keep_seconds=keep_seconds,
                          workers=len(devices))
         self.preview_every = max(1, preview_every)
-        self.image_runner = runner or _default_runner  # stylize's signature
+        self.image_runner = runner or default_runner  # stylize's signature
         self.video_runner = video_runner  # stylize_video's signature; None: vggstyle.stylize_video
         self.scheduler = scheduler  # a Dask scheduler the video jobs are spread over; None: this machine
         self.store = ResultStore()  # where each job kind writes its result (Job.execute)

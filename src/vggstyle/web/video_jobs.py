@@ -137,7 +137,9 @@ class VideoJob(Job):
                 "seconds_per_frame": round(sum(later) / len(later), 3) if later else None, "spread": self.spread}
 
 
-def _default_video_runner(input, styles, output, config, *, video, masks=None, on_step, on_frame, scheduler=None):
+def default_video_runner(input, styles, output, config, *, video, masks=None, on_step, on_frame, scheduler=None):
+    """A video job unless create_app is given another runner: vggstyle.stylize_video, on the server's
+    threads (spread over ``scheduler``'s workers when the server has one)."""
     from ..device import set_threads
     from ..video import stylize_video  # torch, PyAV and OpenCV come with the first video job
     set_threads(config.threads)  # the server's process-wide choice, as for still jobs
@@ -175,7 +177,7 @@ class VideoRunner:
 
     def __init__(self, queue, job: VideoJob, runner=None):
         self.queue, self.job = queue, job
-        self.runner = runner or _default_video_runner
+        self.runner = runner or default_video_runner
         self.started = time.time()
 
     def run(self, config: StyleConfig, directory: Path) -> tuple[Path | None, dict]:
