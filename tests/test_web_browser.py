@@ -50,6 +50,15 @@ def tiny(tmp_path, source, side, name):
     return path, image.size
 
 
+def load_with_files(page, url, content, style) -> None:
+    """Open the page at ``url`` and pick ``content`` and ``style`` as a user would."""
+    page.goto(url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#content-file", str(content))
+    page.set_input_files("#style-files", str(style))
+    page.wait_for_selector("#style-list li")
+
+
 def wait_until(page, expression, timeout):
     """Poll a page expression from Python. Not page.wait_for_function: when its first try is false it
     polls with eval inside the page, which the app's Content-Security-Policy (no 'unsafe-eval')
@@ -241,12 +250,8 @@ def test_the_page_recovers_when_its_job_disappears(browser, tmp_path):
     page = browser.new_page()
     page.set_default_timeout(60_000)
     with background_server(create_app(Limits(), runner=paced, allowed_hosts=LOOPBACK_NAMES), port=port) as url:
-        page.goto(url + "/")
-        page.wait_for_selector("body[data-ready='1']")
-        page.set_input_files("#content-file", str(content))
-        page.set_input_files("#style-files", str(style))
+        load_with_files(page, url, content, style)
         page.wait_for_selector("#content-thumb img")
-        page.wait_for_selector("#style-list li")
         page.fill("#f-image_size", "48")
         page.fill("#f-num_iterations", "2000")
         page.fill("#f-content_weight", "3")
@@ -337,11 +342,7 @@ def test_a_video_spread_over_a_cluster_says_its_chunk_passes(browser, tmp_path):
     with background_server(app) as url:
         page = browser.new_page()
         page.set_default_timeout(60_000)
-        page.goto(url + "/")
-        page.wait_for_selector("body[data-ready='1']")
-        page.set_input_files("#content-file", str(clip))
-        page.set_input_files("#style-files", str(style))
-        page.wait_for_selector("#style-list li")
+        load_with_files(page, url, clip, style)
         page.click("#start")
         assert runner.held.wait(30)
         page.wait_for_selector("#status >> text=/Spread over the cluster: 1 of 4 chunk passes done \\(2 chunks, 2 "
