@@ -134,13 +134,19 @@ def strip(frames, rows: dict, path: Path, columns: int = 4, thumb: int = 160) ->
     sheet.save(path, quality=80, optimize=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def clip_arguments(parser: argparse.ArgumentParser, frames: int, image_size: int, first_help: str | None = None):
+    """The options every video benchmark takes: which clip, style, how many frames, how large, the
+    iterations of a first frame."""
     parser.add_argument("--input", type=Path, default=CLIP)
     parser.add_argument("--style", type=Path, default=STYLE)
-    parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--image-size", type=int, default=384)
-    parser.add_argument("--first-iterations", type=int, default=300, help="(a) per frame, and every first frame")
+    parser.add_argument("--frames", type=int, default=frames)
+    parser.add_argument("--image-size", type=int, default=image_size)
+    parser.add_argument("--first-iterations", type=int, default=300, help=first_help)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    clip_arguments(parser, 20, 384, "(a) per frame, and every first frame")
     parser.add_argument("--frame-iterations", type=int, default=None, help="default: VideoConfig's")
     parser.add_argument("--temporal-weight", type=float, default=None, help="default: VideoConfig's")
     parser.add_argument("--flow", default="dis-medium")

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from _harness import ROOT, STYLE
-from video import CLIP, distances, input_frames
+from _harness import ROOT
+from video import clip_arguments, distances, input_frames
 
 
 def pair_errors(outputs, frames) -> list[float]:
@@ -70,11 +70,7 @@ def cluster(workers: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", type=Path, default=CLIP)
-    parser.add_argument("--style", type=Path, default=STYLE)
-    parser.add_argument("--frames", type=int, default=24)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--first-iterations", type=int, default=300)
+    clip_arguments(parser, 24, 128)
     parser.add_argument("--chunk-frames", type=int, default=6)
     parser.add_argument("--overlap", type=int, default=4, help="the chunk overlap of the timing rows")
     parser.add_argument("--overlaps", default="0,4", help="overlaps compared on quality (2 workers)")

@@ -58,6 +58,12 @@ def png_bytes(image: Image.Image, parameters: dict | None = None, compress_level
     return buffer.getvalue()
 
 
+def rgb_from_bytes(data: bytes) -> Image.Image:
+    """An image file held in memory (a frame or a style sent to a worker), decoded whole, as RGB."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, read a megabyte at a time."""
     digest = hashlib.sha256()

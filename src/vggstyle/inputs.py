@@ -44,10 +44,14 @@ class Inputs:
         """(width, height) of the output at a scale with this long side."""
         return long_side_size(self.content.size, long_side)
 
+    def photo_at(self, long_side: int) -> Image.Image:
+        """The content as it is, at a scale with this long side."""
+        return self.content.resize(self.size(long_side), Image.LANCZOS)
+
     def at(self, long_side: int) -> ScaleImages:
         config = self.config
         width, height = self.size(long_side)
-        photo = pil_to_tensor(self.content.resize((width, height), Image.LANCZOS))
+        photo = pil_to_tensor(self.photo_at(long_side))
         content = photo
         style_side = config.style_side(long_side)
         styles = [pil_to_tensor(resize_long_side(style, style_side)) for style in self.styles]

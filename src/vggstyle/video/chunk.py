@@ -11,9 +11,9 @@ store of the frames this pass reads; the results go back as bytes and the client
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import threading
 import time
@@ -21,12 +21,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import numpy as np
 from PIL import Image
 
 from ..config import StyleConfig
 from ..device import resolve_policy
 from ..engine import call_scope
-from ..files import png_bytes
+from ..files import png_bytes, rgb_from_bytes
 from ..inputs import load_inputs
 from .config import VideoConfig, VideoSummary
 from .frame import FrameStylizer, Shot
@@ -91,25 +92,18 @@ _stylizers: OrderedDict = OrderedDict()
 _stylizers_lock = threading.Lock()
 
 
-def _decode(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
-
-
 def stylizer_for(work: ChunkWork, policy) -> FrameStylizer:
     """The worker's FrameStylizer for this clip's options and styles, primed from frame 0."""
     key = work.stylizer_key(str(policy.device))
-    with _stylizers_lock:
+    with _stylizers_lock:  # held while building: two threads of one device build it once
         if key in _stylizers:
             _stylizers.move_to_end(key)
             return _stylizers[key]
-    frame_zero = _decode(work.frame_zero)
-    styles = [_decode(data) for data in work.styles]
-    masks = [_decode(data).convert("L") for data in work.masks] if work.masks else None
-    inputs = load_inputs(frame_zero, styles, work.config, masks)
-    stylizer = FrameStylizer(inputs, policy, work.config.image_size)
-    stylizer.prime(stylizer.images(frame_zero))
-    with _stylizers_lock:
+        frame_zero = rgb_from_bytes(work.frame_zero)
+        styles = [rgb_from_bytes(data) for data in work.styles]
+        masks = [rgb_from_bytes(data).convert("L") for data in work.masks] if work.masks else None
+        stylizer = FrameStylizer(load_inputs(frame_zero, styles, work.config, masks), policy, work.config.image_size)
+        stylizer.prime(stylizer.images(frame_zero))
         _stylizers[key] = stylizer
         while len(_stylizers) > KEPT_STYLIZERS:
             _stylizers.popitem(last=False)
@@ -123,10 +117,7 @@ def run_chunk(work: ChunkWork, stop=None, scope: bool = True) -> dict:
     threads of one process do)."""
     policy = resolve_policy(work.config.device, work.config.precision, work.config.winograd)
     started = time.perf_counter()
-    if scope:
-        with call_scope(work.config.threads, policy):
-            store, stopped = _run(work, policy, stop)
-    else:
+    with call_scope(work.config.threads, policy) if scope else contextlib.nullcontext():
         store, stopped = _run(work, policy, stop)
     return {"status": "stopped" if stopped else "done",
             "frames": {} if stopped else {t: png_bytes(store.outputs[t], compress_level=1) for t in store.saved},
@@ -135,8 +126,8 @@ def run_chunk(work: ChunkWork, stop=None, scope: bool = True) -> dict:
 
 def _run(work: ChunkWork, policy, stop) -> tuple[ChunkStore, bool]:
     stylizer = stylizer_for(work, policy)
-    contents = {t: _decode(data) for t, data in work.contents.items()}
-    outputs = {t: _decode(data) for t, data in work.outputs.items()}
+    contents = {t: rgb_from_bytes(data) for t, data in work.contents.items()}
+    outputs = {t: rgb_from_bytes(data) for t, data in work.outputs.items()}
     store = ChunkStore(contents, outputs, dict(work.passes_on_disk))
     summary = VideoSummary(None, work.total_frames, work.total_frames, Fraction(1), (0, 0), 0.0,
                            losses=[{}] * work.total_frames, frame_seconds=[0.0] * work.total_frames,
@@ -147,14 +138,13 @@ def _run(work: ChunkWork, policy, stop) -> tuple[ChunkStore, bool]:
         stopped = _first_pass(run, work, contents)
     else:
         records = {t: dict(record) for t, record in work.records.items()}
-        stopped = revisit(run, work.pass_number, work.order, records, len(work.order)) is False
+        stopped = revisit(run, work.pass_number, work.order, records) is False
     return store, stopped
 
 
 def _first_pass(run: Pass, work: ChunkWork, contents: dict) -> bool:
-    """The chunk's frames in order, the first as a still; True when stopped."""
-    import numpy as np
-
+    """The chunk's frames in order (a leader's first as a still, a follower's after the chunk
+    before); True when stopped."""
     shot = Shot(max(run.video.offsets))
     for t in work.history:  # a follower starts where the chunk before ended, as one machine would
         shot.push(np.asarray(contents[t]), run.stylizer.as_optimized(run.store.load(t)))

@@ -116,16 +116,16 @@ def later_pass(run: Pass, number: int) -> None:
     order = pass_order(shots([i for i in range(1, frames) if records[i]["first"]], frames), number)
     if run.stylizer.styles is None:
         run.stylizer.prime(run.stylizer.images(run.store.load_content(0)))
-    if revisit(run, number, order, records, len(order)) is False:
+    if revisit(run, number, order, records) is False:
         run.summary.stopped = True
 
 
-def revisit(run: Pass, number: int, order: list[tuple[int, int, int]], records: dict, pass_frames: int):
+def revisit(run: Pass, number: int, order: list[tuple[int, int, int]], records: dict):
     """Revisit the frames of ``order`` ((frame, shot first, shot last) each) in pass ``number``:
     each frame pulled toward its neighbours in its shot, the one the pass comes from first.
     Frames already at this pass in the store (a resumed run) are taken as they are. Returns False
     when stopped (a hook said so), None otherwise."""
-    video, frames = run.video, run.summary.frames
+    video, frames, pass_frames = run.video, run.summary.frames, len(order)
     backward = number % 2 == 0
     content = functools.lru_cache(maxsize=4)(lambda index: np.asarray(run.store.load_content(index)))
     for t, lo, hi in order:

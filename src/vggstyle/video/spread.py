@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import io
 import os
 import queue
 import threading
@@ -27,9 +26,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, VggstyleError, first_line
+from ..files import png_bytes, rgb_from_bytes
 from ..image import as_image_list, tensor_to_pil
 from .chunk import ChunkWork, remote_chunk, run_chunk
 from .config import FrameDone, SpreadProgress
@@ -61,11 +62,10 @@ def prepare(run: Pass) -> Prepared:
         times[frame.index] = (frame.source_index, str(frame.time))
         if frame.index in store.contents and plan is not None:
             continue
-        image = tensor_to_pil(dataclasses.replace(inputs, content=frame.image).at(inputs.config.image_size).photo)
+        image = dataclasses.replace(inputs, content=frame.image).photo_at(inputs.config.image_size)
         if frame.index not in store.contents:
             store.save_content(frame.index, image)
         if plan is None:
-            import numpy as np
             content = np.asarray(image)
             if previous is not None and link(previous, content, video.flow, boundary_weight=video.motion_boundary_weight,
                                              tolerance=video.tolerance).cut:
@@ -183,8 +183,9 @@ class Spread:
         self.config = run.inputs.config.replace(style_masks=[]) if masks else run.inputs.config
         self.edges = boundary_frames(chunks)
         self.passes = run.video.passes
-        self.done: set[tuple[int, int]] = set()
-        self.saved_first: set[int] = set()  # chunks whose own frames of pass 1 are in the work dir
+        # the frames each pass optimizes (for the hooks): pass 1 all, a later one all but where it turns
+        self.pass_frames = {p: prepared.frames if p == 1 else sum(len(chunk_order(c, p)) for c in chunks)
+                            for p in range(1, self.passes + 1)}
         self.held: dict[int, dict] = {}  # a chunk's warm-up frames, until the chunk before is written
         self.seconds: list[tuple[int, float]] = []  # (iterations, worker seconds) of each finished task
         self.frame_zero = run.store.content_bytes(0)
@@ -192,8 +193,9 @@ class Spread:
 
     def _resume(self) -> None:
         store, records = self.run.store, self.run.store.records_by_index()
-        self.done = finished_passes(store, records, self.chunks, self.passes)
-        self.saved_first = {number for number, p in self.done if p == 1}
+        self.done: set[tuple[int, int]] = finished_passes(store, records, self.chunks, self.passes)
+        # chunks whose own frames of pass 1 are in the work dir (a leader's, maybe before its cross-fade)
+        self.saved_first: set[int] = {number for number, p in self.done if p == 1}
         summary = self.run.summary
         summary.frames = len(store.finished)
         summary.resumed = summary.frames
@@ -238,7 +240,7 @@ class Spread:
     def write(self, chunk: Chunk, number: int, reply: dict) -> None:
         self.seconds.append((self.iterations(chunk, number), reply["seconds"]))
         self.run.summary.tasks.append((chunk.number, number, round(reply["seconds"], 3)))
-        frames = {int(t): _image(data) for t, data in reply["frames"].items()}
+        frames = {int(t): rgb_from_bytes(data) for t, data in reply["frames"].items()}
         records = {int(t): record for t, record in reply["records"].items()}
         if number == 1:
             self._write_first(chunk, frames, records, reply.get("worker", ""))
@@ -285,16 +287,15 @@ class Spread:
     def _frame_done(self, t: int, record: dict, image, number: int) -> None:
         if self.run.on_frame is None:
             return
-        pass_frames = self.prepared.frames if number == 1 else sum(len(chunk_order(c, number)) for c in self.chunks)
         first = number == 1 and bool(record.get("first"))
         done = FrameDone(t, self.prepared.frames, record["losses"], record["seconds"], first, False, image, number,
-                         self.passes, pass_frames)
+                         self.passes, self.pass_frames[number])
         if self.run.on_frame(done) is False:
             self.run.summary.stopped = True
 
     def progress(self, running: int) -> SpreadProgress:
         total = len(self.chunks) * self.passes
-        left = [(c, p) for c, p in ((self.chunks[k], p) for k, p in self.todo())]
+        left = [(self.chunks[k], p) for k, p in self.todo()]
         iterations = sum(i for i, _ in self.seconds)
         per_iteration = sum(s for _, s in self.seconds) / iterations if iterations else None
         eta = (None if per_iteration is None else
@@ -318,7 +319,7 @@ def source_bytes(styles, masks, config) -> tuple[list[bytes], list[bytes] | None
 def _source(item) -> bytes:
     if isinstance(item, (str, os.PathLike)):
         return Path(item).expanduser().read_bytes()
-    return _png(item if isinstance(item, Image.Image) else tensor_to_pil(item))
+    return png_bytes(item if isinstance(item, Image.Image) else tensor_to_pil(item), compress_level=1)
 
 
 def spread_passes(run: Pass, runner, styles: list[bytes], masks: list[bytes] | None) -> None:
@@ -380,13 +381,3 @@ def _reply(future, number: int, pass_number: int, work_dir) -> dict:
         raise VggstyleError(f"chunk {number + 1}, pass {pass_number} failed on its worker ({first_line(exc)}){hint}; "
                             f"the finished frames are kept in {work_dir}: run the same command again to "
                             "continue") from None
-
-
-def _png(image: Image.Image) -> bytes:
-    from ..files import png_bytes
-    return png_bytes(image, compress_level=1)
-
-
-def _image(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
