@@ -6,6 +6,7 @@ import math
 import functools
 import os
 import stat
+import sys
 import time
 
 import pytest
@@ -495,6 +496,18 @@ def test_page_static_files_and_openapi(make_client):
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     assert client.get("/docs-assets/swagger-ui.css").status_code == 200
     assert client.get("/api/status").headers["x-content-type-options"] == "nosniff"
+
+
+def test_serve_with_a_scheduler_needs_distributed_and_says_so(capsys, monkeypatch):
+    """`vggstyle serve --scheduler` (issue #21) without Dask's package: one line and exit 2 at once."""
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the [cluster] extra were not installed
+    monkeypatch.setattr("vggstyle.cli.serve.serve_until_signal", lambda *a: pytest.fail("it served"))
+    with pytest.raises(SystemExit) as info:
+        main(["--scheduler", "tcp://127.0.0.1:8786", "--port", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err[-1] == ("vggstyle serve: error: --scheduler needs Dask's distributed "
+                                                "package: pip install 'vggstyle[cluster]'")
+    assert err[0].startswith("usage: vggstyle serve")  # argparse's usage, then that one line
 
 
 def test_serve_command_line(capsys):
