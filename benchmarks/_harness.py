@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT = ROOT / "examples" / "content" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "style" / "starry_night.jpg"
+THUMB = 256  # px, a gallery tile
 
 
 def run_measured(argv: list[str], timeout: float = 3600, env: dict | None = None) -> tuple[str, int, float]:
@@ -59,6 +60,36 @@ def vggstyle_run(options: dict, content=CONTENT, styles=(STYLE,), record_images_
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = rss
     return result
+
+
+def thumbnail(path: Path, label: str):
+    """A gallery tile: the image fitted into THUMB px, a label above it."""
+    from PIL import Image, ImageDraw
+    image = Image.open(path).convert("RGB")
+    image.thumbnail((THUMB, THUMB), Image.LANCZOS)
+    tile = Image.new("RGB", (THUMB, THUMB + 18), "white")
+    tile.paste(image, ((THUMB - image.width) // 2, 18 + (THUMB - image.height) // 2))
+    ImageDraw.Draw(tile).text((4, 3), label, fill="black")
+    return tile
+
+
+def save_gallery(rows: list[list], path: Path) -> None:
+    """Rows of tiles (thumbnail) as one sheet."""
+    from PIL import Image
+    columns = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (columns * THUMB, len(rows) * (THUMB + 18)), "white")
+    for y, row in enumerate(rows):
+        for x, tile in enumerate(row):
+            sheet.paste(tile, (x * THUMB, y * (THUMB + 18)))
+    sheet.save(path)
+
+
+def distances(content: Path, style: Path, output: Path) -> dict:
+    """The output's content distance (relative squared error of relu4_2 against the content's) and
+    style distance (mean relative squared error of the Gram matrices, relu1_1..relu5_1), float32 at 512 px."""
+    from vggstyle.optimize import measure_losses
+    losses = measure_losses(content, style, image=output, image_size=512, single_scale=True, precision="fp32")
+    return {"content": losses["content"], "style": losses["style"]}
 
 
 def median_ms(times: list[float], skip: int = 2) -> float:

@@ -16,9 +16,7 @@ import argparse
 import math
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
-from _harness import ROOT, vggstyle_run
+from _harness import ROOT, distances, save_gallery, thumbnail, vggstyle_run
 
 PAIRS = [
     ("content/tubingen.jpg", "style/starry_night.jpg"),
@@ -33,22 +31,6 @@ METHODS = {
     "luminance": {"original_colors": "luminance"},
     "histogram": {"original_colors": "histogram"},
 }
-THUMB = 256
-
-
-def distances(content: Path, style: Path, output: Path) -> dict:
-    from vggstyle.optimize import measure_losses
-    losses = measure_losses(content, style, image=output, image_size=512, single_scale=True, precision="fp32")
-    return {"content": losses["content"], "style": losses["style"]}
-
-
-def thumbnail(path: Path, label: str) -> Image.Image:
-    image = Image.open(path).convert("RGB")
-    image.thumbnail((THUMB, THUMB), Image.LANCZOS)
-    tile = Image.new("RGB", (THUMB, THUMB + 18), "white")
-    tile.paste(image, ((THUMB - image.width) // 2, 18 + (THUMB - image.height) // 2))
-    ImageDraw.Draw(tile).text((4, 3), label, fill="black")
-    return tile
 
 
 def main() -> None:
@@ -86,13 +68,8 @@ def main() -> None:
                   flush=True)
             row.append(thumbnail(output, f"{method}  c={d['content']:.2f} s={d['style']:.3f}"))
         gallery_rows.append(row)
-    columns = max(len(r) for r in gallery_rows)
-    sheet = Image.new("RGB", (columns * THUMB, len(gallery_rows) * (THUMB + 18)), "white")
-    for y, row in enumerate(gallery_rows):
-        for x, tile in enumerate(row):
-            sheet.paste(tile, (x * THUMB, y * (THUMB + 18)))
     gallery = args.gallery or args.outdir / "gallery.png"
-    sheet.save(gallery)
+    save_gallery(gallery_rows, gallery)
     print(f"\ngallery: {gallery}")
 
 

@@ -2,6 +2,8 @@
 
     python benchmarks/video.py                                  # 20 frames at 384 px (hours on 2 cores)
     python benchmarks/video.py --frames 8 --image-size 128 --threads 1 --strip docs/images/video_strip.jpg
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/video.py --rows c --frames 6 --first-iterations 20 --winograd off
+        # seconds per frame as on an AVX2-only CPU, oneDNN only (then --winograd auto: the default)
 
 Rows, all on the same frames, style and seed:
   (a) each frame on its own: the still-image path (vggstyle.stylize) in a loop, content init;
@@ -57,7 +59,8 @@ def still_row(frames, style, args) -> tuple[list[Image.Image], list[float]]:
     for frame in frames:
         started = time.perf_counter()
         outputs.append(vggstyle.stylize(frame, style, image_size=args.image_size, num_iterations=args.first_iterations,
-                                        seed=0, init="content", threads=args.threads))
+                                        seed=0, init="content", threads=args.threads, precision=args.precision,
+                                        winograd=args.winograd))
         seconds.append(time.perf_counter() - started)
         print(f"  (a) frame {len(outputs)}/{len(frames)}: {seconds[-1]:.1f} s", flush=True)
     return outputs, seconds
@@ -74,7 +77,8 @@ def driver_row(name, frames, style, first: Image.Image, args, workdir: Path) -> 
     source.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
         frame.save(source / f"frame_{i:04d}.png")
-    config = StyleConfig(image_size=args.image_size, seed=0, threads=args.threads)
+    config = StyleConfig(image_size=args.image_size, seed=0, threads=args.threads, precision=args.precision,
+                         winograd=args.winograd)
     video = VideoConfig(first_frame_iterations=args.first_iterations, work_dir=str(workdir / f"work_{name}"),
                         flow=args.flow, fps=10, **{k: v for k, v in vars(args).items()
                                                    if k in ("temporal_weight", "frame_iterations") and v is not None},
@@ -152,6 +156,8 @@ def main() -> None:
     parser.add_argument("--flow", default="dis-medium")
     parser.add_argument("--rows", default="abcdef")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", default="auto", help="StyleConfig's --precision for every row")
+    parser.add_argument("--winograd", default="auto", help="StyleConfig's --winograd for every row (speed.md)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "video")
     parser.add_argument("--strip", type=Path, default=None, help="write a JPEG strip of the frames here")
     args = parser.parse_args()

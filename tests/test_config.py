@@ -100,8 +100,8 @@ def test_scale_schedule_steps_by_sqrt2_and_sums_to_the_iterations():
     assert sizes == [128, 181, 256, 362, 512]
     assert sum(counts) == 300
     assert counts == sorted(counts, reverse=True)  # coarser scales get more iterations
-    assert StyleConfig(single_scale=True, image_size=4096).scale_schedule() == [(4096, 300)]
-    assert StyleConfig(image_size=100, coarse_to_fine_above=0).scale_schedule() == [(100, 300)]  # < min scale
+    assert StyleConfig(single_scale=True, image_size=4096).scale_schedule() == [(4096, 250)]
+    assert StyleConfig(image_size=100, coarse_to_fine_above=0).scale_schedule() == [(100, 250)]  # < min scale
     assert [s for s, _ in StyleConfig(scales="128,256", image_size=400).scale_schedule()] == [128, 256, 400]
     assert [s for s, _ in StyleConfig(scale_steps=3, min_scale=128).scale_schedule()] == [128, 256, 512]
     tiny = StyleConfig(num_iterations=2, image_size=2048).scale_schedule()
@@ -109,11 +109,34 @@ def test_scale_schedule_steps_by_sqrt2_and_sums_to_the_iterations():
 
 
 def test_coarse_to_fine_is_automatic_only_above_the_threshold():
-    assert StyleConfig().scale_schedule() == [(512, 300)]
-    assert StyleConfig(image_size=1024).scale_schedule() == [(1024, 300)]
     assert [s for s, _ in StyleConfig(image_size=2048).scale_schedule()] == [256, 362, 512, 724, 1024, 1448, 2048]
     assert [s for s, _ in StyleConfig(image_size=1024, coarse_to_fine_above=512).scale_schedule()] == \
         [256, 362, 512, 724, 1024]
+
+
+def test_up_to_the_threshold_a_fifth_of_the_iterations_run_first_at_half_the_size():
+    assert StyleConfig().scale_schedule() == [(256, 50), (512, 200)]
+    assert StyleConfig(image_size=1024).scale_schedule() == [(512, 50), (1024, 200)]
+    assert StyleConfig(image_size=765, num_iterations=100).scale_schedule() == [(382, 20), (765, 80)]
+    assert StyleConfig(half_size_share=0.5, num_iterations=9).scale_schedule() == [(256, 4), (512, 5)]
+    # One scale: asked for, below twice --min-scale, nothing left for a scale, or too few iterations.
+    assert StyleConfig(single_scale=True).scale_schedule() == [(512, 250)]
+    assert StyleConfig(half_size_share=0).scale_schedule() == [(512, 250)]
+    assert StyleConfig(image_size=384).scale_schedule() == [(384, 250)]
+    assert StyleConfig(image_size=384, min_scale=192).scale_schedule() == [(192, 50), (384, 200)]
+    assert StyleConfig(num_iterations=4).scale_schedule() == [(512, 4)]
+    assert StyleConfig(num_iterations=1, half_size_share=0.9).scale_schedule() == [(512, 1)]
+    with pytest.raises(ConfigError, match="--half-size-share must be a finite number from 0 to 0.9"):
+        StyleConfig(half_size_share=0.95).validate()
+
+
+def test_a_shots_first_frame_keeps_its_own_default_of_one_scale():
+    from vggstyle.video.config import FIRST_FRAME_ITERATIONS, VideoConfig
+
+    assert VideoConfig().first_iterations(StyleConfig()) == FIRST_FRAME_ITERATIONS == 300
+    assert VideoConfig().first_iterations(StyleConfig(num_iterations=40)) == 40
+    assert VideoConfig().first_iterations(StyleConfig(epochs=2, steps_per_epoch=30)) == 60
+    assert VideoConfig(first_frame_iterations=7).first_iterations(StyleConfig(num_iterations=40)) == 7
 
 
 def test_bad_scales():
@@ -153,7 +176,7 @@ def test_what_a_web_client_may_not_set_is_written_down():
 def test_shown_defaults_and_the_auto_on_off_constant():
     from vggstyle.config import AUTO_ON_OFF, option
 
-    assert option("num_iterations").shown == DEFAULT_ITERATIONS == 300
+    assert option("num_iterations").shown == DEFAULT_ITERATIONS == 250
     assert option("style_layers").shown == "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
     assert option("learning_rate").shown is None and option("learning_rate").optional
     assert option("checkpoint").choices == AUTO_ON_OFF == ("auto", "on", "off")

@@ -199,6 +199,19 @@ def test_coarse_start_helps_the_fine_scale(small_images):
     assert warm < cold / 1.5
 
 
+def test_the_default_starts_at_half_the_size(small_images):
+    """Up to --coarse-to-fine-above, a fifth of the iterations run at half the side first; the
+    result is at the full size and says which scales ran."""
+    seen = []
+    result = vggstyle.stylize(small_images["content"], small_images["style"], image_size=96, min_scale=48,
+                              num_iterations=10, precision="fp32", on_step=lambda p: seen.append(p.size))
+    assert seen == [(48, 36)] * 2 + [(96, 72)] * 8
+    assert result.size == (96, 72) and result.info["vggstyle"]["scales_used"] == [48, 96]
+    one = vggstyle.stylize(small_images["content"], small_images["style"], image_size=96, min_scale=48,
+                           num_iterations=10, precision="fp32", half_size_share=0)
+    assert one.info["vggstyle"]["scales_used"] == [96]
+
+
 def test_style_scale_changes_the_style_targets(small_images):
     """A result made at one --style-scale matches that scale's style targets better than another
     scale's (before: only that the two targets differed by 2 %, in no direction)."""

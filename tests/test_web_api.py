@@ -459,7 +459,8 @@ def test_options_are_built_from_style_config(make_client):
     assert names == ["content_weight", "style_weight", "tv_weight", "image_size", "style_scale",
                      "style_blend_weights", "init", "optimizer", "learning_rate", "ema_decay", "num_iterations",
                      "epochs", "steps_per_epoch", "seed", "style_loss", "original_colors", "single_scale",
-                     "coarse_to_fine_above", "min_scale", "scale_steps", "scales", "coarse_iterations_factor",
+                     "coarse_to_fine_above", "min_scale", "scale_steps", "scales", "half_size_share",
+                     "coarse_iterations_factor",
                      "content_layers", "style_layers", "pooling",
                      "temporal_weight", "frame_iterations"]  # then the video ones (a video content only)
     assert {"content_weight", "style_weight", "image_size", "num_iterations", "style_layers"} <= set(names)

@@ -18,7 +18,9 @@ from typing import Any
 from .errors import ConfigError
 from .layers import format_layer_weights, parse_layer_weights
 
-DEFAULT_ITERATIONS = 300
+# 250 at 512 px: 50 at 256 px, then 200 (half_size_share): within ~5% of the content and style distances
+# 300 single-scale iterations reached, in about 70% of their time (docs/speed.md, benchmarks/schedule.py).
+DEFAULT_ITERATIONS = 250
 OPTIMIZERS = ("lbfgs", "adam")
 POOLINGS = ("max", "avg")
 WEIGHT_SOURCES = ("caffe", "torchvision")
@@ -224,9 +226,9 @@ class StyleConfig:
     # Coarse-to-fine (Gatys et al. 2017): optimize small first, upsample, refine.
     single_scale: bool = _opt(False, BOOL, "scales", "optimize at --image-size only, at any size (the classic "
                               "method)", web=True, page_help="optimize at the final size only, however large")
-    coarse_to_fine_above: int = _opt(1024, INT, "scales", "coarse-to-fine starts automatically above this "
-                                     "--image-size; 0: always (at and below it one scale reached a lower loss "
-                                     "sooner)", web=True,
+    coarse_to_fine_above: int = _opt(1024, INT, "scales", "coarse-to-fine from --min-scale starts "
+                                     "automatically above this --image-size (at and below it, the half-size "
+                                     "start); 0: always", web=True,
                                      page_help="above this image size, optimize small first, then refine "
                                                "larger; 0: always", bounds=Range(0, 10**6))
     min_scale: int = _opt(256, INT, "scales", "long side of the first, coarsest scale in px", web=True,
@@ -237,6 +239,11 @@ class StyleConfig:
                                              "steps of about 1.4x)", bounds=Range(1, MAX_LIST_ITEMS))
     scales: list = _opt([], INTS, "scales", "explicit long sides per scale, e.g. 128,256,512 (overrides the above)",
                         web=True, metavar="LIST", bounds=Range(16, MAX_SIDE))
+    half_size_share: float = _opt(0.2, FLOAT, "scales", "at sizes up to --coarse-to-fine-above, the share of the "
+                                  "iterations run first at half the side (when that is at least --min-scale); 0: "
+                                  "one scale", web=True,
+                                  page_help="share of the iterations run first at half the size (0: one scale)",
+                                  bounds=Range(0.0, 0.9))
     coarse_iterations_factor: float = _opt(1.25, FLOAT, "scales", "each coarser scale gets this many times the "
                                            "iterations of the next finer one (within --num-iterations)", web=True,
                                            page_help="each coarser scale gets this many times the iterations of "
@@ -298,16 +305,17 @@ class StyleConfig:
     def scale_schedule(self) -> list[tuple[int, int]]:
         """[(long side in px, iterations)] from coarse to fine; the iterations add up to ``iterations``.
 
-        One scale up to coarse_to_fine_above (default 1024 px): there, single-scale runs reached
-        a lower loss sooner than coarse-to-fine ones (benchmarks/speed.py, docs/speed.md). Above it,
-        or with --scale-steps, sizes step by about sqrt(2) (doubling the pixel count) from
+        Up to coarse_to_fine_above (default 1024 px), a half-size start (_half_size_start). Above
+        it, or with --scale-steps, sizes step by about sqrt(2) (doubling the pixel count) from
         min_scale up to image_size: the coarse scales lay out the large-scale structure that
-        VGG's receptive field cannot see at print sizes, and cost little. Coarser scales are cheap (half the pixels, half the time), so they get more
-        iterations: each gets coarse_iterations_factor times the next finer one.
+        VGG's receptive field cannot see at print sizes, and cost little. Coarser scales are cheap
+        (half the pixels, half the time), so they get more iterations: each gets
+        coarse_iterations_factor times the next finer one.
         """
-        if self.single_scale or (not self.scales and self.scale_steps is None
-                                 and self.image_size <= self.coarse_to_fine_above):
+        if self.single_scale:
             sizes = [self.image_size]
+        elif not self.scales and self.scale_steps is None and self.image_size <= self.coarse_to_fine_above:
+            return self._half_size_start()
         elif self.scales:
             sizes = [s for s in self.scales if s < self.image_size] + [self.image_size]
         else:
@@ -330,6 +338,16 @@ class StyleConfig:
             counts[k] -= 1
             counts[-1] += 1
         return list(zip(sizes, counts))
+
+    def _half_size_start(self) -> list[tuple[int, int]]:
+        """Up to coarse_to_fine_above: half_size_share of the iterations at half the side, the rest at
+        the full size. The half-size scale costs a quarter per iteration and settles the style's
+        statistics sooner; full-size iterations then restore the detail (docs/speed.md)."""
+        total, half = self.iterations, round(self.image_size / 2)
+        coarse = math.floor(total * self.half_size_share)
+        if coarse < 1 or coarse >= total or half < self.min_scale:
+            return [(self.image_size, total)]
+        return [(half, coarse), (self.image_size, total - coarse)]
 
     def style_side(self, long_side: int) -> int:
         """Long side of the style images when the output's long side is ``long_side`` (--style-scale)."""

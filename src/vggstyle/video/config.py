@@ -31,6 +31,11 @@ def _opt(default, help: str, **extra):
     return field(default=default, metadata=meta)
 
 
+# A shot's first frame is a still at one scale (the video's size): the still default before the
+# half-size start, so that a clip's look did not change with it.
+FIRST_FRAME_ITERATIONS = 300
+
+
 @dataclass
 class VideoConfig:
     """The knobs only a video has; StyleConfig holds the rest (the same as for a still)."""
@@ -40,7 +45,7 @@ class VideoConfig:
               "along the flow, where the flow is consistent; 0: off", bounds=Range(0.0, MAX_WEIGHT))
     first_frame_iterations: int | None = _opt(
         None, "iterations of the first frame and of the first frame after each shot cut "
-              "(default: --num-iterations, 300)", bounds=Range(1, MAX_ITERATIONS))
+              f"(default: --num-iterations if given, else {FIRST_FRAME_ITERATIONS})", bounds=Range(1, MAX_ITERATIONS))
     motion_boundary_weight: float = _opt(
         1.0, "weight of the temporal term at motion boundaries of the flow, 0..1; 0: the paper's (free them); "
              "on noisy flow most of them are still background, which then re-stylizes every frame",
@@ -92,6 +97,15 @@ class VideoConfig:
     def tolerance(self) -> float | None:
         """--warp-tolerance for flow.link: None when it is off (1: no difference is over it)."""
         return None if self.warp_tolerance >= 1 else float(self.warp_tolerance)
+
+    def first_iterations(self, config: StyleConfig) -> int:
+        """A shot's first frame: --first-frame-iterations, else --num-iterations (or --epochs) when
+        given, else FIRST_FRAME_ITERATIONS (not the still's default, which has a half-size start)."""
+        if self.first_frame_iterations is not None:
+            return self.first_frame_iterations
+        if config.num_iterations is not None or config.epochs is not None:
+            return config.iterations
+        return FIRST_FRAME_ITERATIONS
 
     def replace(self, **changes) -> "VideoConfig":
         return dataclasses.replace(self, **changes)

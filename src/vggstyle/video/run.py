@@ -49,7 +49,7 @@ class VideoRun:
         self.size = long_side_size(self.clip.info.size, self.config.image_size)
         self.policy = resolve_policy(self.config.device, self.config.precision, self.config.winograd)
         self.work_dir = Path(video.work_dir) if video.work_dir else default_work_dir(self.output)
-        self.first_iterations = video.first_frame_iterations or self.config.iterations
+        self.first_iterations = video.first_iterations(self.config)
         self.sources = [_identity(s) for s in as_image_list(styles)] + \
                        [_identity(m) for m in (as_image_list(masks) if masks is not None else [])]
         self.styles, self.masks = styles, masks

@@ -66,7 +66,7 @@ class VideoJob(Job):
 
     @property
     def first_iterations(self) -> int:
-        return self.video.first_frame_iterations or self.config.iterations
+        return self.video.first_iterations(self.config)
 
     @property
     def passes(self) -> int:
