@@ -32,6 +32,12 @@ except ImportError:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
+# A suite started in the background of a non-interactive shell (`nohup make test &`) inherits
+# SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the Ctrl-C tests
+# (_thread.interrupt_main) would see nothing happen. Give the suite the handler a terminal has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # The kernel calibration's cache (kernels.py) goes to a folder of this run, never the user's ~/.cache;
 # set before any test runs so that the CLI's child processes share it.
 if "VGGSTYLE_CACHE_DIR" not in os.environ:
