@@ -62,10 +62,8 @@ def main() -> None:
     pastiche_ms = pastiche_run(512, 8, args.outdir / "pastiche.png").get("ms_per_iter") if args.pastiche else None
     if pastiche_ms:
         print(f"pastiche 1.6.0 at 512 px: {pastiche_ms:.0f} ms per iteration")
-    names = [BEFORE, "default", *args.also]
-    if args.trial is not None:
-        SCHEDULES["try"] = args.trial
-        names.append("try")
+    schedules = {**SCHEDULES, **({"try": args.trial} if args.trial is not None else {})}
+    names = [BEFORE, "default", *args.also, *(["try"] if args.trial is not None else [])]
     print("\n| content | style | schedule | content distance | style distance | vs before (content / style) "
           "| wall (s) | in pastiche iterations |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -78,7 +76,7 @@ def main() -> None:
             if args.reuse and output.exists():
                 result = {"wall_s": float("nan")}
             else:
-                result = vggstyle_run({"seed": 0, "image_size": args.image_size, **SCHEDULES[name]}, content, [style],
+                result = vggstyle_run({"seed": 0, "image_size": args.image_size, **schedules[name]}, content, [style],
                                       record_images_at=str(output))
             if "error" in result:
                 print(f"| {content.stem} | {style.stem} | {name} | failed: {result['error']} | | | | |", flush=True)

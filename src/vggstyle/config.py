@@ -18,8 +18,9 @@ from typing import Any
 from .errors import ConfigError
 from .layers import format_layer_weights, parse_layer_weights
 
-# 250 at 512 px: 50 at 256 px, then 200 (half_size_share): within ~5% of the content and style distances
-# 300 single-scale iterations reached, in about 70% of their time (docs/speed.md, benchmarks/schedule.py).
+# 250 at 512 px: 50 at 256 px, then 200 (half_size_share): on four untuned pairs within 5.7% of the content
+# and 1.7% of the style distance 300 single-scale iterations reached, in about 70% of their time
+# (docs/speed.md, benchmarks/schedule.py).
 DEFAULT_ITERATIONS = 250
 OPTIMIZERS = ("lbfgs", "adam")
 POOLINGS = ("max", "avg")
@@ -296,11 +297,16 @@ class StyleConfig:
     @property
     def iterations(self) -> int:
         """Total optimizer steps: --num-iterations, else epochs x steps per epoch, else the default."""
+        return self.iterations_or(DEFAULT_ITERATIONS)
+
+    def iterations_or(self, default: int) -> int:
+        """--num-iterations, else epochs x steps per epoch, else ``default`` (a video's first frame
+        has its own)."""
         if self.num_iterations is not None:
             return self.num_iterations
         if self.epochs is not None:
             return self.epochs * self.steps_per_epoch
-        return DEFAULT_ITERATIONS
+        return default
 
     def scale_schedule(self) -> list[tuple[int, int]]:
         """[(long side in px, iterations)] from coarse to fine; the iterations add up to ``iterations``.

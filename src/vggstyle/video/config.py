@@ -103,9 +103,7 @@ class VideoConfig:
         given, else FIRST_FRAME_ITERATIONS (not the still's default, which has a half-size start)."""
         if self.first_frame_iterations is not None:
             return self.first_frame_iterations
-        if config.num_iterations is not None or config.epochs is not None:
-            return config.iterations
-        return FIRST_FRAME_ITERATIONS
+        return config.iterations_or(FIRST_FRAME_ITERATIONS)
 
     def replace(self, **changes) -> "VideoConfig":
         return dataclasses.replace(self, **changes)
