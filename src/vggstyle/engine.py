@@ -18,6 +18,7 @@ from PIL import Image
 from .color import combine_luminance
 from .config import CHECKPOINT_AUTO_PIXELS, StyleConfig
 from .device import ComputePolicy, set_threads
+from .heap import tune_heap
 from .image import tensor_to_pil
 from .inputs import ScaleImages
 from .loop import NonFiniteLoss, make_optimizer, optimize
@@ -142,7 +143,8 @@ def run_steps(start: torch.Tensor, steps: int, config: StyleConfig, policy: Comp
     """The loop with what every driver (a still's scale, a video's frame) adds to it: Adam's clamp to
     0..1 (L-BFGS is left unclamped: clamping breaks its curvature pairs), the EMA of the iterates, and
     the float32 fallback: a non-finite loss in reduced precision asks make_objective for a float32
-    objective and goes on from the last good image.
+    objective and goes on from the last good image. On the CPU, glibc's heap keeps this scale's
+    activations unless it is checkpointed (heap.py; process-wide, not undone).
 
     on_step(step, shown image, losses) after each step (step counted within this call); False stops.
     step_offset: steps done before this call, for the warning's iteration number.
@@ -164,7 +166,10 @@ def run_steps(start: torch.Tensor, steps: int, config: StyleConfig, policy: Comp
     while state["done"] < steps and not state["stopped"]:
         optimizer = make_optimizer(config.optimizer, image, config.lr)
         try:
-            state["done"] += optimize(image, make_objective(policy), steps - state["done"], optimizer, hook)
+            objective = make_objective(policy)
+            if policy.device.type == "cpu":
+                tune_heap(large_blocks=not objective.checkpoint)
+            state["done"] += optimize(image, objective, steps - state["done"], optimizer, hook)
         except NonFiniteLoss as exc:
             if policy.autocast_dtype is None:
                 raise

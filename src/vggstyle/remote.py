@@ -8,24 +8,14 @@ Imported only with a scheduler: `distributed` is the [cluster] extra.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 
 from distributed import Client, get_worker
 from distributed.worker import thread_state
 
 from .errors import ConfigError
+from .heap import tune_heap
 
 CONNECT_TIMEOUT = "20s"
-# Dask's nanny starts each worker with MALLOC_TRIM_THRESHOLD_=65536 (to hand memory back to the OS).
-# glibc then stops adapting its mmap threshold, so every tensor of 128 KB or more is mmapped and
-# unmapped, page-faulted and zeroed anew at each use: one stylize call at 128 px took 21.0 s in a
-# worker against 11.7 s in a plain process (AMD EPYC, 1 thread, fp32). Set back for the worker
-# process at its first task: 13.4 s, the rest is Dask's own threads.
-HEAP_TRIM_BYTES = 256 * 1024 * 1024
-HEAP_MMAP_BYTES = 64 * 1024 * 1024
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (glibc's malloc.h)
-_heap_tuned = False
 # The scheduler unpickles each task, so it needs vggstyle importable too, as every worker does.
 ENVIRONMENT_HINT = " (install the same vggstyle on the scheduler and on every worker)"
 
@@ -58,25 +48,6 @@ def worker_context():
     from .device import set_threads
 
     worker = get_worker()
-    _tune_heap()
+    tune_heap(large_blocks=False)  # the nanny's MALLOC_TRIM_THRESHOLD_=65536 mmaps every tensor (heap.py)
     set_threads(worker.state.nthreads)
     yield worker.address, worker.state.nthreads, Cancelled(worker, getattr(thread_state, "key", None))
-
-
-def _tune_heap() -> None:
-    """Undo a small MALLOC_TRIM_THRESHOLD_ in this worker process (glibc only; elsewhere nothing)."""
-    global _heap_tuned
-    if _heap_tuned:
-        return
-    _heap_tuned = True
-    small = os.environ.get("MALLOC_TRIM_THRESHOLD_", "").isdigit() and \
-        int(os.environ["MALLOC_TRIM_THRESHOLD_"]) < HEAP_TRIM_BYTES
-    if not small:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_BYTES)
-        libc.mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_BYTES)
-    except (OSError, AttributeError):  # not glibc: its allocator is not the one Dask tuned
-        pass
-
