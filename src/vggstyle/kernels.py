@@ -13,7 +13,7 @@ passes through NNPACK. Each saves only its output (the ReLU mask, and the next l
 anyway), never the input: no more memory than the oneDNN path.
 
 Which kernel a layer gets is measured, not guessed: ``calibrated_model`` times each VGG layer
-shape each way at two image sizes on this machine and thread count (about three seconds, once:
+shape each way at two image sizes on this machine and thread count (about ten seconds, once:
 cached on disk), and ``CostModel.plan_at`` picks, per image size, the layout and each layer's
 kernel from those timings. bf16 stays on oneDNN (device.resolve_policy; docs/speed.md has the
 figures per CPU class).
@@ -32,9 +32,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .heap import tune_heap
+
 ONEDNN, WINOGRAD = "onednn", "winograd"
 CACHE_ENV = "VGGSTYLE_CACHE_DIR"
-CALIBRATION_ROUNDS = 2  # timed runs per measurement, after one warm-up; the median is kept
+CALIBRATION_ROUNDS = 2  # timed rounds over every layer and variant, after one warm-up; the fastest is kept
 # A kernel must be this much faster to replace oneDNN: noise is not a reason to switch.
 MIN_GAIN = 1.05
 
@@ -216,9 +218,12 @@ class CostModel:
         return cls(costs)
 
 
-# Two sizes for the fit: the small one is mostly fixed cost, the large one mostly per-pixel. About
-# three seconds in all on 2 cores, once per machine and thread count (cached).
-CALIBRATION_SIZES = ((96, 128), (192, 256))
+# Two sizes for the fit: the default's two scales at 512 px (its half-size start and its full size),
+# where the plan matters most. Fitted from 96x128 and 192x256 instead, the line missed the costs at
+# 384x512 by up to 3.4x (AVX2-simulated AMD EPYC, 2 threads: NNPACK for conv1_2 predicted 189 ms,
+# measured 55) and put conv1_1 and conv2_1 on oneDNN, 8-10% slower per iteration. About 10 s on
+# 2 cores, once per machine and thread count (cached).
+CALIBRATION_SIZES = ((192, 256), (384, 512))
 
 
 def calibrated_model(cpu: str) -> CostModel:
@@ -238,6 +243,7 @@ def calibrated_model(cpu: str) -> CostModel:
 
 
 def measure_model(sizes=CALIBRATION_SIZES, rounds: int = CALIBRATION_ROUNDS) -> CostModel:
+    tune_heap(large_blocks=True)  # as the step loop runs them (heap.py): mmapped tensors page-fault
     (h1, w1), (h2, w2) = sizes
     small = measure_layers((h1, w1), rounds)
     large = measure_layers((h2, w2), rounds)
@@ -253,21 +259,32 @@ def measure_model(sizes=CALIBRATION_SIZES, rounds: int = CALIBRATION_ROUNDS) -> 
 
 
 def measure_layers(size: tuple[int, int], rounds: int) -> dict[tuple[int, int, int], dict[str, float]]:
-    """{(in, out, poolings): {variant: median seconds of one float32 forward + backward}} on random
-    data of the layer's shape when the image is ``size`` (height, width)."""
-    results = {}
+    """{(in, out, poolings): {variant: fastest seconds of one float32 forward + backward}} on random
+    data of the layer's shape when the image is ``size`` (height, width).
+
+    Round by round over every layer and variant, the first round untimed: after a run of one shape,
+    the next one's first runs pay for the heap's growing and trimming (2x at 384x512: conv1_2 on
+    oneDNN 276-286 ms right after conv1_1, 139-159 later), and consecutive runs of one variant would
+    pay for it alone. The fastest round is kept: interference on a shared machine only adds time."""
+    runs = {}
     for shape in dict.fromkeys(CONV_SHAPES):
         cin, cout, pools = shape
         conv, weight, bias = _random_conv(cin, cout)
         height, width = max(1, size[0] >> pools), max(1, size[1] >> pools)
         nchw = torch.rand(1, cin, height, width, generator=torch.Generator().manual_seed(1))
         cl = nchw.contiguous(memory_format=torch.channels_last)
-        runs = {
-            CL_ONEDNN: (lambda i: conv_relu(i, conv, True), cl),
-            NCHW_ONEDNN: (lambda i: conv_relu(i, conv, False), nchw),
-            NCHW_WINOGRAD: (lambda i: winograd_conv_relu(i, weight, bias), nchw),
-        }
-        results[shape] = {name: forward_backward_seconds(run, x, rounds) for name, (run, x) in runs.items()}
+        runs[(shape, CL_ONEDNN)] = (lambda i, c=conv: conv_relu(i, c, True), cl)
+        runs[(shape, NCHW_ONEDNN)] = (lambda i, c=conv: conv_relu(i, c, False), nchw)
+        runs[(shape, NCHW_WINOGRAD)] = (lambda i, w=weight, b=bias: winograd_conv_relu(i, w, b), nchw)
+    times: dict = {}
+    for attempt in range(rounds + 1):
+        for key, (run, x) in runs.items():
+            seconds = one_forward_backward(run, x)
+            if attempt:
+                times[key] = min(seconds, times.get(key, seconds))
+    results: dict = {}
+    for (shape, variant), seconds in times.items():
+        results.setdefault(shape, {})[variant] = seconds
     return results
 
 
@@ -282,26 +299,28 @@ def _random_conv(cin: int, cout: int):
     return conv, weight, bias
 
 
+def one_forward_backward(run, x: torch.Tensor) -> float:
+    """Seconds of run(x) and its backward to x."""
+    leaf = x.detach().requires_grad_(True)
+    started = time.perf_counter()
+    with torch.enable_grad():
+        out = run(leaf)
+        out.backward(torch.ones_like(out))
+    return time.perf_counter() - started
+
+
 def forward_backward_seconds(run, x: torch.Tensor, rounds: int) -> float:
     """Median seconds of run(x) and its backward to x, over ``rounds`` after one warm-up (which fills
     the kernels' caches and workspaces)."""
-    times = []
-    for attempt in range(rounds + 1):
-        leaf = x.detach().requires_grad_(True)
-        started = time.perf_counter()
-        with torch.enable_grad():
-            out = run(leaf)
-            out.backward(torch.ones_like(out))
-        if attempt:
-            times.append(time.perf_counter() - started)
-    times.sort()
+    one_forward_backward(run, x)
+    times = sorted(one_forward_backward(run, x) for _ in range(rounds))
     return times[len(times) // 2]
 
 
 def _machine_key(cpu: str) -> str:
     """What the timings depend on: the CPU, torch, the thread count."""
     text = "|".join([cpu, torch.__version__, str(torch.get_num_threads()),
-                     str(CALIBRATION_SIZES), "v3"])
+                     str(CALIBRATION_SIZES), "v4"])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
