@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import vggstyle
+from vggstyle import engine, kernels
 from vggstyle.cli import main
 from vggstyle.cli.still import build_parser
 
@@ -171,3 +172,23 @@ def test_parser_is_built_from_the_config():
     from vggstyle.config import config_fields
     flags = {a.dest for a in build_parser()._actions}
     assert {f.name for f in config_fields()} <= flags
+
+
+@pytest.mark.skipif(not kernels.winograd_available(), reason="no NNPACK here: nothing to calibrate")
+def test_a_first_runs_calibration_is_announced_once(small_images, tmp_path, monkeypatch, capsys):
+    """The pause before the first float32 run on a machine (the kernels measured, ~12 s) says what it
+    is, on stderr, once; the measurement itself is shortened here."""
+    monkeypatch.setenv(kernels.CACHE_ENV, str(tmp_path / "cache"))
+    real = kernels.measure_model
+    monkeypatch.setattr(kernels, "measure_model", lambda **kw: real(sizes=((32, 32), (64, 64)), rounds=1))
+    args = [small_images["content"], small_images["style"], *FAST, "--precision", "fp32", "--winograd", "auto"]
+    engine.network.cache_clear()  # as in a new process: the network (and its plan) built anew
+    assert main([*map(str, args), "-o", str(tmp_path / "a.png")]) == 0
+    first = capsys.readouterr().err
+    engine.network.cache_clear()  # the next process: the plan's timings come from the disk cache
+    assert main([*map(str, args), "-o", str(tmp_path / "b.png")]) == 0
+    second = capsys.readouterr().err
+    engine.network.cache_clear()
+    note = "vggstyle: measuring this CPU's convolution kernels, once"
+    assert first.count(note) == 1 and str(tmp_path / "cache") in first
+    assert note not in second

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -40,6 +41,8 @@ CALIBRATION_ROUNDS = 2  # timed rounds over every layer and variant, after one w
 # A kernel must be this much faster to replace oneDNN: noise is not a reason to switch.
 MIN_GAIN = 1.05
 
+# A first run's pause of ~12 s needs a word: the CLI shows this logger's INFO lines (cli/common.py).
+log = logging.getLogger(__name__)
 _pool_threads: int | None = None  # NNPACK's thread pool is sized once, at its first convolution
 
 
@@ -237,6 +240,7 @@ def calibrated_model(cpu: str) -> CostModel:
             return CostModel.from_json(cached)
         except (KeyError, TypeError, ValueError):
             pass
+    log.info("measuring this CPU's convolution kernels, once (about 12 s on 2 cores; kept in %s)", path)
     model = measure_model()
     _write_cache(path, key, model.to_json())
     return model

@@ -5,6 +5,8 @@ the exit codes. Below the commands, which import it; it imports none of them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import signal
 import sys
@@ -108,13 +110,31 @@ def run_reporting_errors(prog: str, run, args, aborted: str) -> int:
     """Every command's contract: a user error is one line on stderr and exit 2; a second Ctrl-C
     (the first stops cleanly inside ``run``) says what was kept and exits 130."""
     try:
-        return run(args)
+        with library_notes(prog):
+            return run(args)
     except VggstyleError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog}: {aborted}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def library_notes(prog: str):
+    """The library's INFO lines (a first run's kernel calibration) on stderr as `prog: message`, for
+    this command only: a Python caller sees them only if it configures logging."""
+    logger = logging.getLogger("vggstyle.kernels")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 # ---------------------------------------------------------------------------- where the work runs
