@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
@@ -42,8 +43,10 @@ MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 _thresholds: tuple[int, int] | None = None  # what this process's were last set to (None: never)
 
 
+@functools.lru_cache(maxsize=1)
 def glibc():
-    """glibc's C library, or None where the process runs on another one."""
+    """glibc's C library, or None where the process runs on another one (looked up once: a video
+    asks at every frame)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
@@ -58,9 +61,11 @@ def tune_heap(large_blocks: bool) -> tuple[int, int] | None:
     Returns the thresholds now set by our hand (None: glibc's own, or the user's)."""
     global _thresholds
     wanted = LARGE_BLOCKS if large_blocks else GLIBC_CEILING
-    libc = glibc()
-    if wanted == _thresholds or libc is None or os.environ.get(MMAP_ENV):
+    if wanted == _thresholds or os.environ.get(MMAP_ENV):
         return _thresholds
+    libc = glibc()
+    if libc is None:
+        return None
     mmap_bytes, trim_bytes = wanted
     # mallopt returns 1 when it took the value; a glibc that refuses one keeps its own.
     if libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1 and libc.mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1:
