@@ -13,7 +13,7 @@ passes through NNPACK. Each saves only its output (the ReLU mask, and the next l
 anyway), never the input: no more memory than the oneDNN path.
 
 Which kernel a layer gets is measured, not guessed: ``calibrated_model`` times each VGG layer
-shape each way at two image sizes on this machine and thread count (about ten seconds, once:
+shape each way at two image sizes on this machine and thread count (about 12 s on 2 cores, once:
 cached on disk), and ``CostModel.plan_at`` picks, per image size, the layout and each layer's
 kernel from those timings. bf16 stays on oneDNN (device.resolve_policy; docs/speed.md has the
 figures per CPU class).
@@ -223,8 +223,8 @@ class CostModel:
 
 # Two sizes for the fit: the default's two scales at 512 px (its half-size start and its full size),
 # where the plan matters most. Fitted from 96x128 and 192x256 instead, the line missed the costs at
-# 384x512 by up to 3.4x (AVX2-simulated AMD EPYC, 2 threads: NNPACK for conv1_2 predicted 189 ms,
-# measured 55) and put conv1_1 and conv2_1 on oneDNN, 8-10% slower per iteration. About 10 s on
+# 384x512 by up to 3.4x (AVX2-simulated AMD EPYC, 2 threads: NNPACK for conv2_1 predicted 189 ms,
+# measured 55) and put conv1_1 and conv2_1 on oneDNN, 8-10% slower per iteration. About 12 s on
 # 2 cores, once per machine and thread count (cached).
 CALIBRATION_SIZES = ((192, 256), (384, 512))
 
