@@ -39,6 +39,19 @@ def test_gram_gradient_is_exact(channels_last):
     assert torch.autograd.gradcheck(gram_matrix, (x.requires_grad_(True),))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gram_gradient_comes_back_in_the_features_layout(channels_last):
+    """The next layer's gradient is added to it: across layouts that add reads one side transposed."""
+    x = torch.rand(1, 8, 6, 5, dtype=torch.float64)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=layout).requires_grad_(True)
+    features = x * 1.0  # a layer's output, as in VGG (a leaf's .grad is laid out by its own rule)
+    seen = []
+    features.register_hook(seen.append)
+    gram_matrix(features).square().sum().backward()
+    assert seen[0].is_contiguous(memory_format=layout)
+
+
 def test_gram_is_size_invariant_for_a_tiled_pattern():
     torch.manual_seed(0)
     tile = torch.randn(1, 4, 3, 3)

@@ -31,16 +31,21 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
     The matmul runs in the features' dtype (bf16 under autocast: AMX/tensor cores, and
     fp32 Grams measured no better) and the result is promoted to float32 for the loss.
+    The matrices are views in the features' own memory layout, so that the gradient comes
+    back in it too: the next layer's gradient is added to it, and an add across layouts
+    (channels_last against NCHW) reads one of them transposed.
     """
     n, c, h, w = features.shape
-    # (N, HW, C): a view for channels_last (NHWC) memory, a transposed view for NCHW.
-    positions = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
-    gram = _Gram.apply(positions)
+    if features.is_contiguous():  # NCHW (the Winograd path): (N, C, HW) is a view
+        gram = _Gram.apply(features.reshape(n, c, h * w), True)
+    else:  # channels_last (NHWC): (N, HW, C) is a view
+        gram = _Gram.apply(features.permute(0, 2, 3, 1).reshape(n, h * w, c), False)
     return gram.to(torch.promote_types(gram.dtype, torch.float32)) / (h * w)
 
 
 class _Gram(torch.autograd.Function):
-    """G = X^T X with a one-matmul backward, dX = X (dG + dG^T).
+    """G = X X^T (rows are channels) or X^T X (rows are positions), with a one-matmul backward,
+    dX = (dG + dG^T) X or X (dG + dG^T).
 
     Plain autograd sees X twice in bmm(X^T, X) and adds two image-sized gradients, one of
     them in transposed layout: at relu1_1 and 512 px that add alone cost ~30 ms per
@@ -48,15 +53,21 @@ class _Gram(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, positions):
-        ctx.save_for_backward(positions)
-        return torch.bmm(positions.transpose(1, 2), positions)
+    def forward(ctx, matrix, rows_are_channels: bool):
+        ctx.save_for_backward(matrix)
+        ctx.rows_are_channels = rows_are_channels
+        if rows_are_channels:
+            return torch.bmm(matrix, matrix.transpose(1, 2))
+        return torch.bmm(matrix.transpose(1, 2), matrix)
 
     @staticmethod
     def backward(ctx, grad):
-        (positions,) = ctx.saved_tensors
-        grad = grad.to(positions.dtype)
-        return torch.bmm(positions, grad + grad.transpose(1, 2))
+        (matrix,) = ctx.saved_tensors
+        grad = grad.to(matrix.dtype)
+        symmetric = grad + grad.transpose(1, 2)
+        if ctx.rows_are_channels:
+            return torch.bmm(symmetric, matrix), None
+        return torch.bmm(matrix, symmetric), None
 
 
 def relative_squared_error(value: torch.Tensor, target: torch.Tensor,
