@@ -21,12 +21,13 @@ PROBE = r"""
 import ctypes, json, sys
 import torch
 import vggstyle
+from vggstyle.heap import glibc
 
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 
-libc = ctypes.CDLL("libc.so.6")
+libc = glibc()
 libc.mallinfo2.restype = Info
 
 def mmapped_by_a_48_mib_tensor():

@@ -280,15 +280,13 @@ def measure_layers(size: tuple[int, int], rounds: int) -> dict[tuple[int, int, i
         runs[(shape, CL_ONEDNN)] = (lambda i, c=conv: conv_relu(i, c, True), cl)
         runs[(shape, NCHW_ONEDNN)] = (lambda i, c=conv: conv_relu(i, c, False), nchw)
         runs[(shape, NCHW_WINOGRAD)] = (lambda i, w=weight, b=bias: winograd_conv_relu(i, w, b), nchw)
-    times: dict = {}
+    results: dict = {}
     for attempt in range(rounds + 1):
-        for key, (run, x) in runs.items():
+        for (shape, variant), (run, x) in runs.items():
             seconds = one_forward_backward(run, x)
             if attempt:
-                times[key] = min(seconds, times.get(key, seconds))
-    results: dict = {}
-    for (shape, variant), seconds in times.items():
-        results.setdefault(shape, {})[variant] = seconds
+                fastest = results.setdefault(shape, {})
+                fastest[variant] = min(seconds, fastest.get(variant, seconds))
     return results
 
 
