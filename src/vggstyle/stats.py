@@ -58,7 +58,7 @@ def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     flat = _flat(features)
     mean = flat.mean(dim=2)
-    # (N,C,M,1): gram_matrix's (N,M,C) view of it is still a view for channels_last features.
+    # (N,C,M,1): gram_matrix takes a view of it in either layout ((N,M,C) for channels_last, (N,C,M) for NCHW).
     return mean, gram_matrix(flat.unsqueeze(-1)) - mean[:, :, None] * mean[:, None, :]
 
 

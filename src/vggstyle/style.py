@@ -37,7 +37,8 @@ SW_MAX_POSITIONS = 65536
 def masked_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Gram of the features weighted by a (1,1,H,W) mask in 0..1, averaged over the mask's area.
 
-    Works on the (N, HW, C) view, as gram_matrix does, so channels_last features are not copied.
+    Works on the (N, HW, C) view, so channels_last features are not copied (gram_matrix also has
+    an (N, C, HW) view for NCHW features; this one reads those transposed).
     """
     n, c, h, w = features.shape
     positions = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
