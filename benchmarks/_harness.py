@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONTENT = ROOT / "examples" / "content" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "style" / "starry_night.jpg"
 THUMB = 256  # px, a gallery tile
+# Importing vggstyle here (for a quality measure) puts its OpenMP spin count in this process's
+# environment (src/vggstyle/openmp.py); a contender that does not set it itself (pastiche, an
+# older checkout) must run as its users run it, so children get the environment as it was.
+SPIN_ENV = "GOMP_SPINCOUNT"
+SPIN_AT_START = os.environ.get(SPIN_ENV)
 
 
 def run_measured(argv: list[str], timeout: float = 3600, env: dict | None = None) -> tuple[str, int, float]:
@@ -33,16 +38,20 @@ def run_measured(argv: list[str], timeout: float = 3600, env: dict | None = None
     return out, proc.returncode, usage.ru_maxrss / 1024.0
 
 
-def child_env(source: str | None = None) -> dict | None:
+def child_env(source: str | None = None) -> dict:
     """The children's environment: another checkout's src/ (source), and ONEDNN_MAX_CPU_ISA from
     VGGSTYLE_BENCH_ISA (e.g. AVX2: oneDNN then runs as on an AVX2-only CPU, bf16 refused, for a
-    side-by-side on such a CPU class when the machine has more)."""
-    extra = {}
+    side-by-side on such a CPU class when the machine has more); libgomp's spin count as it was
+    when the benchmark started (SPIN_AT_START)."""
+    env = dict(os.environ)
     if source is not None:
-        extra["PYTHONPATH"] = source
+        env["PYTHONPATH"] = source
     if os.environ.get("VGGSTYLE_BENCH_ISA"):
-        extra["ONEDNN_MAX_CPU_ISA"] = os.environ["VGGSTYLE_BENCH_ISA"]
-    return {**os.environ, **extra} if extra else None
+        env["ONEDNN_MAX_CPU_ISA"] = os.environ["VGGSTYLE_BENCH_ISA"]
+    env.pop(SPIN_ENV, None)
+    if SPIN_AT_START is not None:
+        env[SPIN_ENV] = SPIN_AT_START
+    return env
 
 
 def vggstyle_run(options: dict, content=CONTENT, styles=(STYLE,), record_images_at: str | None = None,

@@ -9,8 +9,13 @@ The torch-backed names are imported on first use, so that the CLI can validate i
 arguments (and print --help) without paying torch's import time.
 """
 
-from .config import StyleConfig
-from .errors import ConfigError, ImageError, OutputError, VggstyleError, WeightsError
+from .openmp import spin_less
+
+# First, before any module imports torch: libgomp reads its spin count when torch loads it.
+spin_less()
+
+from .config import StyleConfig  # noqa: E402
+from .errors import ConfigError, ImageError, OutputError, VggstyleError, WeightsError  # noqa: E402
 
 __version__ = "0.1.0"
 
