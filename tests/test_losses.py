@@ -8,7 +8,7 @@ import torch
 from vggstyle.losses import (blend_grams, content_loss, content_reference, gram_matrix, relative_squared_error,
                              tv_loss)
 from vggstyle.objective import ContentTerm, StyleTerm
-from vggstyle.style import GramStatistic
+from vggstyle.style import GramStatistic, masked_gram
 
 
 def reference_gram(f):
@@ -49,6 +49,28 @@ def test_gram_gradient_comes_back_in_the_features_layout(channels_last):
     seen = []
     features.register_hook(seen.append)
     gram_matrix(features).square().sum().backward()
+    assert seen[0].is_contiguous(memory_format=layout)
+
+
+def test_masked_gram_matches_loops_in_both_layouts():
+    torch.manual_seed(0)
+    f = torch.randn(2, 3, 4, 5)
+    mask = torch.rand(1, 1, 4, 5)
+    expected = reference_gram(f * mask.sqrt()) * (4 * 5) / mask.sum()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        assert torch.allclose(masked_gram(f.contiguous(memory_format=layout), mask).double(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_masked_gram_gradient_is_exact_and_in_the_features_layout(channels_last):
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    mask = torch.rand(1, 1, 3, 5, dtype=torch.float64)
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: masked_gram(t, mask), (x,))
+    features = x * 1.0
+    seen = []
+    features.register_hook(seen.append)
+    masked_gram(features, mask).square().sum().backward()
     assert seen[0].is_contiguous(memory_format=layout)
 
 

@@ -31,21 +31,36 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
     The matmul runs in the features' dtype (bf16 under autocast: AMX/tensor cores, and
     fp32 Grams measured no better) and the result is promoted to float32 for the loss.
+    """
+    n, c, h, w = features.shape
+    return weighted_gram(features) / (h * w)
+
+
+def weighted_gram(features: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,C,H,W) -> (N,C,C): the sum over positions of weight x f f^T (weights: a constant
+    (1,1,H,W) map such as a region's mask; None: all ones), promoted to float32.
+
     The matrices are views in the features' own memory layout, so that the gradient comes
     back in it too: the next layer's gradient is added to it, and an add across layouts
     (channels_last against NCHW) reads one of them transposed.
     """
     n, c, h, w = features.shape
-    if features.is_contiguous():  # NCHW (the Winograd path): (N, C, HW) is a view
-        gram = _Gram.apply(features.reshape(n, c, h * w), True)
+    rows_are_channels = features.is_contiguous()
+    if rows_are_channels:  # NCHW (the Winograd path): (N, C, HW) is a view
+        matrix, weights_shape = features.reshape(n, c, h * w), (1, 1, h * w)
     else:  # channels_last (NHWC): (N, HW, C) is a view
-        gram = _Gram.apply(features.permute(0, 2, 3, 1).reshape(n, h * w, c), False)
-    return gram.to(torch.promote_types(gram.dtype, torch.float32)) / (h * w)
+        matrix, weights_shape = features.permute(0, 2, 3, 1).reshape(n, h * w, c), (1, h * w, 1)
+    if weights is not None:
+        if weights.requires_grad:
+            raise ValueError("Gram weights are constants (a mask); their gradient is not computed")
+        weights = weights.reshape(weights_shape).to(features.dtype)
+    gram = _Gram.apply(matrix, weights, rows_are_channels)
+    return gram.to(torch.promote_types(gram.dtype, torch.float32))
 
 
 class _Gram(torch.autograd.Function):
-    """G = X X^T (rows are channels) or X^T X (rows are positions), with a one-matmul backward,
-    dX = (dG + dG^T) X or X (dG + dG^T).
+    """G = (X w) X^T (rows are channels) or (X w)^T X (rows are positions; w weighs the positions,
+    all ones when None), with a one-matmul backward, dX = ((dG + dG^T) X) w or (X (dG + dG^T)) w.
 
     Plain autograd sees X twice in bmm(X^T, X) and adds two image-sized gradients, one of
     them in transposed layout: at relu1_1 and 512 px that add alone cost ~30 ms per
@@ -53,21 +68,21 @@ class _Gram(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, matrix, rows_are_channels: bool):
-        ctx.save_for_backward(matrix)
+    def forward(ctx, matrix, weights, rows_are_channels: bool):
+        ctx.save_for_backward(matrix, weights)
         ctx.rows_are_channels = rows_are_channels
+        weighted = matrix if weights is None else matrix * weights
         if rows_are_channels:
-            return torch.bmm(matrix, matrix.transpose(1, 2))
-        return torch.bmm(matrix.transpose(1, 2), matrix)
+            return torch.bmm(weighted, matrix.transpose(1, 2))
+        return torch.bmm(weighted.transpose(1, 2), matrix)
 
     @staticmethod
     def backward(ctx, grad):
-        (matrix,) = ctx.saved_tensors
+        matrix, weights = ctx.saved_tensors
         grad = grad.to(matrix.dtype)
         symmetric = grad + grad.transpose(1, 2)
-        if ctx.rows_are_channels:
-            return torch.bmm(symmetric, matrix), None
-        return torch.bmm(matrix, symmetric), None
+        grad_matrix = torch.bmm(symmetric, matrix) if ctx.rows_are_channels else torch.bmm(matrix, symmetric)
+        return (grad_matrix if weights is None else grad_matrix.mul_(weights)), None, None
 
 
 def relative_squared_error(value: torch.Tensor, target: torch.Tensor,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .losses import blend_grams, gram_matrix, relative_squared_error
+from .losses import blend_grams, gram_matrix, relative_squared_error, weighted_gram
 from .stats import (flatten_positions, sliced_wasserstein_loss, sliced_wasserstein_target, wasserstein2_loss,
                     wasserstein2_target)
 
@@ -35,16 +35,8 @@ SW_MAX_POSITIONS = 65536
 
 
 def masked_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Gram of the features weighted by a (1,1,H,W) mask in 0..1, averaged over the mask's area.
-
-    Works on the (N, HW, C) view, so channels_last features are not copied (gram_matrix also has
-    an (N, C, HW) view for NCHW features; this one reads those transposed).
-    """
-    n, c, h, w = features.shape
-    positions = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
-    weights = mask.reshape(1, h * w, 1).to(features.dtype)
-    gram = torch.bmm((positions * weights).transpose(1, 2), positions)
-    return gram.to(torch.promote_types(gram.dtype, torch.float32)) / mask.sum().clamp_min(1e-6)
+    """Gram of the features weighted by a (1,1,H,W) mask in 0..1, averaged over the mask's area."""
+    return weighted_gram(features, mask) / mask.sum().clamp_min(1e-6)
 
 
 def mask_at(mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
