@@ -14,6 +14,7 @@ import os
 import statistics
 import time
 
+import vggstyle  # noqa: F401, I001 - before torch: libgomp's spin count as in a run (src/vggstyle/openmp.py)
 import torch
 
 from vggstyle.config import StyleConfig

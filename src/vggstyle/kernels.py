@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .heap import tune_heap
+from .openmp import SPIN_COUNT_ENV, WAIT_POLICY_ENV
 
 ONEDNN, WINOGRAD = "onednn", "winograd"
 CACHE_ENV = "VGGSTYLE_CACHE_DIR"
@@ -320,9 +321,11 @@ def forward_backward_seconds(run, x: torch.Tensor, rounds: int) -> float:
 
 
 def _machine_key(cpu: str) -> str:
-    """What the timings depend on: the CPU, torch, the thread count."""
+    """What the timings depend on: the CPU, torch, the thread count, and how long OpenMP's idle
+    threads spin beside NNPACK's (openmp.py: 20% of a Winograd iteration)."""
+    spin = [os.environ.get(name, "") for name in (SPIN_COUNT_ENV, WAIT_POLICY_ENV)]
     text = "|".join([cpu, torch.__version__, str(torch.get_num_threads()),
-                     str(CALIBRATION_SIZES), "v4"])
+                     str(CALIBRATION_SIZES), "v4", *spin])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
