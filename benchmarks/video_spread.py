@@ -39,6 +39,24 @@ def pair_errors(outputs, frames) -> list[float]:
             for t in range(len(outputs) - 1)]
 
 
+def ping_pong(clip: Path, frames: int, path: Path) -> Path:
+    """The clip forward, then backward, and so on, to ``frames`` frames (lossless FFV1): a clip long
+    enough for the default 48-frame chunks from a short one, with no cut (the motion reverses)."""
+    import av
+    from vggstyle.video.reader import open_video
+    source = [f.image for f in open_video(clip).frames()]
+    order = list(range(len(source))) + list(range(len(source) - 2, 0, -1))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = source[0].size[0], source[0].size[1], "yuv420p"
+        for t in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_image(source[order[t % len(order)]])):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 def chunks_of(frames: int, chunk_frames: int, starts: list[int]):
     from vggstyle.video.split import plan_chunks
     return plan_chunks(starts, frames, chunk_frames, 0)
@@ -77,8 +95,13 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "video_spread")
+    parser.add_argument("--ping-pong", action="store_true",
+                        help="play the clip forward and back to --frames (for default-size chunks from a short clip)")
+    parser.add_argument("--skip-kill", action="store_true", help="leave out the run with a worker killed")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.ping_pong:
+        args.input = ping_pong(args.input, args.frames, args.workdir / "ping_pong.mkv")
     from vggstyle.video.flow import warping_error
 
     print(f"load average before: {os.getloadavg()}", flush=True)
@@ -111,7 +134,7 @@ def main() -> None:
                     timing[workers] = (wall, tasks, summary.tasks)
                 if workers == 2:  # the same frames with any number of workers (each pass reads its neighbours as of the pass before)
                     quality(f"spread, {workers} workers, overlap {overlap}", outputs, wall, tasks)
-            if workers == 2:
+            if workers == 2 and not args.skip_kill:
                 rows.append(kill_row(args, local, client))
         finally:
             client.close()
