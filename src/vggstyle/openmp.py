@@ -8,9 +8,10 @@ follows a ReLU or a pooling starts with an OpenMP thread spinning on a core that
 threads needs. Measured (AMD EPYC, 2 threads, oneDNN limited to AVX2, float32 at 512 px, the
 profile over 4 iterations): NNPACK's convolutions 719 ms per iteration, 518 ms for the same calls
 timed alone; with a spin count of 10,000 they take 520 ms in the network and a whole iteration
-963-996 ms -> 738-814 ms. With oneDNN alone (bf16) the count changed nothing measurable at 512 px;
-1,000 or no spinning at all (OMP_WAIT_POLICY=PASSIVE) made 128 px iterations 10-50% slower (a small
-image's ops are short, and waking a sleeping thread costs more than the op). docs/speed.md.
+963-996 ms -> 738-814 ms. With oneDNN alone (bf16) 10,000 changed nothing measurable; a count of
+1,000 made 128 px iterations 10-50% slower (a small image's ops are short, and waking a sleeping
+thread costs more than the op), and no spinning at all (OMP_WAIT_POLICY=PASSIVE) made bf16 ones at
+512 px 3-6% slower. docs/speed.md.
 
 libgomp reads the setting from the environment once, when it is loaded, which is when torch is
 imported: so the package sets it on import, before any of its modules imports torch. Where torch
