@@ -165,7 +165,10 @@ def report(args, frames, chunks, rows, timing, one_wall) -> None:
     print("| --- | --- | --- | --- |")
     for workers, (wall, _, _) in sorted(timing.items()):
         print(f"| {workers} | {wall:.0f} | {timing[min(timing)][0] / wall:.2f}x | {one_wall / wall:.2f}x |")
-    wall1, tasks1, per_task = timing[min(timing)]
+    if 1 not in timing:  # the serial part is one worker's wall time less its tasks
+        print("\nmodel: needs the run with 1 worker (--workers 1,...)")
+        return
+    wall1, tasks1, per_task = timing[1]
     serial = wall1 - tasks1
     seconds = {(c, p): s for c, p, s in per_task}
     first_wave = max(seconds.get((c.number - 1, 1), 0.0) + seconds[c.number, 1] if c.follows else seconds[c.number, 1]
