@@ -22,7 +22,7 @@ THUMB = 256  # px, a gallery tile
 # Importing vggstyle here (for a quality measure) puts its OpenMP spin count in this process's
 # environment (src/vggstyle/openmp.py); a contender that does not set it itself (pastiche, an
 # older checkout) must run as its users run it, so children get the environment as it was.
-SPIN_ENV = "GOMP_SPINCOUNT"
+SPIN_ENV = "GOMP_SPINCOUNT"  # openmp.SPIN_COUNT_ENV, named here: importing vggstyle would set it first
 SPIN_AT_START = os.environ.get(SPIN_ENV)
 
 

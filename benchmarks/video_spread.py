@@ -44,10 +44,11 @@ def ping_pong(clip: Path, frames: int, path: Path) -> Path:
     enough for the default 48-frame chunks from a short one, with no cut (the motion reverses)."""
     import av
     from vggstyle.video.reader import open_video
-    source = [f.image for f in open_video(clip).frames()]
+    video = open_video(clip)
+    source = [f.image for f in video.frames()]
     order = list(range(len(source))) + list(range(len(source) - 2, 0, -1))
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("ffv1", rate=10)
+        stream = out.add_stream("ffv1", rate=video.fps)
         stream.width, stream.height, stream.pix_fmt = source[0].size[0], source[0].size[1], "yuv420p"
         for t in range(frames):
             for packet in stream.encode(av.VideoFrame.from_image(source[order[t % len(order)]])):

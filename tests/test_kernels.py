@@ -10,6 +10,7 @@ import vggstyle
 from vggstyle import kernels
 from vggstyle.device import ComputePolicy, resolve_policy
 from vggstyle.kernels import ONEDNN, WINOGRAD, CostModel, KernelPlan
+from vggstyle.openmp import SPIN_COUNT_ENV
 from vggstyle.vgg import VGG19Features
 
 pytestmark = pytest.mark.skipif(not kernels.winograd_available(), reason="this torch build or CPU has no NNPACK")
@@ -116,7 +117,7 @@ def test_the_calibration_is_measured_once_and_cached(tmp_path, monkeypatch):
     kernels.calibrated_model("a CPU")
     assert measured == [1, 1]
     # timings taken with another OpenMP spin count (openmp.py) are not this process's
-    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
+    monkeypatch.setenv(SPIN_COUNT_ENV, "300000")
     kernels.calibrated_model("a CPU")
     assert measured == [1, 1, 1]
 

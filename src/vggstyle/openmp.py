@@ -29,10 +29,8 @@ WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 SPIN_COUNT = 10_000
 
 
-def spin_less() -> bool:
+def spin_less() -> None:
     """Set libgomp's spin count for this process (if torch is not loaded yet) and its children,
-    unless the user chose a spin count or a wait policy. Returns whether it was set here."""
-    if SPIN_COUNT_ENV in os.environ or WAIT_POLICY_ENV in os.environ:
-        return False
-    os.environ[SPIN_COUNT_ENV] = str(SPIN_COUNT)
-    return True
+    unless the user chose a spin count or a wait policy."""
+    if SPIN_COUNT_ENV not in os.environ and WAIT_POLICY_ENV not in os.environ:
+        os.environ[SPIN_COUNT_ENV] = str(SPIN_COUNT)
