@@ -43,6 +43,7 @@ def test_unknown_layer_suggests_closest():
     ("content_weight", -1.0, "--content-weight must be a finite number from 0 to 1e\\+09"),
     ("style_weight", math.nan, "--style-weight must be a finite number from 0 to 1e\\+09"),
     ("tv_weight", math.inf, "--tv-weight must be a finite number from 0 to 1e\\+09"),
+    ("range_weight", -0.5, "--range-weight must be a finite number from 0 to 1e\\+09"),
     ("num_iterations", 0, "--num-iterations must be a whole number from 1 to 1,000,000"),
     ("epochs", 0, "--epochs must be a whole number from 1 to 1,000,000"),
     ("steps_per_epoch", 0, "--steps-per-epoch must be"),

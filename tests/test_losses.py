@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from vggstyle.losses import (blend_grams, content_loss, content_reference, gram_matrix, relative_squared_error,
-                             tv_loss)
+from vggstyle.losses import (blend_grams, content_loss, content_reference, gram_matrix, range_loss,
+                             relative_squared_error, tv_loss)
 from vggstyle.objective import ContentTerm, StyleTerm
 from vggstyle.style import GramStatistic, masked_gram
 
@@ -169,6 +169,16 @@ def test_tv_loss_gradient_smooths():
     tv_loss(image).backward()
     smoother = image.detach() - 5.0 * image.grad
     assert tv_loss(smoother) < tv_loss(image.detach())
+
+
+def test_range_loss_by_hand():
+    image = torch.tensor([[[[-0.5, 0.0, 0.4, 1.0, 1.25, 2.0]]]])  # 1x1x1x6
+    # outside 0..1 by 0.5, 0.25 and 1.0: (0.25 + 0.0625 + 1) / 6
+    assert range_loss(image).item() == pytest.approx((0.25 + 0.0625 + 1.0) / 6)
+    assert range_loss(torch.rand(1, 3, 8, 8)).item() == 0.0
+    image.requires_grad_(True)
+    range_loss(image).backward()  # pushes each value back toward the range, leaves those inside alone
+    assert image.grad.flatten().tolist() == pytest.approx([-1 / 6, 0.0, 0.0, 0.0, 0.5 / 6, 2 / 6])
 
 
 def test_blend_grams_weighted_mean():

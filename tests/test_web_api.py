@@ -94,7 +94,7 @@ def test_full_job_progress_preview_and_result(make_client, content, style):
     steps = [e["step"] for e in running]
     assert steps and steps == sorted(steps) and seen[-1]["step"] == 8  # snapshots: not every step
     for event in running:
-        assert set(event["losses"]) == {"content", "style", "tv", "total"}
+        assert set(event["losses"]) == {"content", "style", "tv", "range", "total"}
         assert all(math.isfinite(v) for v in event["losses"].values())
         assert event["size"] == event["working_size"] == [48, 36] and event["total"] == 8
         assert event["iterations_per_second"] > 0
@@ -456,7 +456,7 @@ def test_options_are_built_from_style_config(make_client):
     client = make_client(max_image_size=600)
     options = client.get("/api/options").json()
     names = [f["name"] for f in options["fields"]]
-    assert names == ["content_weight", "style_weight", "tv_weight", "image_size", "style_scale",
+    assert names == ["content_weight", "style_weight", "tv_weight", "range_weight", "image_size", "style_scale",
                      "style_blend_weights", "init", "optimizer", "learning_rate", "ema_decay", "num_iterations",
                      "epochs", "steps_per_epoch", "seed", "style_loss", "original_colors", "single_scale",
                      "coarse_to_fine_above", "min_scale", "scale_steps", "scales", "half_size_share",

@@ -175,6 +175,12 @@ class StyleConfig:
     tv_weight: float = _opt(5.0, FLOAT, "weights", "total-variation weight: smooths high-frequency noise",
                             web=True, page_help="smoothing: higher values remove fine noise, and fine detail with it",
                             bounds=Range(0.0, MAX_WEIGHT))
+    range_weight: float = _opt(1000.0, FLOAT, "weights", "keeps pixel values inside 0..1 while L-BFGS runs "
+                               "unclamped, so the final clamp cuts nothing off (without it the clamp raised the "
+                               "style distance by 16-84%); 0: off", web=True,
+                               page_help="keeps colours inside what an image can show while optimizing, so none are "
+                                         "cut off at the end; 0 turns it off",
+                               bounds=Range(0.0, MAX_WEIGHT))
 
     # Images.
     image_size: int = _opt(512, INT, "images", "long side of the output in pixels", web=True,

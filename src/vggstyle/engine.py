@@ -22,7 +22,7 @@ from .heap import tune_heap
 from .image import tensor_to_pil
 from .inputs import ScaleImages
 from .loop import NonFiniteLoss, make_optimizer, optimize
-from .objective import ContentTerm, Objective, StyleTerm, TVTerm
+from .objective import ContentTerm, Objective, RangeTerm, StyleTerm, TVTerm
 from .style import make_statistic
 from .vgg import VGG19Features
 from .weights import LoadedWeights, load_weights
@@ -86,7 +86,7 @@ def style_features(net: VGG19Features, images: ScaleImages) -> list[dict[str, to
 
 def build_objective(net: VGG19Features, config: StyleConfig, images: ScaleImages, extra_terms=(),
                     styles: list[dict[str, torch.Tensor]] | None = None) -> Objective:
-    """The Objective of one scale: content, style and TV terms (targets computed here, once) and
+    """The Objective of one scale: content, style, TV and range terms (targets computed here, once) and
     any extra terms, in that order. styles: style_features(net, images), when already computed."""
     device = net.policy.device
     _, _, height, width = images.content.shape
@@ -103,7 +103,8 @@ def build_objective(net: VGG19Features, config: StyleConfig, images: ScaleImages
                           styles, config.style_blend_weights or [1.0] * len(images.styles), masks)
     checkpoint = config.checkpoint == "on" or (config.checkpoint == "auto"
                                                and width * height > CHECKPOINT_AUTO_PIXELS)
-    return Objective(net, [content, style, TVTerm(config.tv_weight), *extra_terms], checkpoint=checkpoint)
+    in_range = [RangeTerm(config.range_weight)] if config.range_weight > 0 else []
+    return Objective(net, [content, style, TVTerm(config.tv_weight), *in_range, *extra_terms], checkpoint=checkpoint)
 
 
 # ------------------------------------------------------------------------------ the step loop

@@ -16,6 +16,8 @@ weights works at every image size and for every image pair):
 * Total variation: the mean squared difference between neighbouring pixels of the
   0..1 image. For natural images (power spectrum ~ 1/f^2) this per-pixel quantity
   stays roughly constant across sizes, so no size factor is needed.
+* Range: the mean squared distance of each pixel value from 0..1, per pixel like the
+  total variation, so its weight does not depend on the size either.
 
 Each per-layer term is multiplied by its layer weight and divided by the sum of the
 layer weights, so adding layers does not change the overall strength.
@@ -127,6 +129,11 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     return dx.square().mean() + dy.square().mean()
+
+
+def range_loss(image: torch.Tensor) -> torch.Tensor:
+    """Mean over pixels and channels of the squared distance from 0..1 (zero inside it)."""
+    return ((image - 1.0).clamp(min=0.0).square() + (-image).clamp(min=0.0).square()).mean()
 
 
 def blend_grams(grams: list[dict[str, torch.Tensor]], blend: list[float]) -> dict[str, torch.Tensor]:
