@@ -5,7 +5,8 @@
 A VGG19 pass to relu5_1 with the default losses' layers, forward + backward to the image, in the
 default precision: convolution + ReLU fused in one oneDNN primitive (kernels.conv_relu) vs separate
 convolution and ReLU; then each layer shape every way it can run here: float32 on oneDNN in
-channels_last or NCHW, float32 on NNPACK's Winograd, and bf16 on oneDNN where the CPU has it.
+channels_last or NCHW, float32 on NNPACK's Winograd, and where the CPU has bf16, bf16 on oneDNN
+and on our Winograd (winograd.py), both channels_last.
 Prints median milliseconds; the load average before and after.
 """
 
@@ -66,28 +67,21 @@ def main() -> None:
 
 
 def per_layer(height: int, width: int, rounds: int) -> None:
-    """Each VGG layer shape, forward + backward, every way it can run here (Winograd beside bf16?)."""
+    """Each VGG layer shape, forward + backward, every way it can run here: float32 on oneDNN and
+    NNPACK, and where the CPU has bf16, bf16 on oneDNN and on our Winograd (kernels.measure_layers,
+    the calibration's own timing)."""
     from vggstyle.device import cpu_runs_bf16
-    from vggstyle.kernels import CONV_SHAPES, VARIANTS, conv_relu, forward_backward_seconds, measure_layers
+    from vggstyle.kernels import VARIANTS_OF, measure_layers
 
-    timings = measure_layers((height, width), max(2, rounds // 5))
-    bf16 = {}
-    if cpu_runs_bf16():
-        for shape in dict.fromkeys(CONV_SHAPES):
-            cin, cout, pools = shape
-            conv = torch.nn.Conv2d(cin, cout, 3, padding=1).requires_grad_(False)
-            conv = conv.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
-            x = torch.rand(1, cin, height >> pools, width >> pools).bfloat16()
-            x = x.contiguous(memory_format=torch.channels_last)
-            bf16[shape] = 1000 * forward_backward_seconds(lambda i, c=conv: conv_relu(i, c, True), x,
-                                                          max(4, rounds // 3))
-    print(f"\n| layer (in->out @ map) | {' | '.join(VARIANTS)} (fp32 ms) | bf16 oneDNN channels_last (ms) |")
-    print("| --- | --- | --- | --- | --- |")
-    for shape, variants in timings.items():
+    precisions = ["fp32", *(["bf16"] if cpu_runs_bf16() else [])]
+    timings = {p: measure_layers((height, width), max(2, rounds // 5), p) for p in precisions}
+    columns = [(p, v) for p in precisions for v in VARIANTS_OF[p]]
+    print(f"\n| layer (in->out @ map) | {' | '.join(f'{v} (ms)' for _, v in columns)} |")
+    print("| --- |" + " --- |" * len(columns))
+    for shape in timings["fp32"]:
         cin, cout, pools = shape
-        cells = " | ".join(f"{1000 * variants[v]:.1f}" for v in VARIANTS)
-        bf16_cell = f"{bf16[shape]:.1f}" if shape in bf16 else "-"
-        print(f"| {cin}->{cout} @ {width >> pools}x{height >> pools} | {cells} | {bf16_cell} |")
+        cells = " | ".join(f"{1000 * timings[p][shape][v]:.1f}" for p, v in columns)
+        print(f"| {cin}->{cout} @ {width >> pools}x{height >> pools} | {cells} |")
 
 
 if __name__ == "__main__":

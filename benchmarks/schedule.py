@@ -36,8 +36,11 @@ PAIRS = [
 ]
 BEFORE = "one-scale-300"
 SCHEDULES = {
-    BEFORE: {"single_scale": True, "num_iterations": 300},  # the default until session 9
-    "default": {},  # 50 iterations at 256 px, then 200 at 512 px
+    # the default until session 9 (oneDNN's convolutions in bf16 too, no range term)
+    BEFORE: {"single_scale": True, "num_iterations": 300, "range_weight": 0.0, "winograd": "off"},
+    "default": {},  # 50 iterations at 256 px, then 200 at 512 px, with the range term
+    "default-no-range": {"range_weight": 0.0},  # the default of sessions 9-12, before the range term
+    "default-onednn": {"winograd": "off"},  # without our bf16 Winograd (CPUs with bf16)
     "one-scale-250": {"single_scale": True},  # the default's iterations, all at 512 px
 }
 

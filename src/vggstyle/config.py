@@ -276,8 +276,9 @@ class StyleConfig:
                           web=False, choices=PRECISIONS)
     threads: int | None = _opt(None, INT, "hardware", "CPU threads (default: all physical cores)", web=False,
                                bounds=Range(1, 1024))
-    winograd: str = _opt("auto", CHOICE, "hardware", "CPU convolutions through NNPACK's Winograd transforms: "
-                         "auto (each layer on the kernel measured fastest on this machine, once, cached), on, "
+    winograd: str = _opt("auto", CHOICE, "hardware", "CPU convolutions through Winograd transforms: "
+                         "auto (each layer on the kernel measured fastest on this machine, once, cached: "
+                         "NNPACK's in float32, ours in bf16), on (every layer on NNPACK, float32), "
                          "off (oneDNN only)", web=False, choices=AUTO_ON_OFF)
     checkpoint: str = _opt("auto", CHOICE, "hardware", "recompute each VGG block in the backward pass to save "
                            "memory (about a third more time); auto: for scales over "

@@ -102,8 +102,10 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_policy(device_name: str = "auto", precision: str = "auto", winograd: str = "auto") -> ComputePolicy:
     """winograd: for float32 on the CPU, auto (each layer on the kernel measured fastest here, at each
-    image size), on (every layer), off (oneDNN only). bf16 runs on oneDNN: NNPACK has no bf16 and
-    the conversions to float32 and back cost more than it saves (docs/speed.md). CUDA ignores it."""
+    image size), on (every layer through NNPACK), off (oneDNN only). In bf16, auto puts each layer on
+    oneDNN or on our bf16 Winograd (winograd.py), whichever this machine measures faster; NNPACK has
+    no bf16 and the conversions to float32 and back cost more than it saves (docs/speed.md). CUDA
+    ignores it."""
     device = resolve_device(device_name)
     if device.type == "cuda":
         if precision == "auto":
@@ -122,8 +124,9 @@ def resolve_policy(device_name: str = "auto", precision: str = "auto", winograd:
         raise ConfigError("--winograd on: this torch build or CPU has no NNPACK (it needs x86-64 with AVX2 or "
                           "ARM NEON); use --winograd auto or off")
     # channels_last helps float32 on the CPU too (~10-20%), and is required for the AMX bf16 kernels.
+    # bf16's Winograd is ours (winograd.py) and needs no NNPACK.
     return ComputePolicy(device, None if precision == "fp32" else _DTYPES[precision], True,
-                         winograd if winograd_available() else "off")
+                         winograd if winograd_available() or precision == "bf16" else "off")
 
 
 def physical_cores() -> int:

@@ -1,10 +1,13 @@
-"""The two ways a frozen 3x3 convolution + ReLU runs on the CPU, and which one each VGG layer uses.
+"""The ways a frozen 3x3 convolution + ReLU runs on the CPU, and which one each VGG layer uses.
 
 * oneDNN: one primitive with the ReLU as a post-op (channels_last, float32 or bf16).
 * Winograd (NNPACK, in torch's CPU wheels): F(6x6, 3x3) transforms need about a fifth of the
   multiplications of a direct convolution, so on CPUs without native bf16 (AVX2 + FMA: most
   laptops, desktops and cloud machines) it is the fastest float32 convolution there is. float32,
   NCHW only.
+* Winograd in bf16 (winograd.py, ours: F(2x2, 3x3) as batched matrix products, channels_last):
+  4/9 of the multiplications, for the deep layers of the bf16 network where oneDNN's direct
+  convolutions are already at the cores' peak.
 
 Both are autograd Functions that return only the input gradient: the weights are frozen. For a
 stride-1, pad-1 3x3 convolution that gradient is itself such a convolution, of the output
@@ -13,10 +16,10 @@ passes through NNPACK. Each saves only its output (the ReLU mask, and the next l
 anyway), never the input: no more memory than the oneDNN path.
 
 Which kernel a layer gets is measured, not guessed: ``calibrated_model`` times each VGG layer
-shape each way at two image sizes on this machine and thread count (about 12 s on 2 cores, once:
-cached on disk), and ``CostModel.plan_at`` picks, per image size, the layout and each layer's
-kernel from those timings. bf16 stays on oneDNN (device.resolve_policy; docs/speed.md has the
-figures per CPU class).
+shape each way at two image sizes on this machine and thread count (about 12 s in float32, 6 s in
+bf16 on 2 cores, once: cached on disk), and ``CostModel.plan_at`` picks, per image size, the layout and each layer's
+kernel from those timings; in bf16 the choice is between oneDNN and our bf16 Winograd, both in
+channels_last (docs/speed.md has the figures per CPU class).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from torch import nn
 
 from .heap import tune_heap
 from .openmp import SPIN_COUNT_ENV, WAIT_POLICY_ENV
+from .winograd import WinogradConvReLU, kernel_tiles
 
-ONEDNN, WINOGRAD = "onednn", "winograd"
+ONEDNN, WINOGRAD, WINOGRAD_BF16 = "onednn", "winograd", "winograd-bf16"
 CACHE_ENV = "VGGSTYLE_CACHE_DIR"
 CALIBRATION_ROUNDS = 2  # timed rounds over every layer and variant, after one warm-up; the fastest is kept
 # A kernel must be this much faster to replace oneDNN: noise is not a reason to switch.
@@ -88,6 +92,12 @@ def winograd_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
             raise RuntimeError("NNPACK is not available in this torch build or on this CPU")
         _pool_threads = torch.get_num_threads()
     return _WinogradConvReLU.apply(x.float().contiguous(), weight, bias)
+
+
+def winograd_bf16_conv_relu(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """relu(conv(x)) through winograd.py's F(2x2, 3x3) in the tiles' dtype (bf16), channels_last out.
+    tiles: winograd.kernel_tiles of the layer's weight."""
+    return WinogradConvReLU.apply(x, tiles, bias)
 
 
 def flipped_transposed(weight: torch.Tensor) -> torch.Tensor:
@@ -147,21 +157,24 @@ class KernelPlan:
 
     @classmethod
     def everywhere(cls, kernel: str, channels_last: bool = True) -> "KernelPlan":
-        return cls((kernel,) * len(CONV_SHAPES), channels_last and kernel == ONEDNN)
+        return cls((kernel,) * len(CONV_SHAPES), channels_last and kernel != WINOGRAD)
 
     def kernel(self, position: int) -> str:
         return self.kernels[position]
 
     @property
     def uses_winograd(self) -> bool:
+        """Whether NNPACK runs any layer (its thread pool is the process's: winograd_usable_now)."""
         return WINOGRAD in self.kernels
 
     def describe(self, depth: int) -> str:
-        """'onednn' or 'winograd' when the first ``depth`` layers agree, else 'winograd at N of depth'."""
+        """The kernel's name when the first ``depth`` layers agree ('onednn', 'winograd', ...), else
+        'winograd at N of depth' (or winograd-bf16): a plan mixes oneDNN with one other kernel."""
         kinds = self.kernels[:depth]
         if len(set(kinds)) == 1:
             return kinds[0]
-        return f"winograd at {kinds.count(WINOGRAD)} of {depth} layers"
+        other = next(kind for kind in kinds if kind != ONEDNN)
+        return f"{other} at {kinds.count(other)} of {depth} layers"
 
 
 def _conv_shapes() -> tuple[tuple[int, int, int], ...]:
@@ -180,6 +193,10 @@ CONV_SHAPES = _conv_shapes()
 # copy serves all three; oneDNN reorders them, ~1 ms a layer), oneDNN in NCHW, NNPACK in NCHW.
 CL_ONEDNN, NCHW_ONEDNN, NCHW_WINOGRAD = "cl-onednn", "nchw-onednn", "nchw-winograd"
 VARIANTS = (CL_ONEDNN, NCHW_ONEDNN, NCHW_WINOGRAD)
+# The two ways a bf16 layer can run, both in channels_last: oneDNN's direct convolution, our Winograd.
+CL_ONEDNN_BF16, CL_WINOGRAD_BF16 = "cl-onednn-bf16", "cl-winograd-bf16"
+BF16_VARIANTS = (CL_ONEDNN_BF16, CL_WINOGRAD_BF16)
+VARIANTS_OF = {"fp32": VARIANTS, "bf16": BF16_VARIANTS}
 
 
 @dataclass(frozen=True)
@@ -190,15 +207,22 @@ class CostModel:
     so it wins on large maps and loses on small ones; the crossover is this machine's."""
 
     costs: dict  # {(shape, variant): (fixed seconds, seconds per pixel)}
+    precision: str = "fp32"  # the variants timed: VARIANTS_OF[precision]
 
     def seconds(self, shape, variant: str, pixels: int) -> float:
         fixed, per_pixel = self.costs[(shape, variant)]
         return fixed + per_pixel * pixels
 
     def plan_at(self, height: int, width: int, depth: int) -> KernelPlan:
-        """The faster of: every layer on oneDNN in channels_last, or NCHW with each layer on its faster
-        kernel. Layers past ``depth`` (not run) keep oneDNN."""
+        """float32: the faster of every layer on oneDNN in channels_last, or NCHW with each layer on its
+        faster kernel. bf16: channels_last, each layer on its faster kernel. Layers past ``depth``
+        (not run) keep oneDNN."""
         pixels = [(height >> pools) * (width >> pools) for _, _, pools in CONV_SHAPES[:depth]]
+        rest = (ONEDNN,) * (len(CONV_SHAPES) - depth)
+        if self.precision == "bf16":
+            return KernelPlan(tuple(WINOGRAD_BF16 if self.seconds(shape, CL_ONEDNN_BF16, n)
+                                    > MIN_GAIN * self.seconds(shape, CL_WINOGRAD_BF16, n) else ONEDNN
+                                    for shape, n in zip(CONV_SHAPES, pixels)) + rest, True)
         channels_last = sum(self.seconds(shape, CL_ONEDNN, n) for shape, n in zip(CONV_SHAPES, pixels))
         nchw, kernels = 0.0, []
         for shape, n in zip(CONV_SHAPES, pixels):
@@ -206,20 +230,20 @@ class CostModel:
             kernels.append(WINOGRAD if onednn > MIN_GAIN * winograd else ONEDNN)
             nchw += min(onednn, winograd)
         if WINOGRAD in kernels and channels_last > MIN_GAIN * nchw:
-            return KernelPlan(tuple(kernels) + (ONEDNN,) * (len(CONV_SHAPES) - depth), False)
+            return KernelPlan(tuple(kernels) + rest, False)
         return KernelPlan.everywhere(ONEDNN)
 
     def to_json(self) -> list:
         return [[list(shape), variant, fixed, per_pixel] for (shape, variant), (fixed, per_pixel) in self.costs.items()]
 
     @classmethod
-    def from_json(cls, data) -> "CostModel":
+    def from_json(cls, data, precision: str = "fp32") -> "CostModel":
         costs = {(tuple(int(x) for x in shape), str(variant)): (float(fixed), float(per_pixel))
                  for shape, variant, fixed, per_pixel in data}
-        missing = {(shape, variant) for shape in CONV_SHAPES for variant in VARIANTS} - set(costs)
+        missing = {(shape, variant) for shape in CONV_SHAPES for variant in VARIANTS_OF[precision]} - set(costs)
         if missing:  # a cache from another version: measure again
             raise KeyError(sorted(missing)[0])
-        return cls(costs)
+        return cls(costs, precision)
 
 
 # Two sizes for the fit: the default's two scales at 512 px (its half-size start and its full size),
@@ -228,44 +252,49 @@ class CostModel:
 # measured 55) and put conv1_1 and conv2_1 on oneDNN, 8-10% slower per iteration. About 12 s on
 # 2 cores, once per machine and thread count (cached).
 CALIBRATION_SIZES = ((192, 256), (384, 512))
+# What that costs on 2 cores (AMD EPYC; said on stderr the first time): three float32 variants, two bf16 ones.
+CALIBRATION_SECONDS = {"fp32": 12, "bf16": 6}
 
 
-def calibrated_model(cpu: str) -> CostModel:
-    """This machine's CostModel at torch's thread count: from the cache, else measured now and cached.
-    cpu: what the timings depend on besides torch and the threads (device.cpu_description())."""
-    key = _machine_key(cpu)
+def calibrated_model(cpu: str, precision: str = "fp32") -> CostModel:
+    """This machine's CostModel at torch's thread count for the network's precision (fp32 or bf16):
+    from the cache, else measured now and cached. cpu: what the timings depend on besides torch and
+    the threads (device.cpu_description())."""
+    key = _machine_key(cpu, precision)
     path = _cache_path()
     cached = _read_cache(path).get(key)
     if cached is not None:
         try:
-            return CostModel.from_json(cached)
+            return CostModel.from_json(cached, precision)
         except (KeyError, TypeError, ValueError):
             pass
-    log.info("measuring this CPU's convolution kernels, once (about 12 s on 2 cores; kept in %s)", path)
-    model = measure_model()
+    log.info("measuring this CPU's convolution kernels, once (about %d s on 2 cores; kept in %s)",
+             CALIBRATION_SECONDS[precision], path)
+    model = measure_model(precision=precision)
     _write_cache(path, key, model.to_json())
     return model
 
 
-def measure_model(sizes=CALIBRATION_SIZES, rounds: int = CALIBRATION_ROUNDS) -> CostModel:
+def measure_model(sizes=CALIBRATION_SIZES, rounds: int = CALIBRATION_ROUNDS, precision: str = "fp32") -> CostModel:
     tune_heap(large_blocks=True)  # as the step loop runs them (heap.py): mmapped tensors page-fault
     (h1, w1), (h2, w2) = sizes
-    small = measure_layers((h1, w1), rounds)
-    large = measure_layers((h2, w2), rounds)
+    small = measure_layers((h1, w1), rounds, precision)
+    large = measure_layers((h2, w2), rounds, precision)
     costs = {}
     for shape in dict.fromkeys(CONV_SHAPES):
         pools = shape[2]
         n1, n2 = (h1 >> pools) * (w1 >> pools), (h2 >> pools) * (w2 >> pools)
-        for variant in VARIANTS:
+        for variant in VARIANTS_OF[precision]:
             t1, t2 = small[shape][variant], large[shape][variant]
             per_pixel = max(0.0, (t2 - t1) / (n2 - n1))
             costs[(shape, variant)] = (max(0.0, t1 - per_pixel * n1), per_pixel)
-    return CostModel(costs)
+    return CostModel(costs, precision)
 
 
-def measure_layers(size: tuple[int, int], rounds: int) -> dict[tuple[int, int, int], dict[str, float]]:
-    """{(in, out, poolings): {variant: fastest seconds of one float32 forward + backward}} on random
-    data of the layer's shape when the image is ``size`` (height, width).
+def measure_layers(size: tuple[int, int], rounds: int,
+                   precision: str = "fp32") -> dict[tuple[int, int, int], dict[str, float]]:
+    """{(in, out, poolings): {variant: fastest seconds of one forward + backward}} in ``precision``
+    (VARIANTS_OF's variants) on random data of the layer's shape when the image is ``size`` (height, width).
 
     Round by round over every layer and variant, the first round untimed: after a run of one shape,
     the next one's first runs pay for the heap's growing and trimming (2x at 384x512: conv1_2 on
@@ -278,6 +307,12 @@ def measure_layers(size: tuple[int, int], rounds: int) -> dict[tuple[int, int, i
         height, width = max(1, size[0] >> pools), max(1, size[1] >> pools)
         nchw = torch.rand(1, cin, height, width, generator=torch.Generator().manual_seed(1))
         cl = nchw.contiguous(memory_format=torch.channels_last)
+        if precision == "bf16":  # as VGG19Features holds a bf16 network: weights and activations channels_last
+            conv = conv.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+            cl, tiles = cl.bfloat16(), kernel_tiles(weight, torch.bfloat16)
+            runs[(shape, CL_ONEDNN_BF16)] = (lambda i, c=conv: conv_relu(i, c, True), cl)
+            runs[(shape, CL_WINOGRAD_BF16)] = (lambda i, t=tiles, b=conv.bias: winograd_bf16_conv_relu(i, t, b), cl)
+            continue
         runs[(shape, CL_ONEDNN)] = (lambda i, c=conv: conv_relu(i, c, True), cl)
         runs[(shape, NCHW_ONEDNN)] = (lambda i, c=conv: conv_relu(i, c, False), nchw)
         runs[(shape, NCHW_WINOGRAD)] = (lambda i, w=weight, b=bias: winograd_conv_relu(i, w, b), nchw)
@@ -312,20 +347,12 @@ def one_forward_backward(run, x: torch.Tensor) -> float:
     return time.perf_counter() - started
 
 
-def forward_backward_seconds(run, x: torch.Tensor, rounds: int) -> float:
-    """Median seconds of run(x) and its backward to x, over ``rounds`` after one warm-up (which fills
-    the kernels' caches and workspaces)."""
-    one_forward_backward(run, x)
-    times = sorted(one_forward_backward(run, x) for _ in range(rounds))
-    return times[len(times) // 2]
-
-
-def _machine_key(cpu: str) -> str:
-    """What the timings depend on: the CPU, torch, the thread count, and how long OpenMP's idle
-    threads spin beside NNPACK's (openmp.py: 20% of a Winograd iteration)."""
+def _machine_key(cpu: str, precision: str = "fp32") -> str:
+    """What the timings depend on: the CPU, torch, the thread count, the precision timed, and how
+    long OpenMP's idle threads spin beside NNPACK's (openmp.py: 20% of a Winograd iteration)."""
     spin = [os.environ.get(name, "") for name in (SPIN_COUNT_ENV, WAIT_POLICY_ENV)]
     text = "|".join([cpu, torch.__version__, str(torch.get_num_threads()),
-                     str(CALIBRATION_SIZES), "v4", *spin])
+                     str(CALIBRATION_SIZES), "v4", precision, *spin])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

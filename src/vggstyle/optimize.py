@@ -154,7 +154,7 @@ def stylize(content, styles, config: StyleConfig | None = None, *, masks=None, o
         "seed_used": run.seed,
         "device_used": str(policy.device),
         "precision_used": run.policy.precision,
-        "kernels_used": run.kernels,  # of the last scale: onednn, winograd or 'winograd at N of M layers'
+        "kernels_used": run.kernels,  # of the last scale: onednn, winograd, winograd-bf16, 'winograd at N of M layers'
         "weights_origin": loaded_weights(config.weights_source, config.weights, config.weights_preprocessing).origin,
         "scales_used": [size for size, _ in run.schedule],
         "size": list(result.size),

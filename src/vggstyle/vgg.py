@@ -16,10 +16,12 @@ from torch import nn
 
 from .device import ComputePolicy, cpu_description
 from .errors import ImageError
-from .kernels import (ONEDNN, WINOGRAD, KernelPlan, calibrated_model, conv_relu, onednn_conv_relu_available,
-                      winograd_available, winograd_conv_relu, winograd_usable_now)
+from .kernels import (ONEDNN, WINOGRAD, WINOGRAD_BF16, KernelPlan, calibrated_model, conv_relu,
+                      onednn_conv_relu_available, winograd_available, winograd_bf16_conv_relu, winograd_conv_relu,
+                      winograd_usable_now)
 from .layers import LAYER_INDEX, LAYER_NAMES, VGG19_BLOCKS, min_side, unknown_layer_message
 from .weights import CONV_INDICES, LoadedWeights
+from .winograd import kernel_tiles
 
 
 class VGG19Features(nn.Module):
@@ -45,10 +47,13 @@ class VGG19Features(nn.Module):
         self.fused = fused and fused_conv_relu_available(self.policy)
         self.position_of = {index: number for number, index in enumerate(needed)}  # layer index -> conv 0..15
         # float32 on a CPU with NNPACK: the kernels and the layout are chosen per image size
-        # (kernels.CostModel); the weights stay NCHW, one copy serving both kernels.
+        # (kernels.CostModel); the weights stay NCHW, one copy serving both kernels. bf16 on the CPU:
+        # each layer's kernel (oneDNN or our Winograd) per image size, in channels_last.
         self.winograd = self.fused and winograd_applies(self.policy)
-        self.cost_model = (calibrated_model(cpu_description()) if self.winograd and self.policy.winograd == "auto"
-                           else None)
+        self.bf16_winograd = self.fused and bf16_winograd_applies(self.policy)
+        self.cost_model = (calibrated_model(cpu_description(), self.policy.precision)
+                           if (self.winograd and self.policy.winograd == "auto") or self.bf16_winograd else None)
+        self._tiles: dict[int, torch.Tensor] = {}  # conv position -> its Winograd kernel, made when a plan uses it
         self._plans: dict[tuple[int, int], KernelPlan] = {}
         self.onednn_plan = KernelPlan.everywhere(ONEDNN, self.policy.channels_last)  # also the fallback
         self.requires_grad_(False)
@@ -76,7 +81,7 @@ class VGG19Features(nn.Module):
         """Each convolution's kernel and the activations' layout for an input of this size."""
         plan = self._plans.get((height, width))
         if plan is None:
-            if not self.winograd:
+            if not (self.winograd or self.bf16_winograd):
                 plan = self.onednn_plan
             elif self.cost_model is None:  # --winograd on
                 plan = KernelPlan.everywhere(WINOGRAD, False)
@@ -145,11 +150,22 @@ class VGG19Features(nn.Module):
         conv_name = LAYER_NAMES[index - 1]
         if self.fused and conv_name not in wanted:
             conv = self.conv_at[index - 1]
-            if plan.kernel(self.position_of[index - 1]) == WINOGRAD:
+            position = self.position_of[index - 1]
+            if plan.kernel(position) == WINOGRAD:
                 return winograd_conv_relu(x, conv.weight, conv.bias)
+            if plan.kernel(position) == WINOGRAD_BF16:
+                return winograd_bf16_conv_relu(x, self._kernel_tiles(position, conv), conv.bias)
             return conv_relu(x, conv, plan.channels_last)
         # In place saves a copy per layer, unless the conv output itself was asked for.
         return F.relu(x, inplace=conv_name not in wanted)
+
+    def _kernel_tiles(self, position: int, conv: nn.Conv2d) -> torch.Tensor:
+        """The layer's Winograd kernel (16/9 of its weights), made once and only for layers a plan puts
+        on Winograd: 13 MB at 512->512 channels in bf16."""
+        tiles = self._tiles.get(position)
+        if tiles is None:
+            tiles = self._tiles[position] = kernel_tiles(conv.weight)
+        return tiles
 
 
 def _frozen_convs(weights: LoadedWeights, indices: list[int]) -> nn.ModuleList:
@@ -168,6 +184,11 @@ def _frozen_convs(weights: LoadedWeights, indices: list[int]) -> nn.ModuleList:
 def fused_conv_relu_available(policy: ComputePolicy) -> bool:
     """A convolution fused with its ReLU, through oneDNN (and NNPACK where it applies): CPU only."""
     return policy.device.type == "cpu" and onednn_conv_relu_available()
+
+
+def bf16_winograd_applies(policy: ComputePolicy) -> bool:
+    """--winograd auto in bf16 on the CPU: our Winograd where the calibration measures it faster."""
+    return policy.device.type == "cpu" and policy.autocast_dtype == torch.bfloat16 and policy.winograd == "auto"
 
 
 def winograd_applies(policy: ComputePolicy) -> bool:

@@ -1,0 +1,114 @@
+"""Winograd F(2x2, 3x3) convolutions as batched matrix products: the bf16 Winograd that no library ships.
+
+On a CPU with AVX512-BF16 a bf16 VGG iteration is 82% oneDNN convolutions running near the cores'
+peak (docs/speed.md), so only fewer multiplications make it faster. F(2x2, 3x3) computes each 2x2
+output tile from a 4x4 input tile with 16 multiplications per channel pair instead of 36: the
+input and kernel tiles are transformed (additions only, B^T d B and G g G^T), multiplied
+elementwise, which over the channels is 16 independent matrix products (tiles x C) @ (C x K),
+and transformed back (A^T m A). The products run in torch.bmm, whose bf16 kernels go through
+oneDNN like the convolutions; the transforms are a few passes over memory, cheap next to the
+products only where the channels are many and the maps small, so the calibration
+(kernels.py) gives it the deep layers where it measures faster. F(2x2, 3x3) and not larger
+tiles: its transforms are exact in bf16 (entries 0, +-1, +-1/2), where F(4x4, 3x3)'s mix values
+up to 8 and lose bf16's few bits (Lavin & Gray, *Fast Algorithms for Convolutional Neural
+Networks*, 2016).
+
+Everything works on NHWC-contiguous data (channels_last as torch calls it), the layout the bf16
+network runs in, so no layer pays for a layout change. The functions are dtype-generic: float32
+gives the exact convolution (to rounding), which is how the tests check them on any CPU.
+
+Kernel for the input gradient: for a stride-1, pad-1 3x3 convolution it is the convolution with
+the kernel flipped and in/out channels swapped (kernels.flipped_transposed). Flipping a kernel
+permutes the rows of G (G J = P G, P swapping rows 0 and 3), so the flipped kernel's transform is
+the forward one with its 4x4 positions permuted and each matrix transposed. The backward pass
+writes its tiles to the permuted positions and multiplies by the transposed view of the forward's
+kernel: no second kernel is stored or copied.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# G of F(2x2, 3x3): the kernel transform U = G g G^T, one 4x4 tile per channel pair.
+_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+_SAME, _FLIP = (0, 1, 2, 3), (3, 1, 2, 0)  # G J = P G: flipping the kernel swaps transform rows 0 and 3
+
+
+def kernel_tiles(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(K, C, 3, 3) kernel -> (16, C, K): G g G^T at each of the 16 tile positions, computed in
+    float64 and rounded once to ``dtype`` (default: the weight's)."""
+    g = torch.tensor(_G, dtype=torch.float64)
+    tiles = torch.einsum("ij,kcjl,ml->imck", g, weight.detach().to(torch.float64), g)
+    _, _, channels, outputs = tiles.shape
+    return tiles.reshape(16, channels, outputs).to(dtype or weight.dtype).contiguous()
+
+
+def input_tiles(x: torch.Tensor, order=_SAME) -> tuple[torch.Tensor, int, int]:
+    """(1, C, H, W) -> (16, T, C): B^T d B for each 4x4 tile (stride 2) of the zero-padded input,
+    T = ceil(H/2) * ceil(W/2). Odd sides get one more zero row or column, cropped from the output.
+    order: the transform's (i, j) goes to position (order[i], order[j])."""
+    _, channels, height, width = x.shape
+    rows, cols = (height + 1) // 2, (width + 1) // 2
+    padded = x.new_empty(2 * rows + 2, 2 * cols + 2, channels)
+    padded[0].zero_()
+    padded[height + 1:].zero_()
+    padded[:, 0].zero_()
+    padded[:, width + 1:].zero_()
+    padded[1:height + 1, 1:width + 1] = x[0].permute(1, 2, 0)
+    out = x.new_empty(4, 4, rows, cols, channels)
+    # B^T d B with B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]: first along the rows of the
+    # whole image (each result is a tile row's combination), then along the columns into place.
+    a, b, c, d = (padded[k:k + 2 * rows:2] for k in range(4))
+    for i, combined in zip(order, (a - c, b + c, c - b, b - d)):
+        a, b, c, d = (combined[:, k:k + 2 * cols:2] for k in range(4))
+        torch.sub(a, c, out=out[i, order[0]])
+        torch.add(b, c, out=out[i, order[1]])
+        torch.sub(c, b, out=out[i, order[2]])
+        torch.sub(b, d, out=out[i, order[3]])
+    return out.view(16, rows * cols, channels), rows, cols
+
+
+def output_from_tiles(products: torch.Tensor, rows: int, cols: int, height: int, width: int,
+                      order=_SAME) -> torch.Tensor:
+    """(16, T, K) -> (1, K, height, width) in channels_last: A^T m A for each tile, with
+    A^T = [[1,1,1,0],[0,1,-1,-1]]. order: as input_tiles'."""
+    outputs = products.shape[-1]
+    m = products.view(4, 4, rows, cols, outputs)
+    y = products.new_empty(rows, 2, cols, 2, outputs)
+    p0, p1, p2, p3 = order
+    for i, combined in enumerate((m[p0] + m[p1] + m[p2], m[p1] - m[p2] - m[p3])):
+        torch.add(combined[p0] + combined[p1], combined[p2], out=y[:, i, :, 0])
+        torch.sub(combined[p1] - combined[p2], combined[p3], out=y[:, i, :, 1])
+    y = y.view(2 * rows, 2 * cols, outputs)
+    if (height, width) != (2 * rows, 2 * cols):
+        y = y[:height, :width].contiguous()
+    return y.permute(2, 0, 1).unsqueeze(0)
+
+
+def winograd_conv(x: torch.Tensor, tiles: torch.Tensor, flipped: bool = False) -> torch.Tensor:
+    """The 3x3, stride-1, pad-1 convolution of a batch-1 x with the kernel behind ``tiles``
+    (kernel_tiles), without bias; flipped: with that kernel flipped and transposed instead (the
+    input gradient's), from the same tiles without a copy. Any layout in, channels_last out."""
+    height, width = x.shape[-2:]
+    order = _FLIP if flipped else _SAME
+    transformed, rows, cols = input_tiles(x, order)
+    products = torch.bmm(transformed, tiles.transpose(1, 2) if flipped else tiles)
+    return output_from_tiles(products, rows, cols, height, width, order)
+
+
+class WinogradConvReLU(torch.autograd.Function):
+    """relu(conv(x) + bias) forward; backward the ReLU mask from the saved output, then the input
+    gradient through the flipped kernel's tiles. Saves only its output, as kernels' other paths do."""
+
+    @staticmethod
+    def forward(ctx, x, tiles, bias):
+        out = winograd_conv(x.to(tiles.dtype), tiles)
+        out.add_(bias.to(out.dtype).view(1, -1, 1, 1)).relu_()
+        ctx.save_for_backward(out, tiles)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, tiles = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad.to(out.dtype), out, 0)
+        return winograd_conv(grad, tiles, flipped=True), None, None
