@@ -48,11 +48,12 @@ def number_type(kind: str):
 def _argument(option: Option) -> tuple[list[str], dict]:
     """The flags and add_argument keywords of one option, from its kind alone."""
     shown = option.shown
-    help_text = option.help + (f" (default: {shown})" if shown not in (None, "", False) else "")
+    described = option.help.replace("%", "%%")  # argparse formats help with %: a literal % is %%
+    help_text = described + (f" (default: {shown})" if shown not in (None, "", False) else "")
     kwargs = {"help": help_text, "default": argparse.SUPPRESS, "dest": option.name}
     flags = [option.flag]
     if option.kind == BOOL:
-        kwargs.update(action="store_true", help=option.help)
+        kwargs.update(action="store_true", help=described)
     elif option.kind == CHOICE:
         kwargs["choices"] = option.choices
     elif option.kind in (INT, FLOAT):
