@@ -57,28 +57,38 @@ def input_tiles(x: torch.Tensor, order=_SAME) -> tuple[torch.Tensor, int, int]:
     padded[1:height + 1, 1:width + 1] = x[0].permute(1, 2, 0)
     out = x.new_empty(4, 4, rows, cols, channels)
     # B^T d B with B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]: first along the rows of the
-    # whole image (each result is a tile row's combination), then along the columns into place.
+    # whole image (each result is a tile row's combination), then along the columns into place; one
+    # row combination alive at a time (half the input each), so the transform's peak memory stays
+    # near its output's.
     a, b, c, d = (padded[k:k + 2 * rows:2] for k in range(4))
-    for i, combined in zip(order, (a - c, b + c, c - b, b - d)):
-        a, b, c, d = (combined[:, k:k + 2 * cols:2] for k in range(4))
-        torch.sub(a, c, out=out[i, order[0]])
-        torch.add(b, c, out=out[i, order[1]])
-        torch.sub(c, b, out=out[i, order[2]])
-        torch.sub(b, d, out=out[i, order[3]])
+    for i, (combine, first, second) in zip(order, ((torch.sub, a, c), (torch.add, b, c), (torch.sub, c, b),
+                                                    (torch.sub, b, d))):
+        _transform_columns(combine(first, second), out[i], order, cols)
     return out.view(16, rows * cols, channels), rows, cols
+
+
+def _transform_columns(combined: torch.Tensor, out: torch.Tensor, order, cols: int) -> None:
+    """B^T along the columns of one tile row's combination, into out[order[j]]."""
+    a, b, c, d = (combined[:, k:k + 2 * cols:2] for k in range(4))
+    torch.sub(a, c, out=out[order[0]])
+    torch.add(b, c, out=out[order[1]])
+    torch.sub(c, b, out=out[order[2]])
+    torch.sub(b, d, out=out[order[3]])
 
 
 def output_from_tiles(products: torch.Tensor, rows: int, cols: int, height: int, width: int,
                       order=_SAME) -> torch.Tensor:
     """(16, T, K) -> (1, K, height, width) in channels_last: A^T m A for each tile, with
-    A^T = [[1,1,1,0],[0,1,-1,-1]]. order: as input_tiles'."""
+    A^T = [[1,1,1,0],[0,1,-1,-1]]. order: as input_tiles'. Sums in place, one row at a time."""
     outputs = products.shape[-1]
     m = products.view(4, 4, rows, cols, outputs)
     y = products.new_empty(rows, 2, cols, 2, outputs)
     p0, p1, p2, p3 = order
-    for i, combined in enumerate((m[p0] + m[p1] + m[p2], m[p1] - m[p2] - m[p3])):
-        torch.add(combined[p0] + combined[p1], combined[p2], out=y[:, i, :, 0])
-        torch.sub(combined[p1] - combined[p2], combined[p3], out=y[:, i, :, 1])
+    for i in range(2):
+        combined = torch.add(m[p0], m[p1]).add_(m[p2]) if i == 0 else torch.sub(m[p1], m[p2]).sub_(m[p3])
+        torch.add(combined[p0], combined[p1], out=y[:, i, :, 0]).add_(combined[p2])
+        torch.sub(combined[p1], combined[p2], out=y[:, i, :, 1]).sub_(combined[p3])
+        del combined
     y = y.view(2 * rows, 2 * cols, outputs)
     if (height, width) != (2 * rows, 2 * cols):
         y = y[:height, :width].contiguous()
@@ -93,6 +103,7 @@ def winograd_conv(x: torch.Tensor, tiles: torch.Tensor, flipped: bool = False) -
     order = _FLIP if flipped else _SAME
     transformed, rows, cols = input_tiles(x, order)
     products = torch.bmm(transformed, tiles.transpose(1, 2) if flipped else tiles)
+    del transformed  # before the output transform allocates: 4x the input's size
     return output_from_tiles(products, rows, cols, height, width, order)
 
 
