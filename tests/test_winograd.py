@@ -143,3 +143,18 @@ def test_the_run_uses_and_reports_it_and_the_switch_turns_it_off(small_images, m
     assert resolve_policy("cpu", "bf16", "off").winograd == "off"
     # the same optimization, to bf16's accuracy
     assert all(abs(a - b) / b < 0.05 for a, b in zip(results["auto"][1], results["off"][1])), results
+
+
+@pytest.mark.skipif(not kernels.winograd_available(), reason="float32's calibration times NNPACK, absent here")
+def test_the_calibration_runs_in_a_child_process_or_else_here(monkeypatch):
+    """Apart, so that its freed gigabyte stays out of the run's heap (tests/test_heap.py's checkpointed
+    case failed after an in-process calibration); where no child can start, here."""
+    here = []
+    real = kernels.measure_model_here
+    monkeypatch.setattr(kernels, "measure_model_here", lambda *a: here.append(a) or real(*a))
+    model = kernels.measure_model(sizes=((32, 32), (64, 64)), rounds=1)
+    assert here == [] and model.precision == "fp32"
+    assert set(model.costs) == {(s, v) for s in kernels.CONV_SHAPES for v in kernels.VARIANTS}
+    monkeypatch.setattr(kernels.sys, "executable", "/nonexistent/python")
+    assert kernels.measure_model(sizes=((32, 32), (64, 64)), rounds=1).precision == "fp32"
+    assert here == [(((32, 32), (64, 64)), 1, "fp32")]

@@ -28,6 +28,8 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -280,6 +282,44 @@ def calibrated_model(cpu: str, precision: str = "fp32") -> CostModel:
 
 
 def measure_model(sizes=CALIBRATION_SIZES, rounds: int = CALIBRATION_ROUNDS, precision: str = "fp32") -> CostModel:
+    """measure_model_here in a child process, at this process's thread count and environment.
+
+    Apart, because the calibration's tensors stay in glibc's heap once freed, pinned by the small
+    allocations made on the way: measured in the process (bf16, AMD EPYC), a first run on a machine
+    kept 849 MB of its 1096 MB heap free, and a checkpointed run after it took its large tensors from
+    those blocks instead of leaving them to mmap (heap.py). Where no child can run (no usable
+    sys.executable, say), it is measured here."""
+    request = json.dumps({"sizes": [list(size) for size in sizes], "rounds": rounds, "precision": precision,
+                          "threads": torch.get_num_threads()})
+    try:
+        done = subprocess.run([sys.executable, "-c", _MEASURE_IN_CHILD, request], capture_output=True, text=True,
+                              timeout=CALIBRATION_TIMEOUT)
+        if done.returncode == 0:
+            return CostModel.from_json(json.loads(done.stdout.strip().splitlines()[-1]), precision)
+        reason = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError, TypeError) as exc:
+        reason = str(exc)
+    log.debug("the kernel calibration could not run in a child process (%s); measuring here", reason)
+    return measure_model_here(sizes, rounds, precision)
+
+
+CALIBRATION_TIMEOUT = 600  # seconds: twenty times what it takes on 2 cores
+# vggstyle first, as in a run: libgomp's spin count is set before torch loads it (openmp.py).
+_MEASURE_IN_CHILD = """
+import json, sys
+import vggstyle
+import torch
+from vggstyle.kernels import measure_model_here
+request = json.loads(sys.argv[1])
+torch.set_num_threads(request["threads"])
+model = measure_model_here([tuple(size) for size in request["sizes"]], request["rounds"], request["precision"])
+print(json.dumps(model.to_json()))
+"""
+
+
+def measure_model_here(sizes=CALIBRATION_SIZES, rounds: int = CALIBRATION_ROUNDS,
+                       precision: str = "fp32") -> CostModel:
+    """Each layer's cost per variant at two sizes (measure_layers), fitted as fixed + per pixel."""
     tune_heap(large_blocks=True)  # as the step loop runs them (heap.py): mmapped tensors page-fault
     (h1, w1), (h2, w2) = sizes
     small = measure_layers((h1, w1), rounds, precision)
