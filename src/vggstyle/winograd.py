@@ -9,8 +9,8 @@ and transformed back (A^T m A). The products run in torch.bmm, whose bf16 kernel
 oneDNN like the convolutions; the transforms are a few passes over memory, cheap next to the
 products only where the channels are many and the maps small, so the calibration
 (kernels.py) gives it the deep layers where it measures faster. F(2x2, 3x3) and not larger
-tiles: its transforms are exact in bf16 (entries 0, +-1, +-1/2), where F(4x4, 3x3)'s mix values
-up to 8 and lose bf16's few bits (Lavin & Gray, *Fast Algorithms for Convolutional Neural
+tiles: its transform matrices hold only 0, +-1 and +-1/2 (sums and differences of a few values,
+no amplification), where F(4x4, 3x3)'s mix values with weights up to 8 and lose bf16's few bits (Lavin & Gray, *Fast Algorithms for Convolutional Neural
 Networks*, 2016).
 
 Everything works on NHWC-contiguous data (channels_last as torch calls it), the layout the bf16
