@@ -17,9 +17,9 @@ anyway), never the input: no more memory than the oneDNN path.
 
 Which kernel a layer gets is measured, not guessed: ``calibrated_model`` times each VGG layer
 shape each way at two image sizes on this machine and thread count, in a child process (about 12 s
-in float32, 6 s in bf16 on 2 cores, once: cached on disk), and ``CostModel.plan_at`` picks, per image size, the layout and each layer's
-kernel from those timings; in bf16 the choice is between oneDNN and our bf16 Winograd, both in
-channels_last (docs/speed.md has the figures per CPU class).
+in float32, 6 s in bf16 on 2 cores, once: cached on disk), and ``CostModel.plan_at`` picks, per
+image size, the layout and each layer's kernel from those timings; in bf16 the choice is between
+oneDNN and our bf16 Winograd, both in channels_last (docs/speed.md has the figures per CPU class).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ oneDNN like the convolutions; the transforms are a few passes over memory, cheap
 products only where the channels are many and the maps small, so the calibration
 (kernels.py) gives it the deep layers where it measures faster. F(2x2, 3x3) and not larger
 tiles: its transform matrices hold only 0, +-1 and +-1/2 (sums and differences of a few values,
-no amplification), where F(4x4, 3x3)'s mix values with weights up to 8 and lose bf16's few bits (Lavin & Gray, *Fast Algorithms for Convolutional Neural
-Networks*, 2016).
+no amplification), where F(4x4, 3x3)'s mix values with weights up to 8 and lose bf16's few bits
+(Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks*, 2016).
 
 Everything works on NHWC-contiguous data (channels_last as torch calls it), the layout the bf16
 network runs in, so no layer pays for a layout change. The functions are dtype-generic: float32
