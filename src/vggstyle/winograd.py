@@ -35,12 +35,23 @@ _SAME, _FLIP = (0, 1, 2, 3), (3, 1, 2, 0)  # G J = P G: flipping the kernel swap
 
 
 def kernel_tiles(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """(K, C, 3, 3) kernel -> (16, C, K): G g G^T at each of the 16 tile positions, computed in
-    float64 and rounded once to ``dtype`` (default: the weight's)."""
-    g = torch.tensor(_G, dtype=torch.float64)
-    tiles = torch.einsum("ij,kcjl,ml->imck", g, weight.detach().to(torch.float64), g)
-    _, _, channels, outputs = tiles.shape
-    return tiles.reshape(16, channels, outputs).to(dtype or weight.dtype).contiguous()
+    """(K, C, 3, 3) kernel -> (16, C, K): G g G^T at each of the 16 tile positions, summed in float32
+    (float64 for a float64 kernel) and rounded once to ``dtype`` (default: the weight's).
+
+    One row of G at a time into the finished tensor: whole-kernel float64 temporaries (52 MB at
+    512->512) left holes in glibc's heap, pinned by the 8 MB result, that the next large tensor
+    was served from (a checkpointed run's memory, heap.py); these are 3 MB at most."""
+    outputs, channels = weight.shape[:2]
+    work = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    kernel = weight.detach()
+    tiles = torch.empty(4, 4, channels, outputs, dtype=dtype or weight.dtype)
+    for i, g_row in enumerate(_G):
+        # (G g)[i]: (K, C, 3), the kernel's rows combined; then its columns, one position at a time.
+        rows = sum(coef * kernel[:, :, j].to(work) for j, coef in enumerate(g_row) if coef)
+        for m, g_col in enumerate(_G):
+            position = sum(coef * rows[:, :, l] for l, coef in enumerate(g_col) if coef)
+            tiles[i, m].copy_(position.t())
+    return tiles.reshape(16, channels, outputs)
 
 
 def input_tiles(x: torch.Tensor, order=_SAME) -> tuple[torch.Tensor, int, int]:
