@@ -1,7 +1,12 @@
-"""glibc's heap after a stylize call: a 48 MiB tensor (relu1_x at 512 px) comes from the heap, not
-from a fresh mmap, unless the run was checkpointed (to save memory); a threshold the user set in
+"""glibc's heap after a stylize call: a 256 MiB tensor (relu1_x at 1024x1024) comes from the heap,
+not from a fresh mmap, unless the run was checkpointed (to save memory); a threshold the user set in
 the environment is kept. Each case in its own process, as a user's would be: the setting is
-process-wide."""
+process-wide.
+
+Larger than the whole heap of these 32 px runs (~250 MB), so only the threshold decides: a smaller
+one (48 MiB) was at times served from a free block the run left behind, and a checkpointed run
+looked like one that was not (CI, AMD EPYC: up to 208 MB free in the heap, from the Winograd
+kernels' temporaries before they were made in pieces)."""
 
 from __future__ import annotations
 
@@ -30,18 +35,18 @@ class Info(ctypes.Structure):
 libc = glibc()
 libc.mallinfo2.restype = Info
 
-def mmapped_by_a_48_mib_tensor():
+def mmapped_by_a_256_mib_tensor():
     before = libc.mallinfo2().hblkhd
-    tensor = torch.empty(64, 384, 512)
+    tensor = torch.empty(64, 1024, 1024)
     grown = libc.mallinfo2().hblkhd - before
     del tensor
     return grown
 
-first = mmapped_by_a_48_mib_tensor()
+first = mmapped_by_a_256_mib_tensor()
 if sys.argv[1] != "nothing":
     content, style = sys.argv[2:4]
     vggstyle.stylize(content, style, image_size=32, num_iterations=1, single_scale=True, checkpoint=sys.argv[1])
-print(json.dumps({"before": first, "after": mmapped_by_a_48_mib_tensor()}))
+print(json.dumps({"before": first, "after": mmapped_by_a_256_mib_tensor()}))
 """
 
 
@@ -59,25 +64,25 @@ def has_mallinfo2():
         pytest.skip("glibc older than 2.33 has no mallinfo2 to look at the heap with")
 
 
-MIB_48 = 48 << 20
+MIB_256 = 256 << 20
 
 
 def test_a_stylize_call_keeps_large_tensors_in_the_heap(small_images, has_mallinfo2):
     result = probe("auto", small_images)
-    assert result["before"] >= MIB_48  # glibc's default: a fresh mmap
+    assert result["before"] >= MIB_256  # glibc's default: a fresh mmap
     assert result["after"] == 0  # after the call: served from the heap
 
 
 def test_a_checkpointed_call_leaves_them_to_mmap(small_images, has_mallinfo2):
     result = probe("on", small_images)
-    assert result["before"] >= MIB_48 and result["after"] >= MIB_48
+    assert result["before"] >= MIB_256 and result["after"] >= MIB_256
 
 
 def test_without_a_call_glibc_keeps_its_default(small_images, has_mallinfo2):
     result = probe("nothing", small_images)
-    assert result["before"] >= MIB_48 and result["after"] >= MIB_48  # importing vggstyle changes nothing
+    assert result["before"] >= MIB_256 and result["after"] >= MIB_256  # importing vggstyle changes nothing
 
 
 def test_a_threshold_the_user_set_is_kept(small_images, has_mallinfo2):
     result = probe("auto", small_images, **{MMAP_ENV: str(1 << 20)})
-    assert result["before"] >= MIB_48 and result["after"] >= MIB_48
+    assert result["before"] >= MIB_256 and result["after"] >= MIB_256
