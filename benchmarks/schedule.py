@@ -36,10 +36,12 @@ PAIRS = [
 ]
 BEFORE = "one-scale-300"
 SCHEDULES = {
-    # the default until session 9 (oneDNN's convolutions in bf16 too, no range term)
-    BEFORE: {"single_scale": True, "num_iterations": 300, "range_weight": 0.0, "winograd": "off"},
-    "default": {},  # 50 iterations at 256 px, then 200 at 512 px, with the range term
-    "default-no-range": {"range_weight": 0.0},  # the default of sessions 9-12, before the range term
+    # the default until session 9 (oneDNN's convolutions in bf16 too, no range term, content weight 1)
+    BEFORE: {"single_scale": True, "num_iterations": 300, "range_weight": 0.0, "winograd": "off",
+             "content_weight": 1.0},
+    "default": {},  # 50 iterations at 256 px, then 200 at 512 px, with the range term, content weight 1.25
+    "default-content-1": {"content_weight": 1.0},  # session 13's default: the range term, content weight 1
+    "default-no-range": {"range_weight": 0.0, "content_weight": 1.0},  # the default of sessions 9-12
     "default-onednn": {"winograd": "off"},  # without our bf16 Winograd (CPUs with bf16)
     "one-scale-250": {"single_scale": True},  # the default's iterations, all at 512 px
 }

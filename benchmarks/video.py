@@ -55,12 +55,13 @@ def input_frames(clip: Path, count: int, side: int) -> list[Image.Image]:
 
 def still_row(frames, style, args) -> tuple[list[Image.Image], list[float]]:
     import vggstyle
+    from vggstyle.config import VIDEO_CONTENT_WEIGHT  # a video's frames' (an image's default is higher)
     outputs, seconds = [], []
     for frame in frames:
         started = time.perf_counter()
         outputs.append(vggstyle.stylize(frame, style, image_size=args.image_size, num_iterations=args.first_iterations,
                                         seed=0, init="content", threads=args.threads, precision=args.precision,
-                                        winograd=args.winograd))
+                                        winograd=args.winograd, content_weight=VIDEO_CONTENT_WEIGHT))
         seconds.append(time.perf_counter() - started)
         print(f"  (a) frame {len(outputs)}/{len(frames)}: {seconds[-1]:.1f} s", flush=True)
     return outputs, seconds

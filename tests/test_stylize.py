@@ -41,6 +41,15 @@ def test_random_init_reproduces_with_a_seed_and_varies_without(small_images):
     assert not np.array_equal(a, c)
 
 
+def test_an_image_takes_content_weight_1_25_unless_given(small_images):
+    kw = dict(image_size=48, num_iterations=6, precision="fp32", seed=0)
+    default = np.asarray(vggstyle.stylize(small_images["content"], small_images["style"], **kw))
+    given = np.asarray(vggstyle.stylize(small_images["content"], small_images["style"], content_weight=1.25, **kw))
+    one = np.asarray(vggstyle.stylize(small_images["content"], small_images["style"], content_weight=1.0, **kw))
+    assert np.array_equal(default, given)
+    assert not np.array_equal(default, one)
+
+
 def test_adam_also_lowers_the_loss(small_images):
     result, history = _run(small_images, image_size=64, num_iterations=30, optimizer="adam")
     assert history[-1].losses["total"] < history[0].losses["total"] / 3

@@ -206,6 +206,17 @@ def test_later_passes_go_back_then_forward_within_each_shot_toward_both_neighbou
         assert len(steps) == FAST["frame_iterations"] and "temporal" in steps[-1].losses and not steps[-1].first
 
 
+def test_the_frames_keep_content_weight_1_unless_given(tmp_path):
+    clip = folder(tmp_path / "in", panning(3, 2))
+    outputs = {}
+    for name, weight in (("default", {}), ("one", {"content_weight": 1.0}), ("image's", {"content_weight": 1.25})):
+        stylize_video(clip, STYLE, tmp_path / name, **{**FAST, "passes": 1}, **weight)
+        outputs[name] = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / name).glob("*.png"))])
+    assert len(outputs["default"]) == 2
+    assert np.array_equal(outputs["default"], outputs["one"])
+    assert not np.array_equal(outputs["default"], outputs["image's"])
+
+
 def test_two_passes_are_steadier_than_one(tmp_path):
     from vggstyle.video.flow import warping_error
     frames = panning(3, 6)

@@ -22,6 +22,13 @@ from .layers import format_layer_weights, parse_layer_weights
 # and 1.7% of the style distance 300 single-scale iterations reached, in about 70% of their time
 # (docs/speed.md, benchmarks/schedule.py).
 DEFAULT_ITERATIONS = 250
+# Content weight: 1.25 for an image since the range term (with the clamp no longer cutting the style
+# off, 1 left the content 1.7-6.7% further from the photo than the old default on untuned pairs;
+# 1.25 is 1.2-6.7% closer, the style still 12-73% closer: docs/speed.md, session 14). A video's
+# frames keep 1: they start from the content or the frame before and take 10 iterations, and 1.25
+# cost them 17% of their style distance and 4% more flicker (docs/video.md).
+DEFAULT_CONTENT_WEIGHT = 1.25
+VIDEO_CONTENT_WEIGHT = 1.0
 OPTIMIZERS = ("lbfgs", "adam")
 POOLINGS = ("max", "avg")
 WEIGHT_SOURCES = ("caffe", "torchvision")
@@ -168,8 +175,9 @@ class StyleConfig:
 
     # Loss weights. The loss terms are normalized (see losses.py) so that these
     # defaults give a balanced result at any image size.
-    content_weight: float = _opt(1.0, FLOAT, "weights", "how strongly the result keeps the content image's "
-                                 "structure", web=True, bounds=Range(0.0, MAX_WEIGHT))
+    content_weight: float | None = _opt(None, FLOAT, "weights", "how strongly the result keeps the content image's "
+                                        f"structure (a video's frames: {VIDEO_CONTENT_WEIGHT:g})", web=True,
+                                        shown_default=DEFAULT_CONTENT_WEIGHT, bounds=Range(0.0, MAX_WEIGHT))
     style_weight: float = _opt(40.0, FLOAT, "weights", "how strongly the result takes the style images' textures",
                                web=True, bounds=Range(0.0, MAX_WEIGHT))
     tv_weight: float = _opt(5.0, FLOAT, "weights", "total-variation weight: smooths high-frequency noise",
@@ -365,6 +373,10 @@ class StyleConfig:
     def style_side(self, long_side: int) -> int:
         """Long side of the style images when the output's long side is ``long_side`` (--style-scale)."""
         return max(16, round(long_side * self.style_scale))
+
+    def content_weight_or(self, default: float = DEFAULT_CONTENT_WEIGHT) -> float:
+        """--content-weight, else ``default`` (an image's; a video's frames have their own)."""
+        return self.content_weight if self.content_weight is not None else default
 
     @property
     def lr(self) -> float:

@@ -94,7 +94,7 @@ def build_objective(net: VGG19Features, config: StyleConfig, images: ScaleImages
     styles = style_features(net, images) if styles is None else styles
     with torch.no_grad():
         features = net(images.content.to(device))
-        content = ContentTerm(config.content_weight, {n: features[n] for n in config.content_layers},
+        content = ContentTerm(config.content_weight_or(), {n: features[n] for n in config.content_layers},
                               config.content_layers, [{n: f[n] for n in config.content_layers} for f in styles])
         del features
         generator = torch.Generator().manual_seed(config.seed or 0)  # on the CPU: the same draws on any device

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..config import StyleConfig
+from ..config import VIDEO_CONTENT_WEIGHT, StyleConfig
 from ..device import resolve_policy
 from ..engine import call_scope, network_for
 from ..errors import OutputError, VggstyleError, first_line
@@ -44,6 +44,7 @@ class VideoRun:
         self.clip = open_video(input, start=video.start, end=video.end, max_frames=video.max_frames,
                                max_input_pixels=config.max_input_pixels, fps=video.fps)
         placeholder = Image.new("RGB", self.clip.info.size)
+        config = config.replace(content_weight=config.content_weight_or(VIDEO_CONTENT_WEIGHT))  # the frames' own
         self.inputs = load_inputs(placeholder, styles, config, masks)
         self.config = self.inputs.config
         self.size = long_side_size(self.clip.info.size, self.config.image_size)
