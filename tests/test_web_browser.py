@@ -323,6 +323,11 @@ def test_a_video_content_shows_frames_and_plays_the_mp4_result(browser, tmp_path
         with page.expect_download() as download_info:
             page.click("#download")
         assert download_info.value.suggested_filename == "vggstyle-48x36.mp4"
+        # the content weight and the iterations shown (an image's) were left as they were: the
+        # video's own apply (1, and 300 for a first frame), not the image's the form shows
+        config = runner.calls[0]["config"]
+        assert page.input_value("#f-content_weight") == "1.25" and page.input_value("#f-num_iterations") == "250"
+        assert config.content_weight is None and config.num_iterations is None and config.image_size == 48
         assert console_errors == []
         page.close()
 

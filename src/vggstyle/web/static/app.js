@@ -52,6 +52,7 @@ function fieldElement(spec) {
   input.id = "f-" + spec.name;
   input.name = spec.name;
   input.dataset.default = spec.default === null ? "" : String(spec.default);
+  input.dataset.derived = spec.optional ? "1" : ""; // the server derives it (a video's frames have their own)
   if (input.type !== "checkbox") input.value = input.dataset.default;
   if (spec.optional && spec.default === null) input.placeholder = "default";
   if (spec.kind === "layers") wrap.classList.add("wide"); // long defaults stay readable
@@ -110,8 +111,10 @@ function formValues() {
   for (const input of document.querySelectorAll("#main-fields [name], #more-fields [name]")) {
     const value = input.type === "checkbox" ? String(input.checked) : input.value.trim();
     const main = input.closest("#main-fields") !== null;
-    // Main knobs are always sent; the rest only when changed, so defaults stay the server's.
-    if (value !== "" && (main || value !== input.dataset.default)) values[input.name] = value;
+    // Main knobs are always sent, unless the server derives them (content weight, iterations: an
+    // image's and a video's differ); the rest only when changed, so defaults stay the server's.
+    const always = main && !input.dataset.derived;
+    if (value !== "" && (always || value !== input.dataset.default)) values[input.name] = value;
   }
   if (page.styles.length > 1) values.style_blend_weights = page.styles.map((s) => s.weight).join(",");
   return values;
