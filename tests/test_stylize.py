@@ -147,6 +147,7 @@ def test_parameters_travel_with_the_result(small_images, tmp_path):
     result, _ = _run(small_images, image_size=48, num_iterations=2, style_weight=7.5)
     info = result.info["vggstyle"]
     assert info["style_weight"] == 7.5 and info["iterations_done"] == 2
+    assert info["content_weight"] == 1.25  # the weight used, not "default"
     path = vggstyle.save_image(result, tmp_path / "o.png", info)
     assert vggstyle.read_parameters(path)["style_layers"] == "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
 

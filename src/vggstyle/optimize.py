@@ -149,6 +149,7 @@ def stylize(content, styles, config: StyleConfig | None = None, *, masks=None, o
         result = tensor_to_pil(run.run())
     result.info["vggstyle"] = {
         **config.to_dict(),
+        "content_weight": config.content_weight_or(),  # the weight used: its default is an image's
         "style_masks": inputs.describe_masks(),
         "iterations_done": run.steps,
         "seed_used": run.seed,
