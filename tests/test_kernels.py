@@ -54,9 +54,14 @@ def test_winograd_gives_onednns_features_and_input_gradient(weights, checkpoint)
 
 
 def test_the_gradient_is_autograds_for_one_layer():
-    x = torch.randn(1, 16, 20, 28, dtype=torch.float64).float().requires_grad_(True)
-    weight, bias = torch.randn(32, 16, 3, 3) * 0.1, torch.randn(32) * 0.1
-    grad_out = torch.randn(1, 32, 20, 28)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, 20, 28, generator=generator).requires_grad_(True)
+    weight, bias = torch.randn(32, 16, 3, 3, generator=generator) * 0.1, torch.randn(32, generator=generator) * 0.1
+    grad_out = torch.randn(1, 32, 20, 28, generator=generator)
+    # Where the convolution is within rounding of 0, whether the ReLU passes the gradient is a coin
+    # toss between two exact-to-1e-6 paths: the suite's global generator once put an output there
+    # (0.7% off, CI); nothing flows back from such outputs in either path.
+    grad_out *= torch.nn.functional.conv2d(x.detach(), weight, bias, padding=1).abs() > 1e-4
     kernels.winograd_conv_relu(x, weight, bias).backward(grad_out)
     reference = x.detach().clone().requires_grad_(True)
     torch.relu(torch.nn.functional.conv2d(reference, weight, bias, padding=1)).backward(grad_out)
