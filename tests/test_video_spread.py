@@ -39,16 +39,18 @@ def records(work_dir) -> list[dict]:
 # ---------------------------------------------------------------------------- the plan (plain numbers)
 def test_chunks_split_at_the_cuts_into_near_equal_runs_leaders_and_followers():
     chunks = plan_chunks([10], 25, 4, 2)
-    assert [(c.first, c.last, c.warmup, c.follows) for c in chunks] == [
-        (0, 2, 0, False), (3, 5, 0, True), (6, 9, 2, False),  # shot 0-9: three chunks, never a tail of one
-        (10, 12, 0, False), (13, 16, 0, True), (17, 20, 2, False), (21, 24, 0, True)]  # no warm-up across a cut
-    assert [c.shot for c in chunks] == [(0, 9)] * 3 + [(10, 24)] * 4
-    assert neighbours(chunks, chunks[2]) == [chunks[1]] and neighbours(chunks, chunks[3]) == [chunks[4]]
-    assert edge_frames(chunks, chunks[1]) == [2, 6]
+    assert [(c.first, c.last, c.warmup, c.follows, c.anchor) for c in chunks] == [
+        (0, 0, 0, False, None), (1, 3, 0, True, None), (4, 6, 2, False, 0), (7, 9, 0, True, None),  # shot 0-9
+        (10, 10, 0, False, None), (11, 13, 0, True, None), (14, 17, 2, False, 10), (18, 20, 0, True, None),
+        (21, 24, 2, False, 10)]  # a shot of three chunks or more: its first still on its own, leaders anchored on it
+    assert [c.shot for c in chunks] == [(0, 9)] * 4 + [(10, 24)] * 5
+    assert neighbours(chunks, chunks[3]) == [chunks[2]] and neighbours(chunks, chunks[4]) == [chunks[5]]
+    assert edge_frames(chunks, chunks[1]) == [0, 4]
     assert plan_chunks([], 5, 48, 4) == [Chunk(0, (0, 4), 0, 4, 0)]  # a short clip is one chunk: one machine's run
+    assert [(c.first, c.follows, c.anchor) for c in plan_chunks([], 8, 4, 4)] == [(0, False, None), (4, True, None)]
     # a warm-up never reaches before its shot's first frame; a follower starts from the frames before
-    assert [(c.first, c.warmup) for c in plan_chunks([], 9, 3, 10)] == [(0, 0), (3, 0), (6, 6)]
-    assert history(chunks[1], 1) == [2] and history(chunks[1], 4) == [0, 1, 2] and history(chunks[2], 4) == []
+    assert [(c.first, c.warmup) for c in plan_chunks([], 9, 3, 10)] == [(0, 0), (1, 0), (3, 3), (6, 0)]
+    assert history(chunks[1], 1) == [0] and history(chunks[3], 4) == [3, 4, 5, 6] and history(chunks[2], 4) == []
 
 
 def test_each_chunk_visits_its_frames_in_the_one_machine_order_once_its_neighbours_are_done():
@@ -59,13 +61,14 @@ def test_each_chunk_visits_its_frames_in_the_one_machine_order_once_its_neighbou
         assert sorted(per_chunk) == sorted(whole)  # every frame the one-machine pass revisits, once
         for chunk in chunks:  # and inside a chunk in the same order
             assert chunk_order(chunk, number) == [s for s in whole if chunk.first <= s[0] <= chunk.last]
-    assert ready(set(), chunks, chunks[0], 1) and ready(set(), chunks, chunks[2], 1)  # leaders at once
+    assert ready(set(), chunks, chunks[0], 1) and ready(set(), chunks, chunks[4], 1)  # leaders at once...
+    assert not ready(set(), chunks, chunks[2], 1) and ready(set(), chunks, chunks[2], 1, {0})  # ...an anchored one after its still
     assert not ready(set(), chunks, chunks[1], 1) and ready(set(), chunks, chunks[1], 1, {0})  # a follower waits
     done = {(0, 1), (1, 1)}
     assert ready(done, chunks, chunks[0], 2) and not ready(done, chunks, chunks[1], 2)  # chunk 2 not done
     assert ready(done | {(2, 1)}, chunks, chunks[1], 2)
-    assert ready(set(), chunks, chunks[3], 1) and not ready({(3, 1)}, chunks, chunks[3], 2)  # needs chunk 4
-    assert ready({(3, 1), (4, 1)}, chunks, chunks[3], 2)  # chunk 2 is across the cut: not waited for
+    assert not ready({(4, 1)}, chunks, chunks[4], 2)  # needs chunk 5
+    assert ready({(4, 1), (5, 1)}, chunks, chunks[4], 2)  # chunk 3 is across the cut: not waited for
 
 
 # ---------------------------------------------------------------------------- on this machine, two devices
@@ -94,7 +97,7 @@ def test_a_stopped_spread_run_resumes_to_the_same_frames_and_keeps_rate_and_soun
     work = tmp_path / "work"
     stopped = stylize_video(clip, STYLE, tmp_path / "out.mp4", work_dir=str(work), on_step=stop_after_some, **options)
     assert stopped.stopped and stopped.output is None and not (tmp_path / "out.mp4").exists()
-    assert seen[-1].total == 4 * 3 and seen[-1].chunks == 4 and 4 <= seen[-1].done < 12
+    assert seen[-1].total == 5 * 3 and seen[-1].chunks == 5 and 4 <= seen[-1].done < 15  # the still a chunk of its own
     written = len(records(work))
     frames_seen = []
     resumed = stylize_video(clip, STYLE, tmp_path / "out.mp4", work_dir=str(work), on_frame=frames_seen.append,

@@ -52,6 +52,7 @@ class ChunkWork:
     frames: list[int]  # pass 1: the frames in order; later passes: the order of chunk_order
     contents: dict[int, bytes]  # content frames at the working size, of ``frames`` and the frames they read
     history: list[int] = field(default_factory=list)  # pass 1 of a follower: the frames before, oldest first
+    anchor: int | None = None  # pass 1 of an anchored leader: the frame its first frame starts from
     order: list[tuple[int, int, int]] = field(default_factory=list)  # later passes: (frame, shot first, last)
     outputs: dict[int, bytes] = field(default_factory=dict)  # the outputs they start from and read (and history's)
     passes_on_disk: dict[int, int] = field(default_factory=dict)  # later passes: each output's pass
@@ -143,17 +144,19 @@ def _run(work: ChunkWork, policy, stop) -> tuple[ChunkStore, bool]:
 
 
 def _first_pass(run: Pass, work: ChunkWork, contents: dict) -> bool:
-    """The chunk's frames in order (a leader's first as a still, a follower's after the chunk
-    before); True when stopped."""
+    """The chunk's frames in order (a leader's first as a still, or from its anchor; a follower's
+    after the chunk before); True when stopped."""
     shot = Shot(max(run.video.offsets))
     for t in work.history:  # a follower starts where the chunk before ended, as one machine would
         shot.push(np.asarray(contents[t]), run.stylizer.as_optimized(run.store.load(t)))
+    anchor = None if work.anchor is None else (np.asarray(contents[work.anchor]),
+                                                  run.stylizer.as_optimized(run.store.load(work.anchor)))
     for t in work.frames:
         images = run.stylizer.images(contents[t])
         content = np.asarray(contents[t])
         source_index, shown = work.times.get(t, (t, "0"))
         frame = InputFrame(t, source_index, contents[t], Fraction(shown))
-        image, record = stylize_frame(run, frame, images, content, shot)
+        image, record = stylize_frame(run, frame, images, content, shot, anchor if t == work.frames[0] else None)
         if image is None:
             return True
         run.store.save(t, image, record)

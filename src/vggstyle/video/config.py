@@ -34,6 +34,12 @@ def _opt(default, help: str, **extra):
 # A shot's first frame is a still at one scale (the video's size): the still default before the
 # half-size start, so that a clip's look did not change with it.
 FIRST_FRAME_ITERATIONS = 300
+# A spread run's anchored leader (split.py): its first frame starts from its shot's first still,
+# warped, so it needs far fewer (60 measured: half the difference where chunks meet, docs/video.md;
+# never more than a first frame is given). It is anchored only where that one flow is consistent
+# over at least ANCHOR_COVERAGE of the frame.
+ANCHORED_ITERATIONS = 60
+ANCHOR_COVERAGE = 0.5
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..inputs import Inputs
-from .config import FrameDone, VideoConfig, VideoSummary
+from .config import ANCHOR_COVERAGE, ANCHORED_ITERATIONS, FrameDone, VideoConfig, VideoSummary
 from .frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
                           revisit_start, temporal_term)
 from .reader import VideoInput
@@ -78,15 +78,21 @@ def first_pass(run: Pass) -> None:
             run.summary.stopped = run.summary.frames < run.clip.frame_count or run.video.passes > 1
             return
 
-def stylize_frame(run: Pass, frame, images, content, shot: Shot):
+def stylize_frame(run: Pass, frame, images, content, shot: Shot, anchor: tuple[np.ndarray, np.ndarray] | None = None):
     """Optimize one frame of the first pass after the frames of ``shot``; returns (image or None
-    when stopped, its record)."""
+    when stopped, its record). ``anchor`` ((content, output) of an earlier frame of the shot): a
+    first frame starts from that output warped to it, where one flow carries it (split.py)."""
     started = time.perf_counter()
     video = run.video
     link = guide(shot, content, video.offsets, video.flow, video.motion_boundary_weight,
                  video.tolerance) if len(shot) else None
     first = link is None or link.cut
-    if first:
+    anchored = anchored_guide(video, content, anchor) if first and anchor is not None else None
+    if anchored is not None:
+        shot.clear()
+        start = prev_warped_start(anchored, images.content)
+        iterations, terms = min(ANCHORED_ITERATIONS, run.first_iterations), ()
+    elif first:
         shot.clear()
         start, iterations, terms = still_start(run.inputs, frame, run.inputs.config.init), run.first_iterations, ()
     else:
@@ -103,10 +109,20 @@ def stylize_frame(run: Pass, frame, images, content, shot: Shot):
 
     image, losses, done = run.stylizer.run(images, start, iterations, terms, hook)
     record = {"source_index": frame.source_index, "time": str(frame.time), "first": first,
+              **({"anchored": round(anchored.coverage, 4)} if anchored is not None else {}),
               "cut": bool(link is not None and link.cut),
               "coverage": None if link is None else round(link.coverage, 4), "iterations": done,
               "losses": losses, "seconds": round(time.perf_counter() - started, 3)}
     return image, record
+
+def anchored_guide(video: VideoConfig, content: np.ndarray, anchor: tuple[np.ndarray, np.ndarray]):
+    """The guide from ``anchor`` to this frame, or None where one flow cannot carry it (a cut, or
+    consistent over less than ANCHOR_COVERAGE of the frame)."""
+    earlier = Shot(1)
+    earlier.push(*anchor)
+    found = guide(earlier, content, (1,), video.flow, video.motion_boundary_weight, video.tolerance)
+    return None if found.cut or found.coverage < ANCHOR_COVERAGE else found
+
 
 def later_pass(run: Pass, number: int) -> None:
     """Pass ``number`` (2, 3, ...) over every shot (split.pass_order: even passes backward, odd

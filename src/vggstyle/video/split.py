@@ -13,6 +13,13 @@ Why these rules:
   meet: the leader also stylizes ``overlap`` frames before its own (a warm-up, to settle after
   its still), and those frames are cross-faded from the earlier chunk's result to this one's, so
   the seam is a fade over several frames instead of a jump.
+- A leader after its shot's first chunk is *anchored*: its first frame starts from the shot's first
+  still, warped to it along one flow, and takes ANCHORED_ITERATIONS instead of a still's. Two
+  fresh stills meet as two unrelated textures, and the cross-fade between them is a ghost of both;
+  an anchored leader descends from the same still as the chunks before it (half the difference
+  where they meet, measured in docs/video.md). So a shot of three chunks or more starts with a
+  chunk of one frame, its first still, which the anchored leaders wait for; a flow that cannot
+  carry the still that far (a cut, or little of the frame consistent) gives a plain still instead.
 - Pass p >= 2 of a chunk reads the boundary frames of its neighbours at pass p-1, so it may start
   once itself and both neighbours (in its shot) have finished pass p-1: the passes of different
   chunks overlap in time, and each later pass pulls a chunk's edge toward the other side of the
@@ -37,6 +44,7 @@ class Chunk:
     last: int
     warmup: int = 0
     follows: bool = False
+    anchor: int | None = None  # a leader's: the frame whose output its first frame starts from
 
     @property
     def first_pass_frames(self) -> range:
@@ -55,16 +63,22 @@ def shots(starts: list[int], frames: int) -> list[tuple[int, int]]:
 
 def plan_chunks(starts: list[int], frames: int, chunk_frames: int, overlap: int) -> list[Chunk]:
     """The chunks of a clip of ``frames`` frames whose shots start at ``starts``: each shot in
-    ceil(length / chunk_frames) chunks of near-equal length, in order."""
+    ceil(length / chunk_frames) chunks of near-equal length, in order; a shot of three or more
+    first gives its first frame a chunk of its own (the still the leaders after it are anchored on)."""
     chunks: list[Chunk] = []
     for lo, hi in shots(starts, frames):
         length = hi - lo + 1
         count = math.ceil(length / chunk_frames)
-        bounds = [lo + (length * i) // count for i in range(count + 1)]
-        for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        anchored = count >= 3
+        if anchored:
+            chunks.append(Chunk(len(chunks), (lo, hi), lo, lo))
+        start = lo + anchored
+        bounds = [start + ((hi + 1 - start) * i) // count for i in range(count + 1)]
+        for i, (a, b) in enumerate(zip(bounds, bounds[1:]), start=anchored):
             follows = i % 2 == 1
             warmup = 0 if i == 0 or follows else min(overlap, a - lo)
-            chunks.append(Chunk(len(chunks), (lo, hi), a, b - 1, warmup, follows))
+            chunks.append(Chunk(len(chunks), (lo, hi), a, b - 1, warmup, follows,
+                                lo if anchored and not follows else None))
     return chunks
 
 
@@ -112,11 +126,19 @@ def history(chunk: Chunk, depth: int) -> list[int]:
     return list(range(max(chunk.shot[0], chunk.first - depth), chunk.first)) if chunk.follows else []
 
 
+def owner(chunks: list[Chunk], frame: int) -> Chunk:
+    """The chunk that owns ``frame``."""
+    return next(c for c in chunks if c.first <= frame <= c.last)
+
+
 def ready(done: set[tuple[int, int]], chunks: list[Chunk], chunk: Chunk, number: int,
           written: set[int] = frozenset()) -> bool:
-    """Whether pass ``number`` of ``chunk`` can start: pass 1 of a leader at once, of a follower
-    once the chunk before has its first pass ``written``; pass p once the chunk and its neighbours
-    in the shot have finished pass p-1 (and the cross-fades into them are written)."""
+    """Whether pass ``number`` of ``chunk`` can start: pass 1 of a leader at once (an anchored one
+    once its anchor's chunk has its first pass ``written``), of a follower once the chunk before
+    has; pass p once the chunk and its neighbours in the shot have finished pass p-1 (and the
+    cross-fades into them are written)."""
     if number == 1:
+        if chunk.anchor is not None:
+            return owner(chunks, chunk.anchor).number in written
         return not chunk.follows or chunk.number - 1 in written
     return all((c.number, number - 1) in done for c in [chunk, *neighbours(chunks, chunk)])

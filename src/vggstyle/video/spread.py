@@ -33,7 +33,7 @@ from ..errors import ConfigError, VggstyleError, first_line
 from ..files import png_bytes, rgb_from_bytes
 from ..image import as_image_list, tensor_to_pil
 from .chunk import ChunkWork, remote_chunk, run_chunk
-from .config import FrameDone, SpreadProgress
+from .config import ANCHORED_ITERATIONS, FrameDone, SpreadProgress
 from .flow import link
 from .passes import Pass
 from .split import Chunk, boundary_frames, chunk_order, crossfade, edge_frames, history, plan_chunks, ready
@@ -213,9 +213,10 @@ class Spread:
                     total_frames=self.prepared.frames, pass_number=number)
         if number == 1:
             frames, before = list(chunk.first_pass_frames), history(chunk, max(run.video.offsets))
-            return ChunkWork(**base, frames=frames, history=before,
-                             contents={t: store.content_bytes(t) for t in before + frames},
-                             outputs={t: store.frame_bytes(t) for t in before},
+            read = before + ([chunk.anchor] if chunk.anchor is not None else [])
+            return ChunkWork(**base, frames=frames, history=before, anchor=chunk.anchor,
+                             contents={t: store.content_bytes(t) for t in read + frames},
+                             outputs={t: store.frame_bytes(t) for t in read},
                              times={t: self.prepared.times[t] for t in frames})
         order = chunk_order(chunk, number)
         outside = edge_frames(self.chunks, chunk)
@@ -232,7 +233,9 @@ class Spread:
         """The iterations a chunk's pass takes (for the ETA)."""
         video = self.run.video
         if number == 1:
-            still = 0 if chunk.follows else self.run.first_iterations - video.frame_iterations
+            first = self.run.first_iterations
+            first = min(ANCHORED_ITERATIONS, first) if chunk.anchor is not None else first
+            still = 0 if chunk.follows else first - video.frame_iterations
             return still + len(chunk.first_pass_frames) * video.frame_iterations
         return len(chunk_order(chunk, number)) * video.frame_iterations
 
