@@ -62,13 +62,24 @@ def test_each_chunk_visits_its_frames_in_the_one_machine_order_once_its_neighbou
         for chunk in chunks:  # and inside a chunk in the same order
             assert chunk_order(chunk, number) == [s for s in whole if chunk.first <= s[0] <= chunk.last]
     assert ready(set(), chunks, chunks[0], 1) and ready(set(), chunks, chunks[4], 1)  # leaders at once...
-    assert not ready(set(), chunks, chunks[2], 1) and ready(set(), chunks, chunks[2], 1, {0})  # ...an anchored one after its still
+    assert not ready(set(), chunks, chunks[2], 1) and ready(set(), chunks, chunks[2], 1, {0})  # anchored: after it
     assert not ready(set(), chunks, chunks[1], 1) and ready(set(), chunks, chunks[1], 1, {0})  # a follower waits
     done = {(0, 1), (1, 1)}
     assert ready(done, chunks, chunks[0], 2) and not ready(done, chunks, chunks[1], 2)  # chunk 2 not done
     assert ready(done | {(2, 1)}, chunks, chunks[1], 2)
     assert not ready({(4, 1)}, chunks, chunks[4], 2)  # needs chunk 5
     assert ready({(4, 1), (5, 1)}, chunks, chunks[4], 2)  # chunk 3 is across the cut: not waited for
+
+
+def test_an_anchor_carries_only_where_one_flow_does():
+    from vggstyle.video.config import VideoConfig
+    from vggstyle.video.passes import anchored_guide
+    earlier, later = panning(1, 2, shift=2)
+    output = np.random.default_rng(0).random(earlier.shape).astype(np.float32)
+    found = anchored_guide(VideoConfig(), later, (earlier, output))
+    assert found is not None and found.coverage > 0.9  # the panned view: its still, moved along
+    elsewhere = panning(7, 1)[0]  # another texture altogether: a plain still instead
+    assert anchored_guide(VideoConfig(), elsewhere, (earlier, output)) is None
 
 
 # ---------------------------------------------------------------------------- on this machine, two devices
@@ -81,6 +92,25 @@ def test_a_shot_in_one_chunk_is_the_one_machine_run(tmp_path):
     # the same functions on the same frames; the workers' content frames are the PNGs the later
     # passes read on one machine too, so only the first pass sees a rounding of the content
     assert len(a) == len(b) == 8 and max(np.abs(x - y).mean() for x, y in zip(a, b)) < 2.0
+
+
+def test_leaders_after_the_first_chunk_start_from_the_shots_first_still(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", panning(3, 10, shift=2), Fraction(10))
+    options = {**FAST, "first_frame_iterations": 40, "passes": 1, "chunk_frames": 3, "chunk_overlap": 0}
+    stylize_video(clip, STYLE, tmp_path / "out", work_dir=str(tmp_path / "work"), devices=["cpu", "cpu"], **options)
+    by_frame = {r["index"]: r for r in records(tmp_path / "work")}
+    # chunks: the still (0), then 1-2 follows, 3-4 leads, 5-6 follows, 7-9 leads
+    assert [t for t, r in sorted(by_frame.items()) if r["first"]] == [0, 3, 7]
+    assert "anchored" not in by_frame[0] and all(by_frame[t]["anchored"] > 0.5 for t in (3, 7))
+    assert by_frame[0]["iterations"] == 40 and by_frame[3]["iterations"] == by_frame[7]["iterations"] == 40
+    # started from frame 0's still moved along the pan, not afresh: closer to the follower's frame
+    # before it (which descends from the same still) than a plain still of the same frame is
+    plain = stylize_video(clip, STYLE, tmp_path / "plain", end="f4", **{**options, "start": "f3"})
+    out = frames_of(tmp_path / "out")
+    assert plain.frames == 1
+    fresh = frames_of(tmp_path / "plain")[0]
+    near, far = np.abs(out[3] - out[2]).mean(), np.abs(fresh - out[2]).mean()
+    assert near < 0.95 * far, (near, far)  # measured 0.91 (both off by the pan between frames 2 and 3)
 
 
 def test_a_stopped_spread_run_resumes_to_the_same_frames_and_keeps_rate_and_sound(tmp_path):
