@@ -5,8 +5,8 @@
   multiplications of a direct convolution, so on CPUs without native bf16 (AVX2 + FMA: most
   laptops, desktops and cloud machines) it is the fastest float32 convolution there is. float32,
   NCHW only.
-* Winograd in bf16 (winograd.py, ours: F(2x2, 3x3) as batched matrix products, channels_last):
-  4/9 of the multiplications, for the deep layers of the bf16 network where oneDNN's direct
+* Winograd in bf16 (winograd.py, ours: F(4x4, 3x3) as matrix products, channels_last): a
+  quarter of the multiplications, for the deep layers of the bf16 network where oneDNN's direct
   convolutions are already at the cores' peak.
 
 Both are autograd Functions that return only the input gradient: the weights are frozen. For a
@@ -101,7 +101,7 @@ def winograd_conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 def winograd_bf16_conv_relu(x: torch.Tensor, tiles: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """relu(conv(x)) through winograd.py's F(2x2, 3x3) in the tiles' dtype (bf16), channels_last out.
+    """relu(conv(x)) through winograd.py's F(4x4, 3x3) in the tiles' dtype (bf16), channels_last out.
     tiles: winograd.kernel_tiles of the layer's weight."""
     return WinogradConvReLU.apply(x, tiles, bias)
 
@@ -396,7 +396,7 @@ def _machine_key(cpu: str, precision: str = "fp32") -> str:
     long OpenMP's idle threads spin beside NNPACK's (openmp.py: 20% of a Winograd iteration)."""
     spin = [os.environ.get(name, "") for name in (SPIN_COUNT_ENV, WAIT_POLICY_ENV)]
     text = "|".join([cpu, torch.__version__, str(torch.get_num_threads()),
-                     str(CALIBRATION_SIZES), "v4", precision, *spin])
+                     str(CALIBRATION_SIZES), "v5", precision, *spin])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -1,108 +1,120 @@
-"""Winograd F(2x2, 3x3) convolutions as batched matrix products: the bf16 Winograd that no library ships.
+"""Winograd F(4x4, 3x3) convolutions as matrix products: the bf16 Winograd that no library ships.
 
 On a CPU with AVX512-BF16 a bf16 VGG iteration is 82% oneDNN convolutions running near the cores'
-peak (docs/speed.md), so only fewer multiplications make it faster. F(2x2, 3x3) computes each 2x2
-output tile from a 4x4 input tile with 16 multiplications per channel pair instead of 36: the
-input and kernel tiles are transformed (additions only, B^T d B and G g G^T), multiplied
-elementwise, which over the channels is 16 independent matrix products (tiles x C) @ (C x K),
-and transformed back (A^T m A). The products run in torch.bmm, whose bf16 kernels go through
-oneDNN like the convolutions; the transforms are a few passes over memory, cheap next to the
-products only where the channels are many and the maps small, so the calibration
-(kernels.py) gives it the deep layers where it measures faster. F(2x2, 3x3) and not larger
-tiles: its transform matrices hold only 0, +-1 and +-1/2 (sums and differences of a few values,
-no amplification), where F(4x4, 3x3)'s mix values with weights up to 8 and lose bf16's few bits
-(Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks*, 2016).
+peak (docs/speed.md), so only fewer multiplications make it faster. F(4x4, 3x3) computes each 4x4
+output tile from a 6x6 input tile with 36 multiplications per channel pair instead of 144: the
+input and kernel tiles are transformed (B^T d B and G g G^T), multiplied elementwise, which over
+the channels is 36 independent matrix products (tiles x C) @ (C x K), and transformed back
+(A^T m A). All three steps are matrix products in torch (oneDNN's bf16 kernels, float32
+accumulation, one rounding each): the input transform is one (36 x 36) product over the gathered
+tiles, the output one (16 x 36) product, so each value is rounded once per step however many terms
+it sums. Session 13's F(2x2, 3x3) did the transforms as chains of bf16 additions and needed 16
+products per 4 outputs instead of 36 per 16; this is 1.8x fewer multiplications.
+
+The interpolation points are 0, 1, -1, 2, -1/2 and infinity: measured on VGG's layers with real
+activations (docs/speed.md, session 15), bf16 products at these points err 0.5-0.8% against
+float32, against 0.7-1.1% at 0, +-1, +-2 and 1.1-2.6% at 0, +-1, 2, 1/2 (oneDNN's bf16
+convolutions: 0.2%, F(2x2, 3x3): 0.3%). The matrices below are Toom-Cook's for these points
+(Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks*, 2016); tests check the
+convolution they give against conv2d to 1e-12 in float64.
 
 Everything works on NHWC-contiguous data (channels_last as torch calls it), the layout the bf16
-network runs in, so no layer pays for a layout change. The functions are dtype-generic: float32
+network runs in, so no layer pays for a layout change. The functions are dtype-generic: float64
 gives the exact convolution (to rounding), which is how the tests check them on any CPU.
 
-Kernel for the input gradient: for a stride-1, pad-1 3x3 convolution it is the convolution with
-the kernel flipped and in/out channels swapped (kernels.flipped_transposed). Flipping a kernel
-permutes the rows of G (G J = P G, P swapping rows 0 and 3), so the flipped kernel's transform is
-the forward one with its 4x4 positions permuted and each matrix transposed. The backward pass
-writes its tiles to the permuted positions and multiplies by the transposed view of the forward's
-kernel: no second kernel is stored or copied.
+The input gradient of a stride-1, pad-1 3x3 convolution is the convolution with the kernel flipped
+and in/out channels swapped; a flipped kernel is the same kernel on the flipped image. So the
+backward pass gathers the gradient's tiles on a grid aligned to the far edges, reads each tile
+backwards (the input matrix's columns reversed), multiplies by the transposed view of the forward's
+kernel tiles and writes each output tile backwards (the output matrix's rows reversed): no second
+kernel is stored, and no image is flipped.
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
+from functools import cache
+
 import torch
 
-# G of F(2x2, 3x3): the kernel transform U = G g G^T, one 4x4 tile per channel pair.
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-_SAME, _FLIP = (0, 1, 2, 3), (3, 1, 2, 0)  # G J = P G: flipping the kernel swaps transform rows 0 and 3
+_THIRD, _FIFTEENTH = Fraction(1, 3), Fraction(1, 15)
+# F(4x4, 3x3) at 0, 1, -1, 2, -1/2, infinity: G (6 x 3), B^T (6 x 6), A^T (4 x 6).
+_G = ((1, 0, 0), (-_THIRD, -_THIRD, -_THIRD), (_THIRD, -_THIRD, _THIRD),
+      (_FIFTEENTH, 2 * _FIFTEENTH, 4 * _FIFTEENTH), (-16 * _FIFTEENTH, 8 * _FIFTEENTH, -4 * _FIFTEENTH), (0, 0, 1))
+_BT = ((1, 1.5, -2, -1.5, 1, 0), (0, -1, -2.5, -0.5, 1, 0), (0, 1, 0.5, -2.5, 1, 0),
+       (0, -0.5, -1, 0.5, 1, 0), (0, 2, -1, -2, 1, 0), (0, 1, 1.5, -2, -1.5, 1))
+_AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -0.5, 0), (0, 1, 1, 4, 0.25, 0), (0, 1, -1, 8, -0.125, 1))
+TILE, OUT = 6, 4  # input and output tile sides; tiles step by OUT
+
+
+@cache
+def _transform(name: str, dtype: torch.dtype, flipped: bool) -> torch.Tensor:
+    """The (36 x 36) input or (16 x 36) output transform over flattened tiles, B^T (x) B^T or
+    A^T (x) A^T (every entry a short binary fraction: exact in bf16); flipped: for a tile read
+    backwards (reversing both sides of a tile reverses its flattened positions)."""
+    side = torch.tensor(_BT if name == "input" else _AT, dtype=torch.float64)
+    matrix = torch.kron(side, side)
+    if flipped:
+        matrix = matrix.flip(1 if name == "input" else 0)
+    return matrix.to(dtype)
 
 
 def kernel_tiles(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """(K, C, 3, 3) kernel -> (16, C, K): G g G^T at each of the 16 tile positions, summed in float32
+    """(K, C, 3, 3) kernel -> (36, C, K): G g G^T at each of the 36 tile positions, summed in float32
     (float64 for a float64 kernel) and rounded once to ``dtype`` (default: the weight's).
 
     One row of G at a time into the finished tensor: whole-kernel float64 temporaries (52 MB at
-    512->512) left holes in glibc's heap, pinned by the 8 MB result, that the next large tensor
-    was served from (a checkpointed run's memory, heap.py); these are 3 MB at most."""
+    512->512) left holes in glibc's heap, pinned by the result, that the next large tensor was
+    served from (a checkpointed run's memory, heap.py); these are 3 MB at most."""
     outputs, channels = weight.shape[:2]
     work = torch.float64 if weight.dtype == torch.float64 else torch.float32
     kernel = weight.detach()
-    tiles = torch.empty(4, 4, channels, outputs, dtype=dtype or weight.dtype)
+    tiles = torch.empty(TILE, TILE, channels, outputs, dtype=dtype or weight.dtype)
     for i, g_row in enumerate(_G):
         # (G g)[i]: (K, C, 3), the kernel's rows combined; then its columns, one position at a time.
-        rows = sum(coef * kernel[:, :, j].to(work) for j, coef in enumerate(g_row) if coef)
+        rows = sum(float(coef) * kernel[:, :, j].to(work) for j, coef in enumerate(g_row) if coef)
         for m, g_col in enumerate(_G):
-            position = sum(coef * rows[:, :, l] for l, coef in enumerate(g_col) if coef)
+            position = sum(float(coef) * rows[:, :, l] for l, coef in enumerate(g_col) if coef)
             tiles[i, m].copy_(position.t())
-    return tiles.reshape(16, channels, outputs)
+    return tiles.reshape(TILE * TILE, channels, outputs)
 
 
-def input_tiles(x: torch.Tensor, order=_SAME) -> tuple[torch.Tensor, int, int]:
-    """(1, C, H, W) -> (16, T, C): B^T d B for each 4x4 tile (stride 2) of the zero-padded input,
-    T = ceil(H/2) * ceil(W/2). Odd sides get one more zero row or column, cropped from the output.
-    order: the transform's (i, j) goes to position (order[i], order[j])."""
+def input_tiles(x: torch.Tensor, flipped: bool = False) -> tuple[torch.Tensor, int, int]:
+    """(1, C, H, W) -> (36, T, C): B^T d B for each 6x6 tile (stride 4) of the zero-padded input,
+    T = ceil(H/4) * ceil(W/4). Sides that are not a multiple of 4 get zero rows or columns, at the
+    far edge (flipped: at the near one, so that the tiles line up with the flipped image's)."""
     _, channels, height, width = x.shape
-    rows, cols = (height + 1) // 2, (width + 1) // 2
-    padded = x.new_empty(2 * rows + 2, 2 * cols + 2, channels)
-    padded[0].zero_()
-    padded[height + 1:].zero_()
-    padded[:, 0].zero_()
-    padded[:, width + 1:].zero_()
-    padded[1:height + 1, 1:width + 1] = x[0].permute(1, 2, 0)
-    out = x.new_empty(4, 4, rows, cols, channels)
-    # B^T d B with B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]: first along the rows of the
-    # whole image (each result is a tile row's combination), then along the columns into place; one
-    # row combination alive at a time (half the input each), so the transform's peak memory stays
-    # near its output's.
-    a, b, c, d = (padded[k:k + 2 * rows:2] for k in range(4))
-    for i, (combine, first, second) in zip(order, ((torch.sub, a, c), (torch.add, b, c), (torch.sub, c, b),
-                                                    (torch.sub, b, d))):
-        _transform_columns(combine(first, second), out[i], order, cols)
-    return out.view(16, rows * cols, channels), rows, cols
-
-
-def _transform_columns(combined: torch.Tensor, out: torch.Tensor, order, cols: int) -> None:
-    """B^T along the columns of one tile row's combination, into out[order[j]]."""
-    a, b, c, d = (combined[:, k:k + 2 * cols:2] for k in range(4))
-    torch.sub(a, c, out=out[order[0]])
-    torch.add(b, c, out=out[order[1]])
-    torch.sub(c, b, out=out[order[2]])
-    torch.sub(b, d, out=out[order[3]])
+    rows, cols = -(-height // OUT), -(-width // OUT)
+    padded_height, padded_width = OUT * rows + 2, OUT * cols + 2
+    top = 1 + (OUT * rows - height if flipped else 0)
+    left = 1 + (OUT * cols - width if flipped else 0)
+    padded = x.new_empty(padded_height, padded_width, channels)
+    padded[:top].zero_()
+    padded[top + height:].zero_()
+    padded[:, :left].zero_()
+    padded[:, left + width:].zero_()
+    padded[top:top + height, left:left + width] = x[0].permute(1, 2, 0)
+    row_step, col_step = padded_width * channels, channels
+    gathered = padded.as_strided((TILE, TILE, rows, cols, channels),
+                                 (row_step, col_step, OUT * row_step, OUT * col_step, 1))
+    gathered = gathered.reshape(TILE * TILE, rows * cols * channels)  # the copy: 2.25x the input
+    del padded
+    transformed = torch.mm(_transform("input", x.dtype, flipped), gathered)
+    return transformed.view(TILE * TILE, rows * cols, channels), rows, cols
 
 
 def output_from_tiles(products: torch.Tensor, rows: int, cols: int, height: int, width: int,
-                      order=_SAME) -> torch.Tensor:
-    """(16, T, K) -> (1, K, height, width) in channels_last: A^T m A for each tile, with
-    A^T = [[1,1,1,0],[0,1,-1,-1]]. order: as input_tiles'. Sums in place, one row at a time."""
+                      flipped: bool = False) -> torch.Tensor:
+    """(36, T, K) -> (1, K, height, width) in channels_last: A^T m A for each tile, each 4x4 output
+    tile put in place (flipped: written backwards and the grid's far-edge alignment cropped)."""
     outputs = products.shape[-1]
-    m = products.view(4, 4, rows, cols, outputs)
-    y = products.new_empty(rows, 2, cols, 2, outputs)
-    p0, p1, p2, p3 = order
-    for i in range(2):
-        combined = torch.add(m[p0], m[p1]).add_(m[p2]) if i == 0 else torch.sub(m[p1], m[p2]).sub_(m[p3])
-        torch.add(combined[p0], combined[p1], out=y[:, i, :, 0]).add_(combined[p2])
-        torch.sub(combined[p1], combined[p2], out=y[:, i, :, 1]).sub_(combined[p3])
-        del combined
-    y = y.view(2 * rows, 2 * cols, outputs)
-    if (height, width) != (2 * rows, 2 * cols):
-        y = y[:height, :width].contiguous()
+    tiles = torch.mm(_transform("output", products.dtype, flipped), products.view(TILE * TILE, -1))
+    y = tiles.view(OUT, OUT, rows, cols, outputs).permute(2, 0, 3, 1, 4).reshape(OUT * rows, OUT * cols, outputs)
+    del tiles
+    top = OUT * rows - height if flipped else 0
+    left = OUT * cols - width if flipped else 0
+    if (height, width) != (OUT * rows, OUT * cols):
+        y = y[top:top + height, left:left + width].contiguous()
     return y.permute(2, 0, 1).unsqueeze(0)
 
 
@@ -111,11 +123,10 @@ def winograd_conv(x: torch.Tensor, tiles: torch.Tensor, flipped: bool = False) -
     (kernel_tiles), without bias; flipped: with that kernel flipped and transposed instead (the
     input gradient's), from the same tiles without a copy. Any layout in, channels_last out."""
     height, width = x.shape[-2:]
-    order = _FLIP if flipped else _SAME
-    transformed, rows, cols = input_tiles(x, order)
+    transformed, rows, cols = input_tiles(x, flipped)
     products = torch.bmm(transformed, tiles.transpose(1, 2) if flipped else tiles)
-    del transformed  # before the output transform allocates: 4x the input's size
-    return output_from_tiles(products, rows, cols, height, width, order)
+    del transformed  # before the output transform allocates
+    return output_from_tiles(products, rows, cols, height, width, flipped)
 
 
 class WinogradConvReLU(torch.autograd.Function):
