@@ -79,10 +79,13 @@ def kernel_tiles(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torc
     return tiles.reshape(TILE * TILE, channels, outputs)
 
 
-def input_tiles(x: torch.Tensor, flipped: bool = False) -> tuple[torch.Tensor, int, int]:
+def input_tiles(x: torch.Tensor, flipped: bool = False,
+                relu_output: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int]:
     """(1, C, H, W) -> (36, T, C): B^T d B for each 6x6 tile (stride 4) of the zero-padded input,
     T = ceil(H/4) * ceil(W/4). Sides that are not a multiple of 4 get zero rows or columns, at the
-    far edge (flipped: at the near one, so that the tiles line up with the flipped image's)."""
+    far edge (flipped: at the near one, so that the tiles line up with the flipped image's).
+    relu_output: x is the gradient at a ReLU's output; masked where that output is 0 on its way
+    into the padded buffer (one pass over it instead of two)."""
     _, channels, height, width = x.shape
     rows, cols = -(-height // OUT), -(-width // OUT)
     padded_height, padded_width = OUT * rows + 2, OUT * cols + 2
@@ -93,7 +96,12 @@ def input_tiles(x: torch.Tensor, flipped: bool = False) -> tuple[torch.Tensor, i
     padded[top + height:].zero_()
     padded[:, :left].zero_()
     padded[:, left + width:].zero_()
-    padded[top:top + height, left:left + width] = x[0].permute(1, 2, 0)
+    inside = padded[top:top + height, left:left + width]
+    if relu_output is None:
+        inside.copy_(x[0].permute(1, 2, 0))
+    else:
+        torch.ops.aten.threshold_backward.grad_input(x[0].permute(1, 2, 0), relu_output[0].permute(1, 2, 0), 0,
+                                                     grad_input=inside)
     row_step, col_step = padded_width * channels, channels
     gathered = padded.as_strided((TILE, TILE, rows, cols, channels),
                                  (row_step, col_step, OUT * row_step, OUT * col_step, 1))
@@ -104,13 +112,20 @@ def input_tiles(x: torch.Tensor, flipped: bool = False) -> tuple[torch.Tensor, i
 
 
 def output_from_tiles(products: torch.Tensor, rows: int, cols: int, height: int, width: int,
-                      flipped: bool = False) -> torch.Tensor:
+                      flipped: bool = False, bias: torch.Tensor | None = None) -> torch.Tensor:
     """(36, T, K) -> (1, K, height, width) in channels_last: A^T m A for each tile, each 4x4 output
-    tile put in place (flipped: written backwards and the grid's far-edge alignment cropped)."""
+    tile put in place (flipped: written backwards and the grid's far-edge alignment cropped), plus
+    ``bias`` per output channel on the way (one pass instead of two)."""
     outputs = products.shape[-1]
     tiles = torch.mm(_transform("output", products.dtype, flipped), products.view(TILE * TILE, -1))
-    y = tiles.view(OUT, OUT, rows, cols, outputs).permute(2, 0, 3, 1, 4).reshape(OUT * rows, OUT * cols, outputs)
-    del tiles
+    placed = tiles.view(OUT, OUT, rows, cols, outputs).permute(2, 0, 3, 1, 4)
+    y = products.new_empty(rows, OUT, cols, OUT, outputs)
+    if bias is None:
+        y.copy_(placed)
+    else:
+        torch.add(placed, bias.to(y.dtype), out=y)
+    del tiles, placed
+    y = y.view(OUT * rows, OUT * cols, outputs)
     top = OUT * rows - height if flipped else 0
     left = OUT * cols - width if flipped else 0
     if (height, width) != (OUT * rows, OUT * cols):
@@ -118,15 +133,17 @@ def output_from_tiles(products: torch.Tensor, rows: int, cols: int, height: int,
     return y.permute(2, 0, 1).unsqueeze(0)
 
 
-def winograd_conv(x: torch.Tensor, tiles: torch.Tensor, flipped: bool = False) -> torch.Tensor:
+def winograd_conv(x: torch.Tensor, tiles: torch.Tensor, flipped: bool = False, bias: torch.Tensor | None = None,
+                  relu_output: torch.Tensor | None = None) -> torch.Tensor:
     """The 3x3, stride-1, pad-1 convolution of a batch-1 x with the kernel behind ``tiles``
-    (kernel_tiles), without bias; flipped: with that kernel flipped and transposed instead (the
-    input gradient's), from the same tiles without a copy. Any layout in, channels_last out."""
+    (kernel_tiles), plus ``bias``; flipped: with that kernel flipped and transposed instead (the
+    input gradient's), from the same tiles without a copy, of x masked where ``relu_output`` is 0
+    when given. Any layout in, channels_last out."""
     height, width = x.shape[-2:]
-    transformed, rows, cols = input_tiles(x, flipped)
+    transformed, rows, cols = input_tiles(x, flipped, relu_output)
     products = torch.bmm(transformed, tiles.transpose(1, 2) if flipped else tiles)
     del transformed  # before the output transform allocates
-    return output_from_tiles(products, rows, cols, height, width, flipped)
+    return output_from_tiles(products, rows, cols, height, width, flipped, bias)
 
 
 class WinogradConvReLU(torch.autograd.Function):
@@ -135,13 +152,11 @@ class WinogradConvReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, tiles, bias):
-        out = winograd_conv(x.to(tiles.dtype), tiles)
-        out.add_(bias.to(out.dtype).view(1, -1, 1, 1)).relu_()
+        out = winograd_conv(x.to(tiles.dtype), tiles, bias=bias).relu_()
         ctx.save_for_backward(out, tiles)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         out, tiles = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad.to(out.dtype), out, 0)
-        return winograd_conv(grad, tiles, flipped=True), None, None
+        return winograd_conv(grad.to(out.dtype), tiles, flipped=True, relu_output=out), None, None
