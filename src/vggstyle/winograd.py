@@ -13,7 +13,7 @@ products per 4 outputs instead of 36 per 16; this is 1.8x fewer multiplications.
 
 The interpolation points are 0, 1, -1, 2, -1/2 and infinity: measured on VGG's layers with real
 activations (docs/speed.md, session 15), bf16 products at these points err 0.5-0.8% against
-float32, against 0.7-1.1% at 0, +-1, +-2 and 1.1-2.6% at 0, +-1, 2, 1/2 (oneDNN's bf16
+float32, against 0.7-1.2% at 0, +-1, +-2 and 1.1-2.6% at 0, +-1, 2, 1/2 (oneDNN's bf16
 convolutions: 0.2%, F(2x2, 3x3): 0.3%). The matrices below are Toom-Cook's for these points
 (Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks*, 2016); tests check the
 convolution they give against conv2d to 1e-12 in float64.
