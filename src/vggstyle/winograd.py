@@ -59,6 +59,13 @@ def _transform(name: str, dtype: torch.dtype, flipped: bool) -> torch.Tensor:
     return matrix.to(dtype)
 
 
+def _grid_shift(rows: int, cols: int, height: int, width: int, flipped: bool) -> tuple[int, int]:
+    """Where the map starts inside the tile grid (rows x cols tiles of OUT): at the grid's corner,
+    or for a flipped pass flush with its far edges, so that the tiles line up with the flipped
+    image's. input_tiles pads by it and output_from_tiles crops by it: one rule for both."""
+    return (OUT * rows - height, OUT * cols - width) if flipped else (0, 0)
+
+
 def kernel_tiles(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """(K, C, 3, 3) kernel -> (36, C, K): G g G^T at each of the 36 tile positions, summed in float32
     (float64 for a float64 kernel) and rounded once to ``dtype`` (default: the weight's).
@@ -89,8 +96,7 @@ def input_tiles(x: torch.Tensor, flipped: bool = False,
     _, channels, height, width = x.shape
     rows, cols = -(-height // OUT), -(-width // OUT)
     padded_height, padded_width = OUT * rows + 2, OUT * cols + 2
-    top = 1 + (OUT * rows - height if flipped else 0)
-    left = 1 + (OUT * cols - width if flipped else 0)
+    top, left = (1 + shift for shift in _grid_shift(rows, cols, height, width, flipped))
     padded = x.new_empty(padded_height, padded_width, channels)
     padded[:top].zero_()
     padded[top + height:].zero_()
@@ -126,8 +132,7 @@ def output_from_tiles(products: torch.Tensor, rows: int, cols: int, height: int,
         torch.add(placed, bias.to(y.dtype), out=y)
     del tiles, placed
     y = y.view(OUT * rows, OUT * cols, outputs)
-    top = OUT * rows - height if flipped else 0
-    left = OUT * cols - width if flipped else 0
+    top, left = _grid_shift(rows, cols, height, width, flipped)
     if (height, width) != (OUT * rows, OUT * cols):
         y = y[top:top + height, left:left + width].contiguous()
     return y.permute(2, 0, 1).unsqueeze(0)
