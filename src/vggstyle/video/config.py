@@ -42,6 +42,11 @@ ANCHORED_ITERATIONS = 60
 ANCHOR_COVERAGE = 0.5
 
 
+def anchored_iterations(first_iterations: int) -> int:
+    """An anchored first frame's iterations, given a first frame's (the frame and the ETA use it)."""
+    return min(ANCHORED_ITERATIONS, first_iterations)
+
+
 @dataclass
 class VideoConfig:
     """The knobs only a video has; StyleConfig holds the rest (the same as for a still)."""

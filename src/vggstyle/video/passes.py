@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..inputs import Inputs
-from .config import ANCHOR_COVERAGE, ANCHORED_ITERATIONS, FrameDone, VideoConfig, VideoSummary
+from .config import ANCHOR_COVERAGE, FrameDone, VideoConfig, VideoSummary, anchored_iterations
 from .frame import (FrameStep, FrameStylizer, Shot, guide, neighbour_term, neighbours, prev_warped_start,
                           revisit_start, temporal_term)
 from .reader import VideoInput
@@ -91,7 +91,7 @@ def stylize_frame(run: Pass, frame, images, content, shot: Shot, anchor: tuple[n
     if anchored is not None:
         shot.clear()
         start = prev_warped_start(anchored, images.content)
-        iterations, terms = min(ANCHORED_ITERATIONS, run.first_iterations), ()
+        iterations, terms = anchored_iterations(run.first_iterations), ()
     elif first:
         shot.clear()
         start, iterations, terms = still_start(run.inputs, frame, run.inputs.config.init), run.first_iterations, ()

@@ -33,7 +33,7 @@ from ..errors import ConfigError, VggstyleError, first_line
 from ..files import png_bytes, rgb_from_bytes
 from ..image import as_image_list, tensor_to_pil
 from .chunk import ChunkWork, remote_chunk, run_chunk
-from .config import ANCHORED_ITERATIONS, FrameDone, SpreadProgress
+from .config import FrameDone, SpreadProgress, anchored_iterations
 from .flow import link
 from .passes import Pass
 from .split import Chunk, boundary_frames, chunk_order, crossfade, edge_frames, history, plan_chunks, ready
@@ -234,7 +234,7 @@ class Spread:
         video = self.run.video
         if number == 1:
             first = self.run.first_iterations
-            first = min(ANCHORED_ITERATIONS, first) if chunk.anchor is not None else first
+            first = anchored_iterations(first) if chunk.anchor is not None else first
             still = 0 if chunk.follows else first - video.frame_iterations
             return still + len(chunk.first_pass_frames) * video.frame_iterations
         return len(chunk_order(chunk, number)) * video.frame_iterations
