@@ -91,8 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     clip_arguments(parser, 24, 128)
     parser.add_argument("--chunk-frames", type=int, default=6)
-    parser.add_argument("--overlap", type=int, default=4, help="the chunk overlap of the timing rows")
-    parser.add_argument("--overlaps", default="0,4", help="overlaps compared on quality (2 workers)")
+    parser.add_argument("--overlap", type=int, help="the chunk overlap of the timing rows (default: vggstyle's, "
+                                                    "a third of --chunk-frames)")
+    parser.add_argument("--overlaps", help="overlaps compared on quality (2 workers; default: 0 and --overlap)")
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--workdir", type=Path, default=ROOT / "out" / "video_spread")
@@ -100,6 +101,9 @@ def main() -> None:
                         help="play the clip forward and back to --frames (for default-size chunks from a short clip)")
     parser.add_argument("--skip-kill", action="store_true", help="leave out the run with a worker killed")
     args = parser.parse_args()
+    from vggstyle.video.config import VideoConfig
+    args.overlap = VideoConfig(chunk_frames=args.chunk_frames, chunk_overlap=args.overlap).overlap
+    args.overlaps = args.overlaps or f"0,{args.overlap}"
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.ping_pong:
         args.input = ping_pong(args.input, args.frames, args.workdir / "ping_pong.mkv")

@@ -20,6 +20,7 @@ from conftest import ROOT, executing_tasks, kill_worker_while, process_of
 from odd_media import panning, read_back, write_clip
 from vggstyle.cli import main
 from vggstyle.video import SpreadProgress, stylize_video
+from vggstyle.video.config import VideoConfig
 from vggstyle.video.split import (Chunk, chunk_order, edge_frames, history, neighbours, pass_order, plan_chunks, ready,
                                   shots)
 
@@ -48,9 +49,16 @@ def test_chunks_split_at_the_cuts_into_near_equal_runs_leaders_and_followers():
     assert edge_frames(chunks, chunks[1]) == [0, 4]
     assert plan_chunks([], 5, 48, 4) == [Chunk(0, (0, 4), 0, 4, 0)]  # a short clip is one chunk: one machine's run
     assert [(c.first, c.follows, c.anchor) for c in plan_chunks([], 8, 4, 4)] == [(0, False, None), (4, True, None)]
-    # a warm-up never reaches before its shot's first frame; a follower starts from the frames before
-    assert [(c.first, c.warmup) for c in plan_chunks([], 9, 3, 10)] == [(0, 0), (1, 0), (3, 3), (6, 0)]
+    # a warm-up stays inside the chunk before and spares its first frame (the chunk before that reads
+    # it once the chunk before is done, maybe before the cross-fade); a follower starts from the frames before
+    assert [(c.first, c.warmup) for c in plan_chunks([], 9, 3, 10)] == [(0, 0), (1, 0), (3, 1), (6, 0)]
+    assert [(c.first, c.warmup) for c in plan_chunks([], 192, 48, 16)] == [(0, 0), (1, 0), (48, 16), (96, 0), (144, 16)]
     assert history(chunks[1], 1) == [0] and history(chunks[3], 4) == [3, 4, 5, 6] and history(chunks[2], 4) == []
+
+
+def test_the_cross_fade_is_a_third_of_a_chunk_unless_given():
+    assert VideoConfig().overlap == 16 and VideoConfig(chunk_frames=16).overlap == 5  # as measured (docs/video.md)
+    assert VideoConfig(chunk_overlap=0).overlap == 0 and VideoConfig(chunk_frames=100, chunk_overlap=3).overlap == 3
 
 
 def test_each_chunk_visits_its_frames_in_the_one_machine_order_once_its_neighbours_are_done():

@@ -65,7 +65,7 @@ class VideoRun:
                                                      "long_term", "flow", "motion_boundary_weight", "passes",
                                                      "warp_tolerance")}
         if self.spread:  # how the clip is cut changes its seams
-            video.update(chunk_frames=self.video.chunk_frames, chunk_overlap=self.video.chunk_overlap)
+            video.update(chunk_frames=self.video.chunk_frames, chunk_overlap=self.video.overlap)
         return {**config, **video, "first_frame_iterations": self.first_iterations,
                 "input": _identity(self.clip.info.source), "start_frame": self.clip.first,
                 "fps": str(self.clip.fps), "styles_and_masks": self.sources}

@@ -74,9 +74,12 @@ def plan_chunks(starts: list[int], frames: int, chunk_frames: int, overlap: int)
             chunks.append(Chunk(len(chunks), (lo, hi), lo, lo))
         start = lo + anchored
         bounds = [start + ((hi + 1 - start) * i) // count for i in range(count + 1)]
-        for i, (a, b) in enumerate(zip(bounds, bounds[1:]), start=anchored):
+        for j, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            i = j + anchored  # the chunk's place in its shot
             follows = i % 2 == 1
-            warmup = 0 if i == 0 or follows else min(overlap, a - lo)
+            # a warm-up stays inside the chunk before and spares its first frame, which the chunk
+            # before that reads once the chunk before is done (the cross-fade may come later)
+            warmup = 0 if i == 0 or follows else min(overlap, a - bounds[j - 1] - 1)
             chunks.append(Chunk(len(chunks), (lo, hi), a, b - 1, warmup, follows,
                                 lo if anchored and not follows else None))
     return chunks

@@ -330,7 +330,7 @@ def spread_passes(run: Pass, runner, styles: list[bytes], masks: list[bytes] | N
     prepared = prepare(run)
     summary = run.summary
     summary.total_frames = prepared.frames
-    chunks = plan_chunks(prepared.starts, prepared.frames, run.video.chunk_frames, run.video.chunk_overlap)
+    chunks = plan_chunks(prepared.starts, prepared.frames, run.video.chunk_frames, run.video.overlap)
     summary.cuts = [s for s in prepared.starts if s > 0]
     spread = Spread(run, prepared, chunks, runner, styles, masks)
     running: dict = {}  # future -> (chunk, pass)
