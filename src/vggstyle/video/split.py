@@ -10,9 +10,11 @@ Why these rules:
   cut), and each chunk at an odd place *follows* the chunk before once that one is done, starting
   from its last frames exactly as one machine would (so that seam is no seam, and it costs no
   still). Where a leading chunk meets the follower before it, two independent stylizations
-  meet: the leader also stylizes ``overlap`` frames before its own (a warm-up, to settle after
-  its still), and those frames are cross-faded from the earlier chunk's result to this one's, so
-  the seam is a fade over several frames instead of a jump.
+  meet: the leader also stylizes ``overlap`` frames before its own (a warm-up), and those frames
+  are cross-faded from the earlier chunk's result to this one's, so the seam is a fade over
+  several frames instead of a jump. Two chains of frames drift apart within about 20 frames
+  whatever their start, so the fade's length is what lowers the seam's cost (about 1/(k+1) of a
+  jump over k frames; docs/video.md), not a longer settling before it.
 - A leader after its shot's first chunk is *anchored*: its first frame starts from the shot's first
   still, warped to it along one flow, and takes ANCHORED_ITERATIONS instead of a still's. Two
   fresh stills meet as two unrelated textures, and the cross-fade between them is a ghost of both;
